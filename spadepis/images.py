@@ -1,0 +1,78 @@
+"""Image I/O on local paths and fsspec URIs, with errors that name the file."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+from .errors import InputError
+
+__all__ = ["read_bytes", "open_image", "read_rgb", "encode_png", "write_png", "float_to_uint8"]
+
+
+def read_bytes(uri: str | Path) -> bytes:
+    import fsspec
+
+    try:
+        with fsspec.open(str(uri), "rb") as f:
+            return f.read()
+    except FileNotFoundError as exc:
+        raise InputError(f"{uri}: file not found; check the path or URI.") from exc
+    except IsADirectoryError as exc:
+        raise InputError(f"{uri}: is a folder, expected an image file.") from exc
+
+
+def open_image(uri: str | Path) -> Image.Image:
+    """Open and fully decode an image; truncated or non-image files raise :class:`InputError`."""
+    data = read_bytes(uri)
+    if not data:
+        raise InputError(f"{uri}: file is empty (0 bytes); regenerate or re-download it.")
+    try:
+        img = Image.open(io.BytesIO(data))
+        img.load()
+    except UnidentifiedImageError as exc:
+        raise InputError(f"{uri}: not a readable image ({len(data)} bytes); expected a PNG or JPEG file.") from exc
+    except (OSError, SyntaxError, ValueError) as exc:
+        raise InputError(f"{uri}: image is truncated or corrupt ({exc}); regenerate or re-download it.") from exc
+    return img
+
+
+def read_rgb(uri: str | Path) -> np.ndarray:
+    """Read an image as ``(H, W, 3)`` uint8 RGB."""
+    return np.asarray(open_image(uri).convert("RGB"))
+
+
+def encode_png(array: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(np.ascontiguousarray(array)).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def write_png(uri: str | Path, array: np.ndarray) -> bytes:
+    """Write ``array`` as PNG to a path or fsspec URI (parents created); returns the bytes written."""
+    import fsspec
+
+    data = encode_png(array)
+    uri = str(uri)
+    fs, path = fsspec.core.url_to_fs(uri)
+    parent = path.rsplit("/", 1)[0] if "/" in path else ""
+    if parent:
+        fs.makedirs(parent, exist_ok=True)
+    with fs.open(path, "wb") as f:
+        f.write(data)
+    return data
+
+
+def float_to_uint8(x: np.ndarray, *, low: float = 0.0, high: float = 1.0) -> np.ndarray:
+    """Map ``[low, high]`` to 0..255 by truncation, as the reference code does (not rounding).
+
+    ``x`` is ``(3, H, W)`` or ``(H, W, 3)`` float; the result is ``(H, W, 3)`` uint8.
+    """
+    x = np.asarray(x, dtype=np.float32)
+    if x.ndim == 3 and x.shape[0] == 3 and x.shape[-1] != 3:
+        x = x.transpose(1, 2, 0)
+    scaled = (x - low) / (high - low) * 255.0
+    return np.clip(scaled, 0, 255).astype(np.uint8)
