@@ -1,0 +1,668 @@
+"""The SPADE generator (NVlabs/SPADE, Park et al. 2019) at inference, and a fast exact forward.
+
+Two forwards compute the same function:
+
+* :class:`SPADEGenerator` is the straightforward module: its ``state_dict()`` keys and shapes equal
+  the official ``latest_net_G.pth`` (spectral-norm convs keep ``weight_orig``/``weight_u``/``weight_v``);
+  its ``forward(seg)`` runs the dense one-hot map through every SPADE convolution in float32, exactly
+  as the official code does in eval mode.
+* :class:`FastSPADE` is built once from a generator (spectral norm folded with the stored ``u``/``v``,
+  batch norm folded into the modulation) and computes the same output from the *label-index map*:
+
+  - ``mlp_shared`` on a one-hot input is a sum of 9 kernel columns, one per 3x3 tap:
+    ``a(p) = relu(b + sum_d W[:, key(p + d), d])``: an ``embedding_bag`` over per-tap tables
+    instead of a ``semantic_nc -> 128`` convolution;
+  - where the 5x5 neighbourhood of a pixel holds one key (label, instance edge) and lies inside the
+    image, ``gamma`` and ``beta`` do not depend on the pixel: they come from a per-key table
+    ``gb[k] = b_gb + (sum_d W_gb[:, :, d]) a[k]``; only the remaining (boundary) pixels get the
+    ``128 -> 2C`` 3x3 convolution, as an im2col matrix product over those pixels;
+  - ``BN(x) * (1 + gamma) + beta`` becomes ``x * A + B`` with ``A = s (1 + gamma)``,
+    ``B = t (1 + gamma) + beta`` formed on the table rows, not on the full map;
+  - index structures depend only on the resolution, so all SPADE layers at one resolution share them;
+    main convolutions run in ``channels_last``.
+
+  All of it is exact algebra: the two forwards differ only by float summation order (~1e-6).
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .checkpoints import check_state_dict, read_checkpoint, tensor_digest
+from .devices import resolve_device
+from .errors import CheckpointError, InputError
+from .labelmaps import PRESETS, Preset, _as_label_tensor, build_semantics, check_label_range, get_preset, instance_edges
+
+__all__ = [
+    "SNConv2d",
+    "SPADE",
+    "SPADEResnetBlock",
+    "SPADEGenerator",
+    "FastSPADE",
+    "Synthesizer",
+    "load_synthesizer",
+    "random_synthesizer",
+    "to_uint8",
+    "infer_generator_options",
+    "expected_state_dict_shapes",
+]
+
+_NUM_UP = {"normal": 5, "more": 6, "most": 7}
+_NHIDDEN = 128
+
+
+# ----------------------------------------------------------------------------------------------
+# Modules with the official parameter names
+
+
+class SNConv2d(nn.Module):
+    """Conv2d stored the way ``torch.nn.utils.spectral_norm`` stores it.
+
+    Keys ``bias``, ``weight_orig``, ``weight_u``, ``weight_v``. At inference the effective weight is
+    ``W = weight_orig / sigma`` with ``sigma = u . (W_mat v)`` from the stored vectors (no power iteration).
+    """
+
+    def __init__(self, cin: int, cout: int, kernel_size: int, bias: bool = True):
+        super().__init__()
+        if bias:
+            self.bias = nn.Parameter(torch.empty(cout))
+        else:
+            self.register_parameter("bias", None)
+        self.weight_orig = nn.Parameter(torch.empty(cout, cin, kernel_size, kernel_size))
+        self.register_buffer("weight_u", torch.empty(cout))
+        self.register_buffer("weight_v", torch.empty(cin * kernel_size * kernel_size))
+        self.padding = kernel_size // 2
+
+    def folded_weight(self) -> torch.Tensor:
+        w = self.weight_orig
+        sigma = torch.dot(self.weight_u, torch.mv(w.reshape(w.shape[0], -1), self.weight_v))
+        return w / sigma
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.conv2d(x, self.folded_weight(), self.bias, padding=self.padding)
+
+
+class SPADE(nn.Module):
+    """``BN(x) * (1 + gamma(seg)) + beta(seg)`` with BN in eval mode (stored running statistics)."""
+
+    def __init__(self, norm_nc: int, label_nc: int, nhidden: int = _NHIDDEN):
+        super().__init__()
+        self.param_free_norm = nn.BatchNorm2d(norm_nc, affine=False)
+        self.mlp_shared = nn.Sequential(nn.Conv2d(label_nc, nhidden, 3, padding=1), nn.ReLU())
+        self.mlp_gamma = nn.Conv2d(nhidden, norm_nc, 3, padding=1)
+        self.mlp_beta = nn.Conv2d(nhidden, norm_nc, 3, padding=1)
+
+    def forward(self, x: torch.Tensor, segmap: torch.Tensor) -> torch.Tensor:
+        normalized = F.batch_norm(
+            x, self.param_free_norm.running_mean, self.param_free_norm.running_var, None, None, False, 0.0,
+            self.param_free_norm.eps,
+        )
+        segmap = F.interpolate(segmap, size=x.shape[2:], mode="nearest")
+        actv = self.mlp_shared(segmap)
+        return normalized * (1 + self.mlp_gamma(actv)) + self.mlp_beta(actv)
+
+
+class SPADEResnetBlock(nn.Module):
+    """``shortcut(x) + conv_1(lrelu(norm_1(conv_0(lrelu(norm_0(x))))))``; learned 1x1 shortcut iff fin != fout."""
+
+    def __init__(self, fin: int, fout: int, semantic_nc: int):
+        super().__init__()
+        self.learned_shortcut = fin != fout
+        fmid = min(fin, fout)
+        self.conv_0 = SNConv2d(fin, fmid, 3)
+        self.conv_1 = SNConv2d(fmid, fout, 3)
+        if self.learned_shortcut:
+            self.conv_s = SNConv2d(fin, fout, 1, bias=False)
+        self.norm_0 = SPADE(fin, semantic_nc)
+        self.norm_1 = SPADE(fmid, semantic_nc)
+        if self.learned_shortcut:
+            self.norm_s = SPADE(fin, semantic_nc)
+
+    def forward(self, x: torch.Tensor, seg: torch.Tensor) -> torch.Tensor:
+        x_s = self.conv_s(self.norm_s(x, seg)) if self.learned_shortcut else x
+        dx = self.conv_0(F.leaky_relu(self.norm_0(x, seg), 0.2))
+        dx = self.conv_1(F.leaky_relu(self.norm_1(dx, seg), 0.2))
+        return x_s + dx
+
+
+class SPADEGenerator(nn.Module):
+    """The official SPADE generator (``netG=spade``, ``norm_G=spectralspadesyncbatch3x3``, no VAE).
+
+    Parameters
+    ----------
+    semantic_nc:
+        input channels (label channels + dontcare + instance edge), 184 for COCO-Stuff.
+    ngf:
+        width; 64 for the official models.
+    num_upsampling_layers:
+        ``normal`` | ``more`` | ``most``.
+    crop_size, aspect_ratio:
+        output width and W/H ratio; the latent grid is ``(round(sw / aspect), sw)`` with
+        ``sw = crop_size // 2**n``.
+
+    ``forward(seg)`` takes ``(B, semantic_nc, H, W)`` float one-hot maps and returns ``(B, 3, H', W')``
+    in [-1, 1]. Always use it in ``eval()`` mode (this class has no training code).
+    """
+
+    def __init__(self, semantic_nc: int, ngf: int = 64, num_upsampling_layers: str = "normal",
+                 crop_size: int = 256, aspect_ratio: float = 1.0):
+        super().__init__()
+        if num_upsampling_layers not in _NUM_UP:
+            raise ValueError(f"num_upsampling_layers must be one of {list(_NUM_UP)}, got {num_upsampling_layers!r}")
+        nf = ngf
+        self.semantic_nc = semantic_nc
+        self.ngf = ngf
+        self.num_upsampling_layers = num_upsampling_layers
+        sw = crop_size // 2 ** _NUM_UP[num_upsampling_layers]
+        self.sw, self.sh = sw, round(sw / aspect_ratio)
+        self.fc = nn.Conv2d(semantic_nc, 16 * nf, 3, padding=1)
+        self.head_0 = SPADEResnetBlock(16 * nf, 16 * nf, semantic_nc)
+        self.G_middle_0 = SPADEResnetBlock(16 * nf, 16 * nf, semantic_nc)
+        self.G_middle_1 = SPADEResnetBlock(16 * nf, 16 * nf, semantic_nc)
+        self.up_0 = SPADEResnetBlock(16 * nf, 8 * nf, semantic_nc)
+        self.up_1 = SPADEResnetBlock(8 * nf, 4 * nf, semantic_nc)
+        self.up_2 = SPADEResnetBlock(4 * nf, 2 * nf, semantic_nc)
+        self.up_3 = SPADEResnetBlock(2 * nf, 1 * nf, semantic_nc)
+        final_nc = nf
+        if num_upsampling_layers == "most":
+            self.up_4 = SPADEResnetBlock(nf, nf // 2, semantic_nc)
+            final_nc = nf // 2
+        self.conv_img = nn.Conv2d(final_nc, 3, 3, padding=1)
+
+    @classmethod
+    def from_preset(cls, preset: Preset, ngf: int | None = None) -> SPADEGenerator:
+        return cls(preset.semantic_nc, ngf or preset.ngf or 64, preset.num_upsampling_layers, preset.crop_size,
+                   preset.aspect_ratio)
+
+    def blocks(self) -> list[tuple[str, SPADEResnetBlock, bool]]:
+        """(name, block, upsample-before) in forward order."""
+        more = self.num_upsampling_layers in ("more", "most")
+        out = [("head_0", self.head_0, False), ("G_middle_0", self.G_middle_0, True),
+               ("G_middle_1", self.G_middle_1, more)]
+        out += [(f"up_{i}", getattr(self, f"up_{i}"), True) for i in range(4)]
+        if self.num_upsampling_layers == "most":
+            out.append(("up_4", self.up_4, True))
+        return out
+
+    def forward(self, seg: torch.Tensor) -> torch.Tensor:
+        x = self.fc(F.interpolate(seg, size=(self.sh, self.sw)))
+        for _, block, up in self.blocks():
+            if up:
+                x = F.interpolate(x, scale_factor=2, mode="nearest")
+            x = block(x, seg)
+        return torch.tanh(self.conv_img(F.leaky_relu(x, 0.2)))
+
+
+# ----------------------------------------------------------------------------------------------
+# The fast exact forward
+
+
+def _tap_table(weight: torch.Tensor, num_label_channels: int, has_edge: bool) -> torch.Tensor:
+    """Per-tap embedding tables of a 3x3 conv on [one-hot labels (+ edge channel)].
+
+    ``weight`` (Cout, semantic_nc, 3, 3) -> (9 * (nkeys + 1), Cout); row ``d * (nkeys + 1) + k`` is the
+    contribution of key ``k`` (label ``k % nl``, edge ``k // nl``) seen through tap ``d``; key
+    ``nkeys`` is the zero padding outside the image (zero row).
+    """
+    nl = num_label_channels
+    taps = weight.permute(2, 3, 1, 0).reshape(9, weight.shape[1], weight.shape[0])  # (9, sem, Cout)
+    rows = [taps[:, :nl]]
+    if has_edge:
+        rows.append(taps[:, :nl] + taps[:, nl:nl + 1])
+    rows.append(torch.zeros_like(taps[:, :1]))
+    return torch.cat(rows, 1).reshape(-1, weight.shape[0]).contiguous()
+
+
+class _FastSPADELayer:
+    """Precomputed tables of one SPADE layer (weights folded, float32 maths)."""
+
+    def __init__(self, spade: SPADE, nl: int, has_edge: bool, dtype: torch.dtype):
+        bn = spade.param_free_norm
+        conv_s = spade.mlp_shared[0]
+        scale = torch.rsqrt(bn.running_var.double() + bn.eps)
+        self.scale = scale.float()
+        self.shift = (-bn.running_mean.double() * scale).float()
+        self.C = bn.num_features
+        self.tap = _tap_table(conv_s.weight.detach().float(), nl, has_edge)          # (9*(nk+1), 128)
+        self.bias_shared = conv_s.bias.detach().float()
+        nk1 = self.tap.shape[0] // 9
+        self.a_table = torch.relu(self.tap.view(9, nk1, -1).sum(0)[:-1] + self.bias_shared)  # (nk, 128)
+        w_gb = torch.cat([spade.mlp_gamma.weight, spade.mlp_beta.weight], 0).detach().float()  # (2C, 128, 3, 3)
+        self.w_gb_conv = w_gb.contiguous(memory_format=torch.channels_last).to(dtype)
+        self.w_gb = w_gb.permute(2, 3, 1, 0).reshape(9 * w_gb.shape[1], w_gb.shape[0]).contiguous().to(dtype)
+        self.b_gb = torch.cat([spade.mlp_gamma.bias, spade.mlp_beta.bias]).detach().float()
+        gb_table = self.a_table @ w_gb.sum((2, 3)).t() + self.b_gb                   # (nk, 2C)
+        self.ab_table = self.modulation(gb_table)                                      # (nk, 2C): A | B
+        self.dtype = dtype
+
+    def modulation(self, gb: torch.Tensor) -> torch.Tensor:
+        """Rows (gamma | beta) -> (A | B) with ``BN(x)(1+gamma)+beta = x*A + B``."""
+        C = self.C
+        g1 = 1 + gb[:, :C].float()
+        return torch.cat([g1 * self.scale, g1 * self.shift + gb[:, C:].float()], 1)
+
+    def to(self, device) -> _FastSPADELayer:
+        for k, v in list(vars(self).items()):
+            if isinstance(v, torch.Tensor):
+                setattr(self, k, v.to(device))
+        return self
+
+
+class _ResolutionIndex:
+    """Index structures of one resolution, shared by every SPADE layer at that resolution."""
+
+    def __init__(self, keys: torch.Tensor, size: tuple[int, int], nkeys: int, dense_threshold: float):
+        B = keys.shape[0]
+        h, w = size
+        # Official: F.interpolate(seg, size, mode='nearest') from the full-resolution map.
+        K = F.interpolate(keys[:, None].float(), size=(h, w), mode="nearest")[:, 0].long()
+        dev = keys.device
+        Kp = F.pad(K, (1, 1, 1, 1), value=nkeys)
+        wp = w + 2
+        base = (torch.arange(B, device=dev)[:, None, None] * (h + 2) * wp
+                + torch.arange(h, device=dev)[None, :, None] * wp + torch.arange(w, device=dev)[None, None, :]).reshape(-1)
+        off = torch.tensor([ky * wp + kx for ky in range(3) for kx in range(3)], device=dev)
+        tap_shift = torch.arange(9, device=dev) * (nkeys + 1)
+
+        def window_uniform(r: int) -> torch.Tensor:
+            padded = F.pad(K[:, None].float(), (r, r, r, r), value=float(nkeys))
+            mx = F.max_pool2d(padded, 2 * r + 1, stride=1)
+            mn = -F.max_pool2d(-padded, 2 * r + 1, stride=1)
+            return (mx == mn)[:, 0].reshape(-1)
+
+        u3 = window_uniform(1)
+        u5 = window_uniform(2)
+        q = (~u3).nonzero()[:, 0]
+        p = (~u5).nonzero()[:, 0]
+        self.size = (h, w)
+        self.batch = B
+        self.npix = B * h * w
+        self.nq, self.np_ = q.numel(), p.numel()
+        # mlp_shared at non-uniform-3x3 pixels: 9 keys per pixel, shifted into the per-tap tables.
+        self.q_taps = Kp.reshape(-1)[base[q][:, None] + off] + tap_shift          # (Nq, 9)
+        # index of each (padded) pixel's mlp_shared activation in [a_table; 0; a_sparse]
+        ia = Kp.clone().reshape(-1)
+        ia[base[q] + wp + 1] = nkeys + 1 + torch.arange(self.nq, device=dev)
+        self.dense = self.np_ > dense_threshold * self.npix
+        if self.dense:
+            self.ia_map = ia.view(B, h + 2, wp)
+        else:
+            self.p_cols = ia[base[p][:, None] + off]                                  # (Np, 9)
+            igb = K.reshape(-1).clone()
+            igb[p] = nkeys + torch.arange(self.np_, device=dev)
+            self.igb = igb.view(B, h, w)
+        self.K = K
+
+
+class FastSPADE:
+    """Exact fast forward of a :class:`SPADEGenerator` from label-index maps (see module docstring).
+
+    Parameters
+    ----------
+    generator:
+        a generator with loaded weights (read once; later changes to it are not seen).
+    num_label_channels, has_edge:
+        how the generator's ``semantic_nc`` input channels split: one-hot labels, then the edge channel.
+    dtype:
+        float32 (exact) or bfloat16/float16 (faster on hardware that has it; reported separately).
+    dense_threshold:
+        fraction of boundary pixels above which gamma/beta are computed as one dense convolution.
+    chunk:
+        boundary pixels per im2col matrix product (bounds memory).
+    """
+
+    def __init__(self, generator: SPADEGenerator, num_label_channels: int, has_edge: bool, *,
+                 dtype: torch.dtype = torch.float32, dense_threshold: float = 0.55, chunk: int = 32768):
+        g = generator
+        if num_label_channels + int(has_edge) != g.semantic_nc:
+            raise ValueError(f"num_label_channels {num_label_channels} + edge {has_edge} != semantic_nc {g.semantic_nc}")
+        self.nl, self.has_edge, self.dtype = num_label_channels, has_edge, dtype
+        self.nkeys = num_label_channels * (2 if has_edge else 1)
+        self.dense_threshold, self.chunk = dense_threshold, chunk
+        self.sh, self.sw = g.sh, g.sw
+        with torch.no_grad():
+            self.fc_tap = _tap_table(g.fc.weight.detach().float(), num_label_channels, has_edge).to(dtype)
+            self.fc_bias = g.fc.bias.detach().to(dtype)
+            self.blocks = []
+            for _, block, up in g.blocks():
+                entry = {
+                    "up": up,
+                    "norm_0": _FastSPADELayer(block.norm_0, num_label_channels, has_edge, dtype),
+                    "norm_1": _FastSPADELayer(block.norm_1, num_label_channels, has_edge, dtype),
+                    "conv_0": self._conv(block.conv_0),
+                    "conv_1": self._conv(block.conv_1),
+                }
+                if block.learned_shortcut:
+                    entry["norm_s"] = _FastSPADELayer(block.norm_s, num_label_channels, has_edge, dtype)
+                    entry["conv_s"] = self._conv(block.conv_s)
+                self.blocks.append(entry)
+            self.conv_img = (g.conv_img.weight.detach().contiguous(memory_format=torch.channels_last).to(dtype),
+                             g.conv_img.bias.detach().to(dtype))
+        self.device = torch.device("cpu")
+        self.to(next(g.parameters()).device)
+
+    def _conv(self, conv: SNConv2d) -> tuple[torch.Tensor, torch.Tensor | None]:
+        w = conv.folded_weight().detach().contiguous(memory_format=torch.channels_last).to(self.dtype)
+        b = conv.bias.detach().to(self.dtype) if conv.bias is not None else None
+        return (w, b)
+
+    def to(self, device) -> FastSPADE:
+        device = torch.device(device)
+        mv = lambda t: t.to(device) if isinstance(t, torch.Tensor) else t  # noqa: E731
+        self.fc_tap, self.fc_bias = mv(self.fc_tap), mv(self.fc_bias)
+        for entry in self.blocks:
+            for k, v in entry.items():
+                if isinstance(v, _FastSPADELayer):
+                    v.to(device)
+                elif isinstance(v, tuple):
+                    entry[k] = tuple(mv(t) for t in v)
+        self.conv_img = tuple(mv(t) for t in self.conv_img)
+        self.device = device
+        return self
+
+    def keys(self, labels: torch.Tensor, instances: torch.Tensor | None) -> torch.Tensor:
+        """Key map ``label + nl * edge`` (B, H, W) int64."""
+        if not self.has_edge:
+            return labels
+        edges = instance_edges(instances if instances is not None else labels)[:, 0].long()
+        return labels + self.nl * edges
+
+    def _spade(self, layer: _FastSPADELayer, x: torch.Tensor, idx: _ResolutionIndex) -> torch.Tensor:
+        dt = self.dtype
+        a_sparse = torch.relu(F.embedding_bag(idx.q_taps, layer.tap, mode="sum") + layer.bias_shared)
+        a_all = torch.cat([layer.a_table, layer.a_table.new_zeros(1, layer.a_table.shape[1]), a_sparse]).to(dt)
+        C = layer.C
+        B, _, h, w = x.shape
+        if idx.dense:
+            a_map = F.embedding(idx.ia_map, a_all).permute(0, 3, 1, 2)              # (B,128,h+2,w+2) channels_last
+            gb = F.conv2d(a_map, layer.w_gb_conv, None).float()                       # (B,2C,h,w)
+            gb = gb + layer.b_gb.view(1, -1, 1, 1)
+            g1 = 1 + gb[:, :C]
+            A = (g1 * layer.scale.view(1, -1, 1, 1)).to(dt)
+            Bm = (g1 * layer.shift.view(1, -1, 1, 1) + gb[:, C:]).to(dt)
+            return torch.addcmul(Bm, x, A)
+        parts = [layer.ab_table]
+        for s in range(0, idx.np_, self.chunk):
+            cols = F.embedding(idx.p_cols[s:s + self.chunk], a_all).reshape(-1, a_all.shape[1] * 9)
+            gb = torch.mm(cols, layer.w_gb).float() + layer.b_gb
+            parts.append(layer.modulation(gb))
+        ab = torch.cat(parts).to(dt)
+        A = F.embedding(idx.igb, ab[:, :C].contiguous()).permute(0, 3, 1, 2)
+        Bm = F.embedding(idx.igb, ab[:, C:].contiguous()).permute(0, 3, 1, 2)
+        return torch.addcmul(Bm, x, A)
+
+    @staticmethod
+    def _conv_apply(x: torch.Tensor, wb, padding: int) -> torch.Tensor:
+        return F.conv2d(x, wb[0], wb[1], padding=padding)
+
+    @torch.no_grad()
+    def __call__(self, labels: torch.Tensor, instances: torch.Tensor | None = None) -> torch.Tensor:
+        """``labels`` (B, H, W) int64 (validated ids) -> (B, 3, H', W') float32 in [-1, 1]."""
+        labels = labels.to(self.device)
+        if instances is not None:
+            instances = instances.to(self.device)
+        keys = self.keys(labels, instances)
+        B = keys.shape[0]
+        cache: dict[tuple[int, int], _ResolutionIndex] = {}
+
+        def index(size):
+            if size not in cache:
+                cache[size] = _ResolutionIndex(keys, size, self.nkeys, self.dense_threshold)
+            return cache[size]
+
+        # fc on the one-hot map at the latent size = per-tap lookups of the fc kernel
+        K = F.interpolate(keys[:, None].float(), size=(self.sh, self.sw), mode="nearest")[:, 0].long()
+        Kp = F.pad(K, (1, 1, 1, 1), value=self.nkeys)
+        taps = torch.stack([Kp[:, ky:ky + self.sh, kx:kx + self.sw] for ky in range(3) for kx in range(3)], -1)
+        taps = taps + torch.arange(9, device=self.device) * (self.nkeys + 1)
+        x = F.embedding_bag(taps.reshape(-1, 9), self.fc_tap, mode="sum") + self.fc_bias
+        x = x.view(B, self.sh, self.sw, -1).permute(0, 3, 1, 2)  # channels_last (B, 16nf, sh, sw)
+        for entry in self.blocks:
+            if entry["up"]:
+                x = F.interpolate(x, scale_factor=2, mode="nearest")
+            idx = index(tuple(x.shape[2:]))
+            if "conv_s" in entry:
+                x_s = self._conv_apply(self._spade(entry["norm_s"], x, idx), entry["conv_s"], 0)
+            else:
+                x_s = x
+            dx = F.leaky_relu_(self._spade(entry["norm_0"], x, idx), 0.2)
+            dx = self._conv_apply(dx, entry["conv_0"], 1)
+            dx = F.leaky_relu_(self._spade(entry["norm_1"], dx, idx), 0.2)
+            dx = self._conv_apply(dx, entry["conv_1"], 1)
+            x = dx.add_(x_s)
+        x = F.conv2d(F.leaky_relu(x, 0.2), *self.conv_img, padding=1)
+        return torch.tanh(x.float()).contiguous()
+
+
+# ----------------------------------------------------------------------------------------------
+# Checkpoint inspection
+
+
+def expected_state_dict_shapes(preset: Preset, ngf: int | None = None) -> dict[str, tuple[int, ...]]:
+    """Key -> shape of the official generator for ``preset`` (built on the meta device, no memory)."""
+    with torch.device("meta"):
+        g = SPADEGenerator.from_preset(preset, ngf)
+    return {k: tuple(v.shape) for k, v in g.state_dict().items()}
+
+
+def infer_generator_options(state_dict) -> dict | None:
+    """What the shapes tell: ``{'semantic_nc', 'ngf', 'most', 'presets'}``, or None if not a SPADE generator."""
+    fc = state_dict.get("fc.weight")
+    if not isinstance(fc, torch.Tensor) or fc.dim() != 4 or fc.shape[0] % 16:
+        return None
+    sem = int(fc.shape[1])
+    presets = [n for n, p in PRESETS.items() if n != "custom" and p.semantic_nc == sem]
+    return {"semantic_nc": sem, "ngf": int(fc.shape[0]) // 16, "most": any(k.startswith("up_4.") for k in state_dict),
+            "presets": presets}
+
+
+def _suggestion(state_dict, preset: Preset) -> str:
+    info = infer_generator_options(state_dict)
+    if info is None:
+        return ("the file does not look like a SPADE generator (no 'fc.weight' of shape [16*ngf, semantic_nc, 3, 3]); "
+                "pass the generator file latest_net_G.pth of an official checkpoint folder (not latest_net_D.pth).")
+    sem, ngf, most = info["semantic_nc"], info["ngf"], info["most"]
+    opts = f" --ngf {ngf}" + (" --num-upsampling-layers most" if most else "")
+    found = f"its shapes say semantic_nc={sem}, ngf={ngf}{', with the up_4 block (most)' if most else ''}"
+    if info["presets"]:
+        name = info["presets"][0]
+        return f"{found}: it matches preset {name!r}; use --preset {name}{opts}."
+    return (f"{found}; no built-in preset has {sem} input channels: use --preset custom with label_nc + dontcare + "
+            f"instance = {sem}, e.g. --label-nc {sem} --no-instance, or --label-nc {sem - 1} (with instance maps){opts}.")
+
+
+def _resolve_options(state_dict, preset: Preset, ngf: int | None, num_upsampling_layers: str | None) -> Preset:
+    info = infer_generator_options(state_dict)
+    if ngf is None:
+        ngf = info["ngf"] if info else preset.ngf
+    nul = num_upsampling_layers
+    if nul is None:
+        nul = preset.num_upsampling_layers
+        if info and info["most"]:
+            nul = "most"
+        elif info and nul == "most":
+            nul = "normal"
+    return get_preset(preset, ngf=ngf, num_upsampling_layers=nul)
+
+
+# ----------------------------------------------------------------------------------------------
+# Public API
+
+
+class Synthesizer:
+    """A loaded SPADE generator ready for inference.
+
+    Attributes: ``preset``, ``sha256`` (checkpoint file bytes, or tensor digest for random weights),
+    ``model_name``, ``device``, ``generator`` (the straightforward module), ``fast`` (:class:`FastSPADE`).
+    """
+
+    def __init__(self, generator: SPADEGenerator, preset: Preset, *, sha256: str, model_name: str,
+                 device: torch.device, batch_size: int = 8, dtype: torch.dtype = torch.float32):
+        self.preset = preset
+        self.sha256 = sha256
+        self.model_name = model_name
+        self.device = torch.device(device)
+        self.batch_size = batch_size
+        self.generator = generator.eval().requires_grad_(False).to(self.device)
+        self.fast = FastSPADE(self.generator, preset.num_label_channels, not preset.no_instance, dtype=dtype)
+
+    def __repr__(self) -> str:
+        return f"Synthesizer({self.model_name!r}, preset={self.preset.describe()}, device={self.device}, sha256={self.sha256[:12]})"
+
+    def _prepare(self, labels, instances) -> tuple[torch.Tensor, torch.Tensor | None]:
+        lab = _as_label_tensor(labels)
+        if tuple(lab.shape[1:]) != self.preset.label_size:
+            raise InputError(
+                f"label maps have size {tuple(lab.shape[1:])} (H, W), expected {self.preset.label_size} for preset "
+                f"{self.preset.name!r}; load them with spadepis.labelmaps.load_label_map (it resizes like the official loader)."
+            )
+        check_label_range(lab, self.preset)
+        inst = None
+        if instances is not None and not self.preset.no_instance:
+            inst = _as_label_tensor(instances, "instances")
+            if inst.shape != lab.shape:
+                raise InputError(f"instance maps have shape {tuple(inst.shape)} but label maps {tuple(lab.shape)}; they must match.")
+        return lab, inst
+
+    def synthesize(self, labels, instances=None) -> torch.Tensor:
+        """``labels`` (B, H, W) int64 at ``preset.label_size`` -> (B, 3, H, W) float32 in [-1, 1] on CPU (fast path).
+
+        ``instances`` (B, H, W) ids or None; when the preset uses instance edges and none are given,
+        the label map's own boundaries are used.
+        """
+        lab, inst = self._prepare(labels, instances)
+        outs = []
+        with torch.inference_mode():
+            for s in range(0, lab.shape[0], self.batch_size):
+                outs.append(self.fast(lab[s:s + self.batch_size], None if inst is None else inst[s:s + self.batch_size]).cpu())
+        return torch.cat(outs)
+
+    def synthesize_reference(self, labels, instances=None) -> torch.Tensor:
+        """The straightforward path: dense one-hot through the official module structure (float32)."""
+        lab, inst = self._prepare(labels, instances)
+        with torch.inference_mode():
+            sem = build_semantics(lab.to(self.device), None if inst is None else inst.to(self.device), self.preset)
+            return self.generator(sem).float().cpu()
+
+
+def load_synthesizer(checkpoint: str | Path, preset: str | Preset = "coco", *, ngf: int | None = None,
+                     num_upsampling_layers: str | None = None, device="auto", **preset_overrides) -> Synthesizer:
+    """Load an official ``latest_net_G.pth`` (legacy or zip serialisation, ``.xz`` allowed).
+
+    ``ngf`` and the ``most`` block are inferred from the file unless given; the input channel count must
+    match the preset (the error says which preset would). Spectral norm is folded with the stored
+    ``weight_u``/``weight_v``; batch norm uses the stored running statistics.
+    """
+    base = get_preset(preset, **preset_overrides)
+    dev = resolve_device(device)
+    ck = read_checkpoint(checkpoint)
+    sd = ck.state_dict
+    p = _resolve_options(sd, base, ngf, num_upsampling_layers)
+    expected = expected_state_dict_shapes(p)
+    check_state_dict(expected, sd, uri=ck.uri, what=f"the SPADE generator of preset {p.describe()}",
+                     suggestion=_suggestion(sd, p), optional=("num_batches_tracked",))
+    clean = {}
+    for k, shape in expected.items():
+        if k in sd:
+            t = sd[k]
+            if k.endswith("num_batches_tracked"):
+                clean[k] = t.long()
+            elif not t.is_floating_point():
+                raise CheckpointError(f"checkpoint {ck.uri!r}: tensor {k} has dtype {t.dtype}, expected floating point weights.")
+            else:
+                clean[k] = t.float()
+        else:
+            clean[k] = torch.zeros((), dtype=torch.long)
+    bad = [k for k, t in clean.items() if t.is_floating_point() and not torch.isfinite(t).all()]
+    if bad:
+        raise CheckpointError(f"checkpoint {ck.uri!r} has non-finite values (NaN/inf) in {', '.join(bad[:5])}; the file is corrupt.")
+    with torch.device("meta"):
+        gen = SPADEGenerator.from_preset(p)
+    gen.load_state_dict(clean, strict=True, assign=True)
+    return Synthesizer(gen, p, sha256=ck.sha256, model_name=f"spade-{p.name}", device=dev)
+
+
+def random_synthesizer(preset: str | Preset, *, ngf: int = 16, seed: int = 0, device="auto") -> Synthesizer:
+    """A seeded random-weight generator (demos, tests); ``model_name`` says ``random-init``.
+
+    Weights are drawn from a seeded generator; batch-norm statistics and the output scale are then
+    calibrated on a seeded blocky label map, so the random model gives colourful, unsaturated images.
+    ``sha256`` is :func:`spadepis.checkpoints.tensor_digest` of the weights.
+    """
+    p = get_preset(preset, ngf=ngf)
+    dev = resolve_device(device)
+    gen = SPADEGenerator.from_preset(p)
+    _randomize(gen, p, seed)
+    return Synthesizer(gen, p, sha256=tensor_digest(gen.state_dict()), model_name=f"spade-{p.name} random-init",
+                       device=dev)
+
+
+def _randomize(gen: SPADEGenerator, preset: Preset, seed: int) -> None:
+    rng = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, mod in gen.named_modules():
+            if isinstance(mod, SNConv2d):
+                w = mod.weight_orig
+                w.copy_(torch.randn(w.shape, generator=rng) / math.sqrt(w[0].numel()))
+                if mod.bias is not None:
+                    mod.bias.copy_(torch.randn(mod.bias.shape, generator=rng) * 0.1)
+                v = torch.randn(mod.weight_v.shape, generator=rng)
+                v /= v.norm()
+                u = torch.mv(w.reshape(w.shape[0], -1), v)
+                mod.weight_v.copy_(v)
+                mod.weight_u.copy_(u / u.norm())
+            elif isinstance(mod, nn.Conv2d):
+                one_hot_input = name == "fc" or name.endswith("mlp_shared.0")
+                fan = 9 if one_hot_input else mod.weight[0].numel()
+                scale = 0.5 if name.endswith(("mlp_gamma", "mlp_beta")) else 1.0
+                mod.weight.copy_(torch.randn(mod.weight.shape, generator=rng) * scale / math.sqrt(fan))
+                mod.bias.copy_(torch.randn(mod.bias.shape, generator=rng) * 0.1)
+            elif isinstance(mod, nn.BatchNorm2d):
+                mod.running_mean.zero_()
+                mod.running_var.fill_(1.0)
+                mod.num_batches_tracked.zero_()
+        # Calibrate: BN statistics from one pass over a seeded blocky map, then the output scale.
+        labels = _blocky_labels(preset, rng)
+        sem = build_semantics(labels, None, preset)
+        feats = {}
+        # SPADE.forward normalises with the running statistics: set them from each layer's input first.
+        hooks = [mod.register_forward_pre_hook(_bn_calibration_hook) for mod in gen.modules() if isinstance(mod, SPADE)]
+        hooks.append(gen.conv_img.register_forward_hook(lambda m, i, o: feats.__setitem__("pre", o)))
+        gen.eval()
+        gen(sem)
+        for h in hooks:
+            h.remove()
+        std = float(feats["pre"].std()) or 1.0
+        gen.conv_img.weight.mul_(0.8 / std)
+        gen.conv_img.bias.mul_(0.8 / std)
+
+
+def _bn_calibration_hook(module: SPADE, args) -> None:
+    x = args[0]
+    bn = module.param_free_norm
+    bn.running_mean.copy_(x.mean((0, 2, 3)))
+    bn.running_var.copy_(x.var((0, 2, 3)) + 1e-3)
+
+
+def _blocky_labels(preset: Preset, rng: torch.Generator) -> torch.Tensor:
+    h, w = preset.label_size
+    coarse = torch.randint(0, preset.num_label_channels, (1, 1, 4, 4), generator=rng).float()
+    return F.interpolate(coarse, size=(h, w), mode="nearest")[:, 0].long()
+
+
+def to_uint8(images: torch.Tensor) -> np.ndarray:
+    """(B, 3, H, W) in [-1, 1] -> (B, H, W, 3) uint8, as the official ``tensor2im`` (truncation, not rounding)."""
+    x = images.detach().cpu().float().numpy() if isinstance(images, torch.Tensor) else np.asarray(images, np.float32)
+    if x.ndim == 3:
+        x = x[None]
+    if x.ndim != 4 or x.shape[1] != 3:
+        raise InputError(f"images have shape {x.shape}, expected (B, 3, H, W).")
+    x = (np.transpose(x, (0, 2, 3, 1)) + 1) / 2.0 * 255.0
+    return np.clip(x, 0, 255).astype(np.uint8)
+
