@@ -1,0 +1,1 @@
+"""Thin Prefect tasks around library calls (``spadepis`` itself never imports Prefect)."""

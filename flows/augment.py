@@ -1,0 +1,230 @@
+"""The ``spadepis-augment`` flow: plan, fan out one task per shard, finalize the index, publish artifacts.
+
+Its only parameter is a :class:`spadepis.config.RunConfig`, so the Prefect UI renders a form and
+deployments pass ``{"config": {...}}``. A run:
+
+1. validates the config (every problem reported before any work starts);
+2. plans shards deterministically and writes ``run.json`` (a re-run with another config under the
+   same run id is refused);
+3. submits every shard that is not committed yet to the runner of ``config.runner`` (a bounded thread
+   pool, or Dask), with retries for transient failures only; a progress artifact moves per shard;
+4. merges the committed parts into ``index.parquet`` and publishes a summary table (ok/error counts,
+   p50/p95 per stage, outputs/s) and a markdown artifact with sample outputs;
+5. ends Failed, naming the shards, when some shard still failed after its retries (the others are
+   committed; running the same config again resumes).
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import hashlib
+import re
+import time
+from typing import Any
+
+from prefect import flow, get_run_logger
+from prefect.artifacts import create_markdown_artifact, create_progress_artifact, create_table_artifact, update_progress_artifact
+from prefect.futures import as_completed
+
+from spadepis import __version__
+from spadepis.config import RANDOM_INIT, RunConfig, apply_storage_options, check_config
+from spadepis.errors import SpadepisError
+from spadepis.manifest import SCHEMA_VERSION, STAGES, format_summary, summary
+from spadepis.plan import Plan, make_plan
+from spadepis.storage import RunStorage
+from tasks.shard import shard_task_for
+
+__all__ = ["augment", "ShardsFailedError", "run_record"]
+
+_SECRET_KEYS = re.compile(r"(secret|token|password|key)$", re.I)
+
+
+class ShardsFailedError(SpadepisError):
+    """Some shards still failed after their retries; the rest of the run is committed."""
+
+
+def _flow_run_name() -> str:
+    from prefect.runtime import flow_run
+
+    cfg = flow_run.parameters.get("config")
+    try:
+        if isinstance(cfg, dict):
+            cfg = RunConfig.model_validate(cfg)
+        return f"augment-{cfg.resolved_run_id}"
+    except Exception:  # noqa: BLE001 - the name must never break the run
+        return "augment"
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^a-z0-9-]+", "-", text.lower()).strip("-")[:60] or "run"
+
+
+def _redact(obj: Any) -> Any:
+    if isinstance(obj, dict):
+        return {k: ("***" if _SECRET_KEYS.search(str(k)) and v else _redact(v)) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_redact(v) for v in obj]
+    return obj
+
+
+def _file_sha256(uri: str) -> str | dict[str, str] | None:
+    import fsspec
+
+    fs, path = fsspec.core.url_to_fs(uri)
+    if fs.isdir(path):
+        return {p.rsplit("/", 1)[-1]: _file_sha256(fs.unstrip_protocol(p)) for p in sorted(fs.find(path)) if p.endswith(".pth")}
+    h = hashlib.sha256()
+    with fs.open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def run_record(config: RunConfig, plan: Plan) -> dict[str, Any]:
+    """What ``run.json`` holds: the frozen config (secrets redacted), checksums, plan size, versions."""
+    m = config.models
+    models: dict[str, Any] = {"stylizer": m.stylizer, "smoothing": m.smoothing}
+    if config.stylize_only:
+        models["synth"] = "none (stylize-only)"
+    elif m.synth_checkpoint == RANDOM_INIT:
+        models["synth"] = f"random-init (seed {m.synth_seed}, ngf {m.ngf or 16}); weights digest in the manifest"
+    else:
+        models["synth"] = m.synth_checkpoint
+        models["synth_sha256"] = _file_sha256(m.synth_checkpoint)
+    if m.stylizer_weights:
+        models["stylizer_sha256"] = _file_sha256(m.stylizer_weights)
+    return {
+        "run_id": plan.run_id,
+        "config": _redact(config.model_dump(mode="json")),
+        "config_hash": plan.config_hash,
+        "schema_version": SCHEMA_VERSION,
+        "spadepis_version": __version__,
+        "created_at": _dt.datetime.now(_dt.timezone.utc).isoformat(),
+        "plan": {
+            "sources": len(plan.sources),
+            "styles": len(plan.styles),
+            "shards": len(plan.shards),
+            "samples": plan.n_samples,
+            "shard_size": config.shard_size,
+        },
+        "models": models,
+    }
+
+
+def _summary_table(s: dict[str, Any]) -> list[dict[str, Any]]:
+    rows: list[dict[str, Any]] = [
+        {"metric": "outputs ok", "value": s["ok"]},
+        {"metric": "outputs error", "value": s["error"]},
+        {"metric": "shards committed", "value": s["shards"]},
+        {"metric": "outputs/s (this run, wall)", "value": round(s["outputs_per_s"], 3) if s["outputs_per_s"] == s["outputs_per_s"] else "n/a"},
+    ]
+    for stage in STAGES:
+        v = s["stages"][stage]
+        rows.append({"metric": f"{stage} p50 / p95", "value": f"{v['p50']:.1f} / {v['p95']:.1f}"})
+    return rows
+
+
+def _samples_markdown(run_uri: str, results: list[Any], failures: dict[str, str], s: dict[str, Any]) -> str:
+    lines = [f"# spadepis run `{run_uri}`", "", f"{s['ok']} ok, {s['error']} error rows; index: `{run_uri}/index.parquet`", ""]
+    samples = [x for r in results for x in r.samples][:8]
+    if samples:
+        lines += ["| source | style | label map | synthesized | output |", "|---|---|---|---|---|"]
+        for x in samples:
+            lines.append(f"| {x['source_id']} | {x['style_id']} | `{x['label_uri']}` | `{x['synth_uri']}` | `{x['image_uri']}` |")
+    if failures:
+        lines += ["", "## Failed shards", ""] + [f"- `{k}`: {v}" for k, v in sorted(failures.items())]
+    if s["errors"]:
+        lines += ["", "## Error rows (first)", ""] + [f"- {e['shard_id']} {e['source_id']} x {e['style_id']}: {e['error']}" for e in s["errors"]]
+    lines += ["", "Read it: `pandas.read_parquet('<run>/index.parquet')` or `spadepis summary <run>`."]
+    return "\n".join(lines)
+
+
+def _safe_artifact(fn, *args, **kwargs):
+    try:
+        return fn(*args, **kwargs)
+    except Exception as exc:  # noqa: BLE001 - artifacts must not fail a run that produced its data
+        get_run_logger().warning("could not publish artifact: %s", exc)
+        return None
+
+
+@flow(name="spadepis-augment", flow_run_name=_flow_run_name, validate_parameters=True, log_prints=True)
+def augment(config: RunConfig) -> dict[str, Any]:
+    """Augment a dataset of label maps: SPADE synthesis, then stylization with each style; resumable."""
+    from tqdm.auto import tqdm
+
+    log = get_run_logger()
+    cfg = config.resolved()
+    check_config(cfg)
+    apply_storage_options(cfg)
+    plan = make_plan(cfg)
+    storage = RunStorage(cfg.run_uri)
+    storage.write_run_record(run_record(cfg, plan))
+    committed = storage.committed_shards()
+    pending = [s for s in plan.shards if s.name not in committed]
+    total = len(plan.shards)
+    log.info(
+        "run %s: %d sources x styles -> %d outputs in %d shards; %d committed already, %d to do; output %s",
+        plan.run_id, len(plan.sources), plan.n_samples, total, total - len(pending), len(pending), cfg.run_uri,
+    )
+    key = _slug(plan.run_id)
+    done = total - len(pending)
+    progress_id = _safe_artifact(
+        create_progress_artifact, progress=100.0 * done / max(total, 1), key=f"spadepis-progress-{key}",
+        description=f"shards committed of run {plan.run_id}",
+    )
+    task = shard_task_for(cfg)
+    results: list[Any] = []
+    failures: dict[str, str] = {}
+    t0 = time.perf_counter()
+    bar = tqdm(total=plan.n_samples, initial=plan.n_samples - sum(s.n_samples for s in pending), unit="img",
+               desc=f"spadepis {plan.run_id}", disable=None)
+    if pending:
+        from flows.runners import open_shard_runner
+
+        with open_shard_runner(cfg) as runner:
+            log.info("shards run on: %s", runner.describe())
+            futures = {runner.submit(task, {"config": cfg, "shard": s}): s for s in pending}
+            for fut in as_completed(list(futures)):
+                shard = futures[fut]
+                try:
+                    res = fut.result()
+                    results.append(res)
+                    if res.error:
+                        log.warning("%s: %d error row(s), e.g. %s", shard.name, res.error, res.errors[:1])
+                except Exception as exc:  # noqa: BLE001 - a failed shard is reported, the others go on
+                    failures[shard.name] = f"{type(exc).__name__}: {exc}"
+                    log.error("%s failed after its retries: %s", shard.name, failures[shard.name])
+                done += 1
+                bar.update(shard.n_samples)
+                if progress_id is not None:
+                    _safe_artifact(update_progress_artifact, progress_id, 100.0 * done / max(total, 1),
+                                   description=f"{done}/{total} shards done, {len(failures)} failed")
+    bar.close()
+    wall = time.perf_counter() - t0
+    index = storage.write_index()
+    new_ok = sum(r.ok for r in results if not r.skipped)
+    s = summary(index)
+    s["wall_s"] = wall
+    s["outputs_per_s"] = new_ok / wall if (wall > 0 and new_ok) else float("nan")
+    _safe_artifact(create_table_artifact, table=_summary_table(s), key=f"spadepis-summary-{key}",
+                   description=f"run {plan.run_id}: counts, stage timings (ms, p50/p95), outputs/s")
+    _safe_artifact(create_markdown_artifact, markdown=_samples_markdown(cfg.run_uri, results, failures, s),
+                   key=f"spadepis-samples-{key}", description=f"sample outputs of run {plan.run_id}")
+    print(format_summary(s))
+    out = {
+        "run_id": plan.run_id,
+        "run_uri": cfg.run_uri,
+        "index_uri": storage.uri("index.parquet"),
+        "shards": total,
+        "processed": len(results),
+        "failed": sorted(failures),
+        "summary": s,
+    }
+    if failures:
+        names = ", ".join(sorted(failures))
+        first = failures[sorted(failures)[0]]
+        raise ShardsFailedError(
+            f"{len(failures)} of {total} shard(s) failed after their retries: {names} (first: {first}). The other "
+            f"shards are committed in {cfg.run_uri}; fix the cause and run the same config again to resume."
+        )
+    return out

@@ -1,0 +1,473 @@
+"""Run configuration: one pydantic model, loaded from YAML with ``--set key=value`` overrides.
+
+The flow ``spadepis-augment`` takes a single :class:`RunConfig`, so the Prefect UI renders it as a
+form and the server rejects bad values. Every model forbids unknown fields, so a typo is refused
+with the field's dotted name. :func:`validate_config` goes further than types: it checks that the
+inputs exist, that weights are where the config says, that the output is writable, and reports
+every problem at once, before any work starts.
+
+Example
+-------
+>>> cfg = load_config("configs/demo.yaml", overrides=["shard_size=4", "models.smoothing=fast"])
+>>> problems = validate_config(cfg)      # [] when the run can start
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import uuid
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from .errors import ConfigError
+
+__all__ = [
+    "DatasetConfig",
+    "StylesConfig",
+    "ModelsConfig",
+    "RunnerConfig",
+    "RetriesConfig",
+    "RunConfig",
+    "RANDOM_INIT",
+    "load_config",
+    "parse_config",
+    "apply_overrides",
+    "config_hash",
+    "validate_config",
+    "check_config",
+    "apply_storage_options",
+]
+
+RANDOM_INIT = "random-init"
+"""Value of ``models.synth_checkpoint`` that asks for seeded random SPADE weights (demo, tests)."""
+
+_RUN_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class DatasetConfig(_Strict):
+    """Where the label maps (and optional instance maps or source photos) are."""
+
+    preset: Literal["coco", "ade20k", "cityscapes", "custom"] = Field(
+        "coco",
+        title="Dataset preset",
+        description="Label set and preprocessing of the SPADE model: coco, ade20k, cityscapes or custom.",
+    )
+    preset_overrides: dict[str, Any] = Field(
+        default_factory=dict,
+        title="Preset overrides",
+        description="Fields of the preset to change, e.g. {label_nc: 20, crop_size: 256} for a custom label set.",
+    )
+    name: str | None = Field(
+        None, title="Dataset name", description="Written to the manifest's `dataset` column; defaults to the preset."
+    )
+    labels: str = Field(
+        ...,
+        title="Label maps",
+        description="Folder, glob (e.g. s3://bucket/labels/*.png) or list file (.txt, one URI per line) of label-map PNGs.",
+    )
+    instances: str | None = Field(
+        None,
+        title="Instance maps",
+        description="Folder, glob or list file of instance maps, matched to label maps by file stem (optional).",
+    )
+    photos: str | None = Field(
+        None,
+        title="Source photos (stylize-only)",
+        description="Folder, glob or list file of photos matched to label maps by stem. When set, SPADE is "
+        "skipped and the photos themselves are stylized.",
+    )
+    limit: int | None = Field(
+        None, ge=1, title="Limit", description="Use only the first N sources (sorted by id); for trials."
+    )
+
+
+class StylesConfig(_Strict):
+    """The style photos and how many of them each sample gets."""
+
+    source: str = Field(
+        ..., title="Style photos", description="Folder, glob or list file of style photos (JPEG/PNG), any fsspec URI."
+    )
+    per_sample: int | None = Field(
+        None,
+        ge=1,
+        title="Styles per sample",
+        description="Stylize each sample with k styles chosen by seed; empty means every style.",
+    )
+    max_side: int | None = Field(
+        None,
+        ge=16,
+        le=8192,
+        title="Style max side",
+        description="Downscale style photos whose longer side exceeds this (pixels); empty keeps them as they are.",
+    )
+
+
+class ModelsConfig(_Strict):
+    """Which models to run."""
+
+    synth_checkpoint: str = Field(
+        RANDOM_INIT,
+        title="SPADE checkpoint",
+        description="Path or fsspec URI of the official latest_net_G.pth, or 'random-init' for seeded random "
+        "weights (demo only: the outputs are not photos).",
+    )
+    ngf: int | None = Field(
+        None,
+        ge=1,
+        le=256,
+        title="SPADE width (ngf)",
+        description="Generator width; the official checkpoints use 64. random-init defaults to 16.",
+    )
+    synth_seed: int = Field(0, ge=0, title="Random-init seed", description="Seed of the random-init weights.")
+    stylizer: Literal["photowct", "wct16x", "color"] = Field(
+        "photowct",
+        title="Stylizer",
+        description="photowct (FastPhotoStyle photo_wct.pth), wct16x (pruned WCT encoders/decoders folder) or color.",
+    )
+    stylizer_weights: str | None = Field(
+        None,
+        title="Stylizer weights",
+        description="photowct: path/URI of photo_wct.pth; wct16x: folder with encoder_l1..5.pth and decoder_l1..5.pth; "
+        "color: leave empty.",
+    )
+    smoothing: Literal["exact", "fast", "none"] = Field(
+        "exact",
+        title="Smoothing",
+        description="exact: closed-form photorealistic smoothing; fast: guided-filter approximation; none: skip.",
+    )
+
+
+class RunnerConfig(_Strict):
+    """How shards are executed."""
+
+    kind: Literal["thread", "dask"] = Field(
+        "thread", title="Runner", description="thread: a bounded thread pool in the flow process; dask: a Dask cluster."
+    )
+    address: str | None = Field(
+        None, title="Dask scheduler", description="Address of an existing Dask scheduler (dask only); empty starts a local cluster."
+    )
+    n_workers: int = Field(1, ge=1, le=1024, title="Dask workers", description="Workers of the local Dask cluster.")
+    max_concurrency: int = Field(
+        1, ge=1, le=1024, title="Max concurrent shards", description="Shards processed at once (threads or Dask tasks)."
+    )
+
+
+class RetriesConfig(_Strict):
+    """Retries of a shard after a transient failure (storage, out of memory, lost worker)."""
+
+    count: int = Field(3, ge=0, le=20, title="Retries", description="Retries of a shard after a transient failure.")
+    delay: float = Field(
+        2.0, ge=0, le=3600, title="Retry delay (s)", description="First delay; doubles at each retry (exponential backoff)."
+    )
+
+
+class RunConfig(_Strict):
+    """A whole augmentation run. The flow ``spadepis-augment`` takes exactly this."""
+
+    dataset: DatasetConfig
+    styles: StylesConfig
+    models: ModelsConfig = Field(default_factory=ModelsConfig)
+    output: str = Field(
+        ..., title="Output root", description="Folder or fsspec URI (s3://bucket/prefix, memory://x); the run goes to <output>/<run_id>/."
+    )
+    run_id: str | None = Field(
+        None,
+        title="Run id",
+        description="Name of the run folder. Empty: derived from the config hash, so re-running the same config resumes it.",
+    )
+    seed: int = Field(0, ge=0, title="Seed", description="Seed of the style choice and of the sample ids.")
+    shard_size: int = Field(64, ge=1, le=100_000, title="Shard size", description="Sources per shard (one task each).")
+    batch_size: int = Field(4, ge=1, le=1024, title="SPADE batch size", description="Label maps per SPADE forward pass.")
+    device: str = Field("auto", title="Device", description="auto (CUDA when present), cpu, cuda or cuda:N.")
+    runner: RunnerConfig = Field(default_factory=RunnerConfig)
+    retries: RetriesConfig = Field(default_factory=RetriesConfig)
+    storage_options: dict[str, dict[str, Any]] = Field(
+        default_factory=dict,
+        title="Storage options",
+        description="fsspec options per protocol, e.g. {s3: {endpoint_url: 'http://127.0.0.1:9000'}}. "
+        "Prefer environment variables for secrets.",
+    )
+
+    @field_validator("run_id")
+    @classmethod
+    def _run_id_ok(cls, value: str | None) -> str | None:
+        if value is not None and not _RUN_ID_RE.match(value):
+            raise ValueError(
+                f"run_id {value!r} must be 1-128 characters of letters, digits, '.', '_' or '-', starting with a "
+                "letter or digit (it becomes a folder name)"
+            )
+        return value
+
+    @field_validator("device")
+    @classmethod
+    def _device_ok(cls, value: str) -> str:
+        if not re.match(r"^(auto|cpu|cuda(:\d+)?|mps)$", value):
+            raise ValueError(f"device {value!r} is not one of auto, cpu, cuda, cuda:N")
+        return value
+
+    @property
+    def stylize_only(self) -> bool:
+        return self.dataset.photos is not None
+
+    @property
+    def dataset_name(self) -> str:
+        return self.dataset.name or self.dataset.preset
+
+    @property
+    def config_hash(self) -> str:
+        return config_hash(self)
+
+    @property
+    def resolved_run_id(self) -> str:
+        """``run_id``, or ``<dataset>-<first 10 hex of the config hash>`` when it is empty."""
+        return self.run_id or f"{self.dataset_name}-{self.config_hash[:10]}"
+
+    @property
+    def run_uri(self) -> str:
+        return self.output.rstrip("/") + "/" + self.resolved_run_id
+
+    def resolved(self) -> "RunConfig":
+        """A copy with ``run_id`` filled in (what the flow records in run.json)."""
+        return self.model_copy(update={"run_id": self.resolved_run_id})
+
+
+# Fields that change nothing in the outputs: left out of the config hash, so the same work on another
+# machine, with another runner or another output location, gets the same sample ids.
+_EXECUTION_ONLY = {"output", "run_id", "device", "runner", "retries", "batch_size", "storage_options"}
+
+
+def config_hash(config: RunConfig) -> str:
+    """sha256 of the canonical JSON of every field that can change the outputs."""
+    data = config.model_dump(mode="json", exclude=_EXECUTION_ONLY)
+    return hashlib.sha256(json.dumps(data, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+
+# ----------------------------------------------------------------------------------------- loading
+
+
+def _format_validation_error(exc: ValidationError, source: str) -> str:
+    lines = [f"{source}: {exc.error_count()} configuration error(s):"]
+    for err in exc.errors():
+        loc = ".".join(str(p) for p in err["loc"]) or "(top level)"
+        if err["type"] == "extra_forbidden":
+            lines.append(f"  {loc}: unknown field; remove it or check its spelling (see configs/*.yaml for the fields)")
+        elif err["type"] == "missing":
+            lines.append(f"  {loc}: required field is missing; add it")
+        else:
+            value = err.get("input")
+            shown = f" (got {value!r})" if not isinstance(value, dict) else ""
+            lines.append(f"  {loc}: {err['msg']}{shown}")
+    return "\n".join(lines)
+
+
+def parse_config(data: dict[str, Any], *, source: str = "config") -> RunConfig:
+    """Validate a plain dict into a :class:`RunConfig`; errors name every offending field."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source}: expected a mapping of fields at the top level, got {type(data).__name__}")
+    try:
+        return RunConfig.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(_format_validation_error(exc, source)) from None
+
+
+def apply_overrides(data: dict[str, Any], overrides: list[str] | tuple[str, ...]) -> dict[str, Any]:
+    """Apply ``key.sub=value`` overrides (values parsed as YAML) to a nested dict, in place."""
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"--set {item!r}: expected key=value, e.g. --set models.smoothing=fast")
+        key, raw = item.split("=", 1)
+        parts = [p for p in key.strip().split(".") if p]
+        if not parts:
+            raise ConfigError(f"--set {item!r}: the key is empty; use e.g. --set shard_size=16")
+        try:
+            value = yaml.safe_load(raw) if raw.strip() else None
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"--set {item!r}: cannot parse the value as YAML ({exc}); quote it") from None
+        node = data
+        for i, part in enumerate(parts[:-1]):
+            child = node.get(part)
+            if child is None:
+                child = node[part] = {}
+            if not isinstance(child, dict):
+                raise ConfigError(
+                    f"--set {item!r}: {'.'.join(parts[: i + 1])} is a value, not a section; cannot set a field inside it"
+                )
+            node = child
+        node[parts[-1]] = value
+    return data
+
+
+def load_config(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> RunConfig:
+    """Read a YAML config (local path or fsspec URI) and apply ``--set`` overrides."""
+    import fsspec
+
+    path = str(path)
+    try:
+        with fsspec.open(path, "r") as f:
+            text = f.read()
+    except FileNotFoundError:
+        raise ConfigError(f"config file {path!r} not found; pass a YAML file such as configs/demo.yaml") from None
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file {path!r}: {exc}") from None
+    try:
+        data = yaml.safe_load(text) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML ({exc}); fix the syntax at the line shown") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping of fields at the top level, got {type(data).__name__}")
+    apply_overrides(data, list(overrides))
+    return parse_config(data, source=path)
+
+
+# -------------------------------------------------------------------------------------- validation
+
+
+def apply_storage_options(config: RunConfig) -> None:
+    """Make ``config.storage_options`` the fsspec defaults of this process (workers call it too)."""
+    if not config.storage_options:
+        return
+    import fsspec.config
+
+    for protocol, options in config.storage_options.items():
+        fsspec.config.conf.setdefault(protocol, {}).update(options)
+
+
+def _check_weights(config: RunConfig, problems: list[str]) -> None:
+    import fsspec
+
+    m = config.models
+    if not config.stylize_only and m.synth_checkpoint != RANDOM_INIT:
+        try:
+            fs, path = fsspec.core.url_to_fs(m.synth_checkpoint)
+            if not fs.isfile(path):
+                problems.append(
+                    f"models.synth_checkpoint: {m.synth_checkpoint!r} is not a file; point it to the official "
+                    "latest_net_G.pth (e.g. checkpoints/coco_pretrained/latest_net_G.pth) or use 'random-init' for a demo"
+                )
+        except Exception as exc:  # noqa: BLE001 - any failure here is a config problem to report
+            problems.append(f"models.synth_checkpoint: cannot check {m.synth_checkpoint!r}: {exc}")
+    if m.stylizer == "color":
+        if m.stylizer_weights:
+            problems.append("models.stylizer_weights: the color stylizer takes no weights; remove the field")
+        return
+    if not m.stylizer_weights:
+        what = "the path of photo_wct.pth" if m.stylizer == "photowct" else "a folder with encoder_l1..5.pth and decoder_l1..5.pth"
+        problems.append(f"models.stylizer_weights: the {m.stylizer} stylizer needs weights; set it to {what}")
+        return
+    try:
+        fs, path = fsspec.core.url_to_fs(m.stylizer_weights)
+        if m.stylizer == "photowct":
+            if not fs.isfile(path):
+                problems.append(
+                    f"models.stylizer_weights: {m.stylizer_weights!r} is not a file; point it to FastPhotoStyle's photo_wct.pth"
+                )
+        else:
+            if not fs.isdir(path):
+                problems.append(
+                    f"models.stylizer_weights: {m.stylizer_weights!r} is not a folder; point it to the folder holding "
+                    "encoder_l1..5.pth and decoder_l1..5.pth"
+                )
+            else:
+                names = {p.rsplit("/", 1)[-1] for p in fs.ls(path, detail=False)}
+                missing = [
+                    f"{kind}_l{i}.pth" for i in range(1, 6) for kind in ("encoder", "decoder")
+                    if not any(n.startswith(f"{kind}_l{i}") and n.endswith(".pth") for n in names)
+                ]
+                if missing:
+                    problems.append(f"models.stylizer_weights: {m.stylizer_weights!r} lacks {', '.join(missing)}")
+    except Exception as exc:  # noqa: BLE001
+        problems.append(f"models.stylizer_weights: cannot check {m.stylizer_weights!r}: {exc}")
+
+
+def _check_output(config: RunConfig, problems: list[str]) -> None:
+    import fsspec
+
+    probe = f"{config.run_uri}/.write-check-{uuid.uuid4().hex[:12]}"
+    try:
+        fs, path = fsspec.core.url_to_fs(probe)
+        parent = path.rsplit("/", 1)[0]
+        fs.makedirs(parent, exist_ok=True)
+        with fs.open(path, "wb") as f:
+            f.write(b"ok")
+        fs.rm(path)
+    except Exception as exc:  # noqa: BLE001
+        problems.append(
+            f"output: cannot write under {config.run_uri!r} ({type(exc).__name__}: {exc}); choose a writable folder "
+            "or URI (check the bucket exists and your credentials / storage_options)"
+        )
+
+
+def validate_config(config: RunConfig) -> list[str]:
+    """Every problem that would stop the run, each naming the field and what to do; ``[]`` when fine.
+
+    Checks: the preset and its overrides, the label / instance / photo / style inputs (they exist and
+    are not empty), the weights the models need, the device, the runner, and that the output is writable.
+    """
+    from .plan import list_inputs
+
+    problems: list[str] = []
+    apply_storage_options(config)
+    try:
+        from .labelmaps import get_preset
+
+        get_preset(config.dataset.preset, **config.dataset.preset_overrides)
+    except ConfigError as exc:
+        problems.append(f"dataset.preset / dataset.preset_overrides: {exc}")
+    except ImportError as exc:  # pragma: no cover - only while the package is incomplete
+        problems.append(f"dataset.preset: cannot import spadepis.labelmaps ({exc}); reinstall spadepis")
+
+    found: dict[str, int] = {}
+    for field, spec in (
+        ("dataset.labels", config.dataset.labels),
+        ("dataset.instances", config.dataset.instances),
+        ("dataset.photos", config.dataset.photos),
+        ("styles.source", config.styles.source),
+    ):
+        if spec is None:
+            continue
+        try:
+            uris = list_inputs(spec, field=field)
+            found[field] = len(uris)
+        except ConfigError as exc:
+            problems.append(str(exc))
+    n_styles = found.get("styles.source")
+    if n_styles is not None and config.styles.per_sample and config.styles.per_sample > n_styles:
+        problems.append(
+            f"styles.per_sample: {config.styles.per_sample} styles per sample asked for but {config.styles.source!r} "
+            f"holds only {n_styles}; lower it or add style photos"
+        )
+    _check_weights(config, problems)
+    try:
+        from .devices import resolve_device
+
+        resolve_device(config.device)
+    except ConfigError as exc:
+        problems.append(f"device: {exc}")
+    if config.runner.kind == "dask":
+        try:
+            import distributed  # noqa: F401
+            import prefect_dask  # noqa: F401
+        except ImportError:
+            problems.append("runner.kind: 'dask' needs the dask extra: pip install 'spadepis[dask]' (or use kind: thread)")
+    elif config.runner.address:
+        problems.append("runner.address: only used with runner.kind: dask; remove it or set kind: dask")
+    _check_output(config, problems)
+    return problems
+
+
+def check_config(config: RunConfig) -> None:
+    """Raise :class:`ConfigError` listing every problem :func:`validate_config` finds."""
+    problems = validate_config(config)
+    if problems:
+        raise ConfigError(
+            f"{len(problems)} problem(s) in the run configuration; nothing was run:\n" + "\n".join(f"  - {p}" for p in problems)
+        )

@@ -1,0 +1,261 @@
+"""The manifest: one Parquet row per output image, its explicit schema, readers and a PyTorch Dataset.
+
+A trainer reads a run's ``index.parquet`` (merged from committed shards only)::
+
+    >>> df = read_index("s3://bucket/runs/coco-1a2b3c4d5e")          # any fsspec URI
+    >>> ok = df[df.status == "ok"]                                    # label_uri + image_uri pairs
+    >>> ds = AugmentedDataset("s3://bucket/runs/coco-1a2b3c4d5e")     # (image, label, meta) items
+
+Columns are only ever added; ``schema_version`` is stored in every row and in the file's key-value
+metadata (``spadepis.schema_version``).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+
+__all__ = [
+    "SCHEMA_VERSION",
+    "SCHEMA",
+    "STAGES",
+    "rows_to_table",
+    "table_schema_version",
+    "read_index",
+    "read_index_table",
+    "summary",
+    "format_summary",
+    "AugmentedDataset",
+]
+
+SCHEMA_VERSION = 1
+STAGES = ("t_load_ms", "t_synth_ms", "t_stylize_ms", "t_smooth_ms", "t_write_ms", "t_total_ms")
+
+_FIELDS: list[tuple[str, pa.DataType, bool, str]] = [
+    # identity
+    ("sample_id", pa.string(), False, "sha256(source_id, style_id, seed, config hash)[:20]"),
+    ("run_id", pa.string(), False, "run folder name"),
+    ("shard_id", pa.string(), False, "shard name, e.g. shard=00042"),
+    ("attempt_id", pa.string(), False, "attempt that wrote the committed part"),
+    # source
+    ("dataset", pa.string(), False, "dataset name (config dataset.name or the preset)"),
+    ("preset", pa.string(), False, "SPADE preset (coco, ade20k, cityscapes, custom)"),
+    ("source_id", pa.string(), False, "label map id (file stem)"),
+    ("label_uri", pa.string(), False, "source label map"),
+    ("instance_uri", pa.string(), True, "source instance map, if any"),
+    ("label_nc", pa.int32(), False, "number of label classes of the preset"),
+    # style
+    ("style_id", pa.string(), False, "style photo id (file stem)"),
+    ("style_uri", pa.string(), False, "style photo"),
+    # outputs
+    ("synth_uri", pa.string(), True, "SPADE output (stylize-only runs: the source photo)"),
+    ("image_uri", pa.string(), True, "stylized output; null when status is error"),
+    ("width", pa.int32(), True, "output width (px)"),
+    ("height", pa.int32(), True, "output height (px)"),
+    ("sha256", pa.string(), True, "sha256 of the output PNG's bytes"),
+    # models
+    ("synth_model", pa.string(), False, "e.g. spade-coco, spade-ade20k random-init, none (stylize-only)"),
+    ("synth_weights_sha256", pa.string(), True, "sha256 of the SPADE weights"),
+    ("stylizer", pa.string(), False, "photowct, wct16x or color"),
+    ("stylizer_weights_sha256", pa.string(), True, "sha256 of the stylizer weights (null for color)"),
+    ("smoothing", pa.string(), False, "exact, fast or none"),
+    # timings (ms); shared costs are split evenly over the rows that share them
+    ("t_load_ms", pa.float64(), False, "reading + validating the label/instance map (or photo)"),
+    ("t_synth_ms", pa.float64(), False, "SPADE forward pass (batch time / batch size)"),
+    ("t_stylize_ms", pa.float64(), False, "feature transform incl. style preparation when first used"),
+    ("t_smooth_ms", pa.float64(), False, "smoothing incl. the per-content factorisation"),
+    ("t_write_ms", pa.float64(), False, "PNG encoding + writing"),
+    ("t_total_ms", pa.float64(), False, "sum of the stages"),
+    # status
+    ("status", pa.string(), False, "ok or error"),
+    ("error", pa.string(), True, "what went wrong; null when ok"),
+    # provenance
+    ("created_at", pa.timestamp("us", tz="UTC"), False, "when the row was made"),
+    ("device", pa.string(), False, "device the models ran on"),
+    ("spadepis_version", pa.string(), False, "library version"),
+    ("schema_version", pa.int32(), False, "manifest schema version"),
+]
+
+SCHEMA = pa.schema(
+    [pa.field(name, typ, nullable=nullable, metadata={"description": desc}) for name, typ, nullable, desc in _FIELDS],
+    metadata={"spadepis.schema_version": str(SCHEMA_VERSION)},
+)
+
+
+def rows_to_table(rows: Sequence[dict[str, Any]]) -> pa.Table:
+    """Rows (dicts with every column) -> a table with :data:`SCHEMA`; missing or extra keys are refused."""
+    names = SCHEMA.names
+    for i, row in enumerate(rows):
+        missing = [n for n in names if n not in row]
+        extra = [k for k in row if k not in SCHEMA.names]
+        if missing or extra:
+            raise ValueError(f"manifest row {i}: missing columns {missing}, unknown columns {extra}")
+    columns = {n: [row[n] for row in rows] for n in names}
+    return pa.Table.from_pydict(columns, schema=SCHEMA)
+
+
+def table_schema_version(table_or_schema: pa.Table | pa.Schema) -> int | None:
+    schema = table_or_schema.schema if isinstance(table_or_schema, pa.Table) else table_or_schema
+    raw = (schema.metadata or {}).get(b"spadepis.schema_version")
+    return int(raw) if raw is not None else None
+
+
+# ------------------------------------------------------------------------------------------ reading
+
+
+def read_index_table(run_uri: str) -> pa.Table:
+    """A run's manifest as a pyarrow table: ``index.parquet`` when present, else the committed parts.
+
+    Only parts named by a shard's ``_SUCCESS.json`` are read, so an interrupted run can be inspected.
+    """
+    from .storage import RunStorage
+
+    return RunStorage.from_run_uri(run_uri).read_manifest()
+
+
+def read_index(run_uri: str):
+    """A run's manifest as a pandas DataFrame (see :func:`read_index_table`)."""
+    return read_index_table(run_uri).to_pandas()
+
+
+def _pct(values: np.ndarray, q: float) -> float:
+    return float(np.percentile(values, q)) if values.size else float("nan")
+
+
+def summary(source, *, wall_s: float | None = None, max_errors: int = 20) -> dict[str, Any]:
+    """Counts, per-stage p50/p95 (ms, ok rows), outputs per second and the first errors.
+
+    ``source`` is a run URI, a DataFrame or a pyarrow table. ``wall_s`` (the run's wall time) gives
+    ``outputs_per_s``; without it the sum of ``t_total_ms`` over ok rows is used (serial time).
+    """
+    import pandas as pd
+
+    if isinstance(source, str):
+        df = read_index(source)
+    elif isinstance(source, pa.Table):
+        df = source.to_pandas()
+    else:
+        df = source
+    ok = df[df["status"] == "ok"] if len(df) else df
+    err = df[df["status"] != "ok"] if len(df) else df
+    stages = {}
+    for stage in STAGES:
+        vals = ok[stage].to_numpy(dtype=float) if len(ok) else np.array([])
+        stages[stage] = {"p50": _pct(vals, 50), "p95": _pct(vals, 95), "mean": float(vals.mean()) if vals.size else float("nan")}
+    serial_s = float(ok["t_total_ms"].sum()) / 1000.0 if len(ok) else 0.0
+    basis = wall_s if wall_s else serial_s
+    out = {
+        "rows": int(len(df)),
+        "ok": int(len(ok)),
+        "error": int(len(err)),
+        "shards": int(df["shard_id"].nunique()) if len(df) else 0,
+        "sources": int(df["source_id"].nunique()) if len(df) else 0,
+        "styles": int(df["style_id"].nunique()) if len(df) else 0,
+        "stages": stages,
+        "wall_s": wall_s,
+        "serial_s": serial_s,
+        "outputs_per_s": (len(ok) / basis) if basis else float("nan"),
+        "errors": [
+            {"source_id": r.source_id, "style_id": r.style_id, "shard_id": r.shard_id, "error": r.error}
+            for r in err.head(max_errors).itertuples()
+        ],
+        "models": {
+            col: sorted({str(v) for v in df[col].dropna().unique()}) if len(df) else []
+            for col in ("synth_model", "stylizer", "smoothing", "device")
+        },
+    }
+    del pd
+    return out
+
+
+def format_summary(s: dict[str, Any]) -> str:
+    """A plain-text table of :func:`summary`'s result."""
+    lines = [
+        f"rows {s['rows']}  ok {s['ok']}  error {s['error']}  shards {s['shards']}  "
+        f"sources {s['sources']}  styles {s['styles']}",
+    ]
+    rate_basis = "wall" if s.get("wall_s") else "serial stage time"
+    lines.append(f"outputs/s {s['outputs_per_s']:.3f} ({rate_basis})")
+    lines.append(f"{'stage':<14}{'p50 ms':>10}{'p95 ms':>10}{'mean ms':>10}")
+    for stage, v in s["stages"].items():
+        lines.append(f"{stage:<14}{v['p50']:>10.1f}{v['p95']:>10.1f}{v['mean']:>10.1f}")
+    models = s.get("models") or {}
+    if models:
+        lines.append("models: " + "; ".join(f"{k}={','.join(v)}" for k, v in models.items() if v))
+    if s["errors"]:
+        lines.append(f"errors ({s['error']}, first {len(s['errors'])}):")
+        for e in s["errors"]:
+            lines.append(f"  {e['shard_id']} {e['source_id']} x {e['style_id']}: {e['error']}")
+    return "\n".join(lines)
+
+
+# ------------------------------------------------------------------------------------------ dataset
+
+
+def _torch_dataset_base():
+    import torch.utils.data
+
+    return torch.utils.data.Dataset
+
+
+class AugmentedDataset(_torch_dataset_base()):
+    """PyTorch ``Dataset`` over a run's ok rows: ``(image, label, meta)``.
+
+    * ``image``: ``(3, H, W)`` float32 in ``[0, 1]`` (the stylized output);
+    * ``label``: ``(H, W)`` int64, the source label map's raw ids, nearest-resized to the image size
+      (the same resize SPADE's preprocessing does, so the pair is pixel-aligned);
+    * ``meta``: the manifest row as a dict (``created_at`` as ISO text).
+
+    ``source`` is a run URI or a DataFrame of manifest rows.
+    """
+
+    def __init__(self, source, *, status: str = "ok"):
+        import pandas as pd
+
+        df = read_index(source) if isinstance(source, str) else pd.DataFrame(source)
+        if status is not None:
+            df = df[df["status"] == status]
+        self.frame = df.reset_index(drop=True)
+
+    def __len__(self) -> int:
+        return len(self.frame)
+
+    def __getitem__(self, i: int):
+        import torch
+        from PIL import Image
+
+        from .images import open_image, read_rgb
+
+        row = self.frame.iloc[int(i)]
+        image = read_rgb(row["image_uri"])
+        h, w = image.shape[:2]
+        label_img = open_image(row["label_uri"])
+        if label_img.mode not in ("L", "P", "I", "I;16"):
+            label_img = label_img.convert("L")
+        if label_img.size != (w, h):
+            label_img = label_img.resize((w, h), Image.NEAREST)
+        label = np.asarray(label_img).astype(np.int64)
+        meta = {k: (v.isoformat() if hasattr(v, "isoformat") else (None if _isna(v) else v)) for k, v in row.items()}
+        return (
+            torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1))).float().div_(255.0),
+            torch.from_numpy(label),
+            meta,
+        )
+
+
+def _isna(value) -> bool:
+    try:
+        return bool(value is None or (isinstance(value, float) and np.isnan(value)))
+    except TypeError:
+        return False
+
+
+def schema_json() -> str:
+    """The schema as JSON (name, type, nullable, description), for run.json and docs."""
+    return json.dumps(
+        [{"name": n, "type": str(t), "nullable": nl, "description": d} for n, t, nl, d in _FIELDS], indent=1
+    )

@@ -1,0 +1,251 @@
+"""Deterministic planning: which sources, which styles, which shards, which sample ids.
+
+The same config gives the same plan on any machine: sources are sorted by id, shards have a fixed
+size, the styles of a sample are chosen by a hash of (seed, source id), and every
+``sample_id`` is a hash of (source id, style id, seed, config hash).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import random
+import re
+from dataclasses import dataclass, field
+from pathlib import PurePosixPath
+from typing import TYPE_CHECKING
+
+from .errors import ConfigError
+
+if TYPE_CHECKING:
+    from .config import RunConfig
+
+__all__ = [
+    "IMAGE_EXTS",
+    "SourceItem",
+    "StyleItem",
+    "ShardSpec",
+    "Plan",
+    "shard_name",
+    "sample_id",
+    "list_inputs",
+    "make_plan",
+]
+
+IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
+_LIST_EXTS = (".txt", ".lst", ".list")
+_SAFE_ID = re.compile(r"[^A-Za-z0-9._-]+")
+
+
+def shard_name(index: int) -> str:
+    """The one place shard names are built: ``shard_name(42) == "shard=00042"`` (a hive partition)."""
+    if index < 0:
+        raise ValueError(f"shard index must be >= 0, got {index}")
+    return f"shard={index:05d}"
+
+
+def sample_id(source_id: str, style_id: str, seed: int, config_hash: str) -> str:
+    """Deterministic 20-hex id of one output: sha256 of source id, style id, seed and config hash."""
+    key = "\x00".join((source_id, style_id, str(seed), config_hash))
+    return hashlib.sha256(key.encode()).hexdigest()[:20]
+
+
+@dataclass(frozen=True)
+class SourceItem:
+    """One label map (plus its instance map or source photo)."""
+
+    source_id: str
+    label_uri: str
+    instance_uri: str | None = None
+    photo_uri: str | None = None
+
+
+@dataclass(frozen=True)
+class StyleItem:
+    style_id: str
+    uri: str
+
+
+@dataclass(frozen=True)
+class ShardSpec:
+    """Everything a worker needs to process one shard: URIs and ids, never pixels."""
+
+    index: int
+    sources: tuple[SourceItem, ...]
+    style_ids: tuple[tuple[str, ...], ...]
+    """Style ids for each source, in the same order as ``sources``."""
+    styles: tuple[StyleItem, ...] = ()
+    """The styles this shard uses (id and URI)."""
+
+    @property
+    def name(self) -> str:
+        return shard_name(self.index)
+
+    @property
+    def n_samples(self) -> int:
+        return sum(len(s) for s in self.style_ids)
+
+    def style_uri(self, style_id: str) -> str:
+        for style in self.styles:
+            if style.style_id == style_id:
+                return style.uri
+        raise KeyError(f"style {style_id!r} is not used by {self.name}")
+
+
+@dataclass(frozen=True)
+class Plan:
+    run_id: str
+    config_hash: str
+    seed: int
+    sources: tuple[SourceItem, ...]
+    styles: tuple[StyleItem, ...]
+    shards: tuple[ShardSpec, ...]
+    style_uris: dict[str, str] = field(default_factory=dict, compare=False)
+
+    @property
+    def n_samples(self) -> int:
+        return sum(s.n_samples for s in self.shards)
+
+    def sample_id(self, source_id: str, style_id: str) -> str:
+        return sample_id(source_id, style_id, self.seed, self.config_hash)
+
+
+# --------------------------------------------------------------------------------------- listing
+
+
+def _with_protocol(spec: str, path: str) -> str:
+    if "://" in spec:
+        protocol = spec.split("://", 1)[0]
+        return f"{protocol}://{path.lstrip('/')}" if protocol not in ("file", "memory") else f"{protocol}://{path}"
+    return path
+
+
+def list_inputs(spec: str, *, field: str = "input", exts: tuple[str, ...] = IMAGE_EXTS) -> list[str]:
+    """Sorted URIs of the image files named by ``spec``: a folder, a glob, a list file or one file.
+
+    A list file (``.txt``/``.lst``) holds one path or URI per line; relative lines are relative to the
+    list file's folder; blank lines and ``#`` comments are skipped. ``field`` names the config field in
+    errors.
+    """
+    import fsspec
+
+    try:
+        fs, path = fsspec.core.url_to_fs(spec)
+    except Exception as exc:  # noqa: BLE001 - unknown protocol, missing extra, bad options
+        raise ConfigError(f"{field}: cannot open {spec!r} ({type(exc).__name__}: {exc}); check the URI (s3 needs the s3 extra)") from None
+    try:
+        if any(ch in path for ch in "*?["):
+            uris = [_with_protocol(spec, p) for p in fs.glob(path) if fs.isfile(p)]
+            if not uris:
+                raise ConfigError(f"{field}: the glob {spec!r} matches no file; check the pattern")
+        elif path.lower().endswith(_LIST_EXTS) and fs.isfile(path):
+            base = path.rsplit("/", 1)[0] if "/" in path else ""
+            uris = []
+            with fs.open(path, "r") as f:
+                for line in f:
+                    line = line.strip()
+                    if not line or line.startswith("#"):
+                        continue
+                    if "://" in line or line.startswith("/"):
+                        uris.append(line)
+                    else:
+                        uris.append(_with_protocol(spec, f"{base}/{line}" if base else line))
+            if not uris:
+                raise ConfigError(f"{field}: the list file {spec!r} names no file; add one path per line")
+        elif fs.isdir(path):
+            uris = [
+                _with_protocol(spec, p)
+                for p in fs.find(path)
+                if p.lower().endswith(exts) and not p.rsplit("/", 1)[-1].startswith(".")
+            ]
+            if not uris:
+                raise ConfigError(
+                    f"{field}: the folder {spec!r} holds no image ({', '.join(exts)}); put the files there or fix the path"
+                )
+        elif fs.isfile(path):
+            uris = [spec]
+        else:
+            raise ConfigError(f"{field}: {spec!r} does not exist; give a folder, a glob or a list file")
+    except ConfigError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - storage errors while listing
+        raise ConfigError(f"{field}: cannot list {spec!r} ({type(exc).__name__}: {exc}); check the URI and credentials") from None
+    return sorted(uris)
+
+
+def _stem(uri: str) -> str:
+    return PurePosixPath(uri.split("://", 1)[-1]).stem
+
+
+def _ids_by_stem(uris: list[str], field: str) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for uri in uris:
+        key = _SAFE_ID.sub("_", _stem(uri))
+        if key in out:
+            raise ConfigError(
+                f"{field}: two files have the id {key!r} ({out[key]} and {uri}); ids are file stems and must be unique"
+            )
+        out[key] = uri
+    return out
+
+
+def _choose_styles(source_id: str, style_ids: list[str], k: int | None, seed: int) -> tuple[str, ...]:
+    if k is None or k >= len(style_ids):
+        return tuple(style_ids)
+    digest = hashlib.sha256(f"{seed}\x00{source_id}".encode()).digest()
+    rng = random.Random(int.from_bytes(digest[:8], "big"))
+    return tuple(sorted(rng.sample(style_ids, k)))
+
+
+def make_plan(config: "RunConfig") -> Plan:
+    """List the inputs and cut them into shards; deterministic for a given config and input set.
+
+    Raises :class:`ConfigError` when an input is missing or empty, ids collide, or an instance map /
+    photo is missing for a label map.
+    """
+    labels = _ids_by_stem(list_inputs(config.dataset.labels, field="dataset.labels"), "dataset.labels")
+    instances: dict[str, str] = {}
+    photos: dict[str, str] = {}
+    if config.dataset.instances:
+        instances = _ids_by_stem(list_inputs(config.dataset.instances, field="dataset.instances"), "dataset.instances")
+    if config.dataset.photos:
+        photos = _ids_by_stem(list_inputs(config.dataset.photos, field="dataset.photos"), "dataset.photos")
+    source_ids = sorted(labels)
+    if config.dataset.limit:
+        source_ids = source_ids[: config.dataset.limit]
+    if photos:
+        missing = [s for s in source_ids if s not in photos]
+        if missing:
+            raise ConfigError(
+                f"dataset.photos: no photo for {len(missing)} label map(s), e.g. {missing[:3]}; photos are matched to "
+                "label maps by file stem"
+            )
+    sources = tuple(
+        SourceItem(s, labels[s], instances.get(s) if instances else None, photos.get(s) if photos else None)
+        for s in source_ids
+    )
+    styles_by_id = _ids_by_stem(list_inputs(config.styles.source, field="styles.source"), "styles.source")
+    style_ids = sorted(styles_by_id)
+    styles = tuple(StyleItem(s, styles_by_id[s]) for s in style_ids)
+    chosen = [_choose_styles(s.source_id, style_ids, config.styles.per_sample, config.seed) for s in sources]
+    size = config.shard_size
+    shards = []
+    for i in range(0, len(sources), size):
+        chunk = tuple(chosen[i : i + size])
+        used = sorted({sid for ids in chunk for sid in ids})
+        shards.append(
+            ShardSpec(
+                index=i // size,
+                sources=sources[i : i + size],
+                style_ids=chunk,
+                styles=tuple(StyleItem(sid, styles_by_id[sid]) for sid in used),
+            )
+        )
+    return Plan(
+        run_id=config.resolved_run_id,
+        config_hash=config.config_hash,
+        seed=config.seed,
+        sources=sources,
+        styles=styles,
+        shards=tuple(shards),
+        style_uris=dict(styles_by_id),
+    )

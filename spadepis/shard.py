@@ -1,0 +1,415 @@
+"""The work of one shard, without any orchestration: load, synthesize, stylize, smooth, write, commit.
+
+:func:`process_shard` is what a Prefect task (``tasks/shard.py``) or any other runner calls. It
+
+1. returns at once when the shard is already committed (resume);
+2. loads and validates every label map (a bad item becomes ``status="error"`` rows; the shard goes on);
+3. runs SPADE in batches of ``config.batch_size`` and writes ``synth/<shard>/<source_id>.png``;
+4. for each synthesized image, prepares the smoother once (the exact system is factorised once per
+   content image) and, for each of its styles, stylizes with the style's cache (prepared once per
+   process and style), smooths, and writes ``images/<shard>/<source_id>__<style_id>.png``;
+5. writes the manifest part, then the ``_SUCCESS.json`` marker naming it: the commit.
+
+Models live in a module-level cache, so a worker process loads each model once and reuses it for
+every shard it runs. Transient failures (storage, CUDA out-of-memory) propagate so that the caller
+retries the shard; :func:`is_transient` tells them apart from bugs and configuration errors.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import hashlib
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from . import __version__
+from .config import RANDOM_INIT, RunConfig, apply_storage_options
+from .errors import InputError, SpadepisError, StorageError
+from .images import encode_png, float_to_uint8, read_rgb
+from .manifest import SCHEMA_VERSION, rows_to_table
+from .plan import ShardSpec, sample_id
+from .storage import RunStorage, new_attempt_id
+
+__all__ = [
+    "ShardResult",
+    "process_shard",
+    "is_transient",
+    "get_synthesizer",
+    "get_stylizer",
+    "get_style_cache",
+    "clear_model_cache",
+    "model_info",
+]
+
+_LOCK = threading.RLock()
+_MODELS: dict[tuple, Any] = {}
+_STYLES: OrderedDict[tuple, Any] = OrderedDict()
+_STYLE_CACHE_MAX = 256
+_MODEL_LOADS = {"synthesizer": 0, "stylizer": 0, "style": 0}
+
+
+@dataclass
+class ShardResult:
+    """What a shard task returns (small: counts, timings and a few output URIs, never pixels)."""
+
+    shard: str
+    skipped: bool
+    rows: int
+    ok: int
+    error: int
+    attempt_id: str | None
+    part: str | None
+    wall_s: float
+    errors: list[str] = field(default_factory=list)
+    samples: list[dict[str, str]] = field(default_factory=list)
+
+
+# ------------------------------------------------------------------------------------ model cache
+
+
+def _preset(config: RunConfig):
+    from .labelmaps import get_preset
+
+    return get_preset(config.dataset.preset, **config.dataset.preset_overrides)
+
+
+def get_synthesizer(config: RunConfig, device):
+    """The SPADE synthesizer of ``config`` on ``device``, loaded once per process."""
+    from .spade import load_synthesizer, random_synthesizer
+
+    m = config.models
+    preset = _preset(config)
+    key = ("spade", m.synth_checkpoint, preset, m.ngf, m.synth_seed if m.synth_checkpoint == RANDOM_INIT else None, str(device))
+    with _LOCK:
+        synth = _MODELS.get(key)
+        if synth is None:
+            if m.synth_checkpoint == RANDOM_INIT:
+                synth = random_synthesizer(preset, ngf=m.ngf or 16, seed=m.synth_seed, device=device)
+            else:
+                synth = load_synthesizer(m.synth_checkpoint, preset, ngf=m.ngf, device=device)
+            _MODELS[key] = synth
+            _MODEL_LOADS["synthesizer"] += 1
+        return synth
+
+
+def get_stylizer(config: RunConfig, device):
+    """The stylizer of ``config`` on ``device``, loaded once per process."""
+    from .stylizers import load_stylizer
+
+    m = config.models
+    key = ("stylizer", m.stylizer, m.stylizer_weights, str(device))
+    with _LOCK:
+        stylizer = _MODELS.get(key)
+        if stylizer is None:
+            stylizer = load_stylizer(m.stylizer, m.stylizer_weights, device=device)
+            _MODELS[key] = stylizer
+            _MODEL_LOADS["stylizer"] += 1
+        return stylizer
+
+
+def _read_style(uri: str, max_side: int | None) -> np.ndarray:
+    from PIL import Image
+
+    img = read_rgb(uri)
+    h, w = img.shape[:2]
+    if max_side and max(h, w) > max_side:
+        scale = max_side / max(h, w)
+        img = np.asarray(Image.fromarray(img).resize((max(1, round(w * scale)), max(1, round(h * scale))), Image.BICUBIC))
+    return img
+
+
+def get_style_cache(config: RunConfig, device, style_id: str, uri: str) -> tuple[Any, float]:
+    """``(cache, ms spent)``: the style's features/colouring, computed once per process and style.
+
+    A style that cannot be read raises :class:`InputError` (remembered, so it is not re-read).
+    """
+    m = config.models
+    key = (m.stylizer, m.stylizer_weights, str(device), uri, config.styles.max_side)
+    with _LOCK:
+        hit = _STYLES.get(key)
+        if hit is not None:
+            _STYLES.move_to_end(key)
+            if isinstance(hit, InputError):
+                raise hit
+            return hit, 0.0
+    t = time.perf_counter()
+    stylizer = get_stylizer(config, device)
+    try:
+        cache = stylizer.prepare_style(_read_style(uri, config.styles.max_side))
+    except InputError as exc:
+        err = InputError(f"style {style_id!r}: {exc}")
+        with _LOCK:
+            _STYLES[key] = err
+        raise err from None
+    try:
+        cache.style_id = style_id
+    except AttributeError:
+        pass
+    with _LOCK:
+        _STYLES[key] = cache
+        _MODEL_LOADS["style"] += 1
+        while len(_STYLES) > _STYLE_CACHE_MAX:
+            _STYLES.popitem(last=False)
+    return cache, (time.perf_counter() - t) * 1000.0
+
+
+def clear_model_cache() -> None:
+    with _LOCK:
+        _MODELS.clear()
+        _STYLES.clear()
+        for k in _MODEL_LOADS:
+            _MODEL_LOADS[k] = 0
+
+
+def model_info() -> dict[str, int]:
+    """How many models / style caches this process has built (tests check "loaded once")."""
+    with _LOCK:
+        return dict(_MODEL_LOADS)
+
+
+# ------------------------------------------------------------------------------------ errors
+
+
+def is_transient(exc: BaseException | None) -> bool:
+    """Whether retrying the shard may help: storage and connection errors, CUDA out-of-memory, a lost worker.
+
+    Bad inputs, configuration and checkpoint errors, and programming errors are not transient.
+    The exception's ``__cause__``/``__context__`` chain is searched too.
+    """
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        if isinstance(exc, StorageError):
+            return True
+        if isinstance(exc, SpadepisError):  # InputError, ConfigError, CheckpointError: retrying won't help
+            return False
+        name = type(exc).__name__
+        module = type(exc).__module__ or ""
+        if name in ("OutOfMemoryError", "KilledWorker", "CommClosedError") or "out of memory" in str(exc).lower():
+            return True
+        if isinstance(exc, (ConnectionError, TimeoutError)):
+            return True
+        if isinstance(exc, OSError) and not isinstance(exc, (FileNotFoundError, IsADirectoryError, NotADirectoryError, PermissionError)):
+            return True
+        if module.startswith(("botocore", "aiobotocore", "aiohttp", "s3fs", "urllib3", "requests", "gcsfs")):
+            return True
+        exc = exc.__cause__ or exc.__context__
+    return False
+
+
+# ------------------------------------------------------------------------------------ the shard
+
+
+@dataclass
+class _Item:
+    source: Any
+    styles: tuple[str, ...]
+    labels: np.ndarray | None = None
+    instances: np.ndarray | None = None
+    content: np.ndarray | None = None
+    error: str | None = None
+    t_load: float = 0.0
+    t_synth: float = 0.0
+    t_write_synth: float = 0.0
+    synth_uri: str | None = None
+
+
+def _ms(t0: float) -> float:
+    return (time.perf_counter() - t0) * 1000.0
+
+
+def _load_item(item: _Item, config: RunConfig, preset) -> None:
+    from .labelmaps import load_label_and_instance, read_label_map
+
+    src = item.source
+    t0 = time.perf_counter()
+    try:
+        if config.stylize_only:
+            photo = read_rgb(src.photo_uri)
+            label = read_label_map(src.label_uri, preset)
+            if label.shape != photo.shape[:2]:
+                raise InputError(
+                    f"{src.label_uri}: label map is {label.shape[1]}x{label.shape[0]} but its photo {src.photo_uri} is "
+                    f"{photo.shape[1]}x{photo.shape[0]} (WxH); pair each photo with its own label map"
+                )
+            item.labels, item.content = label, photo
+            item.synth_uri = src.photo_uri
+        else:
+            item.labels, item.instances = load_label_and_instance(src.label_uri, src.instance_uri, preset)
+            if not preset.no_instance and item.instances is None:
+                raise InputError(
+                    f"{src.label_uri}: no instance map for source {src.source_id!r}, but preset {preset.name!r} uses "
+                    "instance maps; set dataset.instances (matched by file stem) or preset_overrides: {no_instance: true}"
+                )
+    except InputError as exc:
+        item.error = str(exc)
+    item.t_load = _ms(t0)
+
+
+def process_shard(
+    config: RunConfig,
+    shard: ShardSpec,
+    *,
+    attempt_id: str | None = None,
+    on_output: Callable[[int], None] | None = None,
+) -> ShardResult:
+    """Process and commit one shard of ``config`` (see the module docstring). Idempotent per shard.
+
+    ``on_output(n)`` is called after every ``n`` outputs (progress bars). Raises on transient failures
+    (:class:`StorageError`, CUDA out-of-memory) so the caller retries; bad items become error rows.
+    """
+    from .devices import resolve_device
+    from .smoothing import prepare_smoother
+
+    t_start = time.perf_counter()
+    config = config.resolved()
+    apply_storage_options(config)
+    storage = RunStorage(config.run_uri)
+    existing = storage.marker(shard.name)
+    if existing is not None:
+        return ShardResult(shard.name, True, existing.get("rows", 0), existing.get("ok", 0), existing.get("error", 0),
+                           existing.get("attempt_id"), existing.get("part"), 0.0)
+    attempt_id = attempt_id or new_attempt_id()
+    device = resolve_device(config.device)
+    preset = _preset(config)
+    chash = config.config_hash
+    run_id = config.resolved_run_id
+    m = config.models
+
+    stylizer = get_stylizer(config, device)
+    if config.stylize_only:
+        synth, synth_model, synth_sha = None, "none (stylize-only)", None
+    else:
+        synth = get_synthesizer(config, device)
+        synth_model, synth_sha = synth.model_name, synth.sha256
+
+    items = [_Item(src, styles) for src, styles in zip(shard.sources, shard.style_ids)]
+    for item in items:
+        _load_item(item, config, preset)
+
+    # SPADE, batched.
+    if synth is not None:
+        from .spade import to_uint8
+
+        good = [it for it in items if it.error is None]
+        for b in range(0, len(good), config.batch_size):
+            batch = good[b : b + config.batch_size]
+            t0 = time.perf_counter()
+            labels = np.stack([it.labels for it in batch])
+            inst = np.stack([it.instances for it in batch]) if batch[0].instances is not None else None
+            images = to_uint8(synth.synthesize(labels, inst))
+            dt = _ms(t0) / len(batch)
+            for it, img in zip(batch, images):
+                it.content, it.t_synth = np.ascontiguousarray(img), dt
+                t0 = time.perf_counter()
+                it.synth_uri = storage.write_bytes(storage.synth_rel(shard.name, it.source.source_id), encode_png(it.content))
+                it.t_write_synth = _ms(t0)
+
+    rows: list[dict[str, Any]] = []
+    samples: list[dict[str, str]] = []
+    now = lambda: _dt.datetime.now(_dt.timezone.utc)  # noqa: E731
+
+    def row(item: _Item, style_id: str, **kw) -> dict[str, Any]:
+        base = {
+            "sample_id": sample_id(item.source.source_id, style_id, config.seed, chash),
+            "run_id": run_id,
+            "shard_id": shard.name,
+            "attempt_id": attempt_id,
+            "dataset": config.dataset_name,
+            "preset": preset.name,
+            "source_id": item.source.source_id,
+            "label_uri": item.source.label_uri,
+            "instance_uri": item.source.instance_uri,
+            "label_nc": preset.label_nc,
+            "style_id": style_id,
+            "style_uri": shard.style_uri(style_id),
+            "synth_uri": item.synth_uri,
+            "image_uri": None,
+            "width": None,
+            "height": None,
+            "sha256": None,
+            "synth_model": synth_model,
+            "synth_weights_sha256": synth_sha,
+            "stylizer": m.stylizer,
+            "stylizer_weights_sha256": stylizer.weights_sha256,
+            "smoothing": m.smoothing,
+            "t_load_ms": 0.0,
+            "t_synth_ms": 0.0,
+            "t_stylize_ms": 0.0,
+            "t_smooth_ms": 0.0,
+            "t_write_ms": 0.0,
+            "t_total_ms": 0.0,
+            "status": "ok",
+            "error": None,
+            "created_at": now(),
+            "device": str(device),
+            "spadepis_version": __version__,
+            "schema_version": SCHEMA_VERSION,
+        }
+        base.update(kw)
+        base["t_total_ms"] = sum(base[k] for k in ("t_load_ms", "t_synth_ms", "t_stylize_ms", "t_smooth_ms", "t_write_ms"))
+        return base
+
+    for item in items:
+        k = max(1, len(item.styles))
+        shared = {"t_load_ms": item.t_load / k, "t_synth_ms": item.t_synth / k}
+        if item.error is not None:
+            rows.extend(row(item, s, status="error", error=item.error, **shared) for s in item.styles)
+            if on_output:
+                on_output(len(item.styles))
+            continue
+        t0 = time.perf_counter()
+        try:
+            smoother = prepare_smoother(item.content, m.smoothing)
+            prep_ms = _ms(t0) / k
+        except InputError as exc:
+            rows.extend(row(item, s, status="error", error=f"smoothing: {exc}", **shared) for s in item.styles)
+            continue
+        for style_id in item.styles:
+            try:
+                cache, t_cache = get_style_cache(config, device, style_id, shard.style_uri(style_id))
+                t0 = time.perf_counter()
+                raw = stylizer.stylize(item.content, cache, None)
+                init = float_to_uint8(raw)
+                t_sty = _ms(t0) + t_cache
+                t0 = time.perf_counter()
+                out = smoother(init)
+                t_sm = _ms(t0) + prep_ms
+                t0 = time.perf_counter()
+                data = encode_png(out)
+                uri = storage.write_bytes(storage.image_rel(shard.name, item.source.source_id, style_id), data)
+                t_wr = _ms(t0) + item.t_write_synth / k
+            except InputError as exc:
+                rows.append(row(item, style_id, status="error", error=str(exc), **shared))
+            else:
+                rows.append(row(
+                    item, style_id, image_uri=uri, width=int(out.shape[1]), height=int(out.shape[0]),
+                    sha256=hashlib.sha256(data).hexdigest(), t_stylize_ms=t_sty, t_smooth_ms=t_sm, t_write_ms=t_wr,
+                    **shared,
+                ))
+                if len(samples) < 4:
+                    samples.append({"source_id": item.source.source_id, "style_id": style_id, "label_uri": item.source.label_uri,
+                                    "synth_uri": item.synth_uri or "", "image_uri": uri})
+            if on_output:
+                on_output(1)
+
+    table = rows_to_table(rows)
+    marker = storage.commit_shard(shard.name, attempt_id, table, extra={"device": str(device), "wall_s": time.perf_counter() - t_start})
+    return ShardResult(
+        shard=shard.name,
+        skipped=False,
+        rows=marker["rows"],
+        ok=marker["ok"],
+        error=marker["error"],
+        attempt_id=attempt_id,
+        part=marker["part"],
+        wall_s=time.perf_counter() - t_start,
+        errors=sorted({r["error"] for r in rows if r["error"]})[:10],
+        samples=samples,
+    )

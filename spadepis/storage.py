@@ -1,0 +1,276 @@
+"""Run storage on any fsspec filesystem, and the shard commit protocol.
+
+Layout under ``<output>/<run_id>/`` (local path, ``s3://``, ``gs://``, ``memory://``)::
+
+    run.json                                              frozen config, model checksums, schema version
+    synth/shard=00042/<source_id>.png                     SPADE output
+    images/shard=00042/<source_id>__<style_id>.png        stylized output
+    manifest/shard=00042/part-<attempt_id>.parquet        one attempt's rows
+    manifest/shard=00042/_SUCCESS.json                    written last: names the committed part
+    index.parquet                                         merged from committed parts only
+
+Object stores have no atomic rename, so the marker written last *is* the commit: a reader trusts
+only the part a valid marker names, checks its size and sha256, and ignores orphan parts of
+crashed attempts. Every storage failure is raised as :class:`StorageError` (an ``OSError``), which
+the pipeline treats as transient and retries.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import hashlib
+import io
+import json
+import os
+import uuid
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from .errors import ConfigError, SpadepisError, StorageError
+from .manifest import SCHEMA, SCHEMA_VERSION, table_schema_version
+from .plan import shard_name
+
+__all__ = ["RunStorage", "new_attempt_id", "SUCCESS", "INDEX"]
+
+SUCCESS = "_SUCCESS.json"
+INDEX = "index.parquet"
+T = TypeVar("T")
+
+
+def new_attempt_id() -> str:
+    """Sortable, unique attempt id: ``20250101T120000Z-1a2b3c4d``."""
+    now = _dt.datetime.now(_dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    return f"{now}-{uuid.uuid4().hex[:8]}"
+
+
+def _as_shard(shard: int | str) -> str:
+    return shard_name(shard) if isinstance(shard, int) else shard
+
+
+class RunStorage:
+    """One run's folder. ``RunStorage("s3://bucket/runs/my-run")``."""
+
+    def __init__(self, run_uri: str):
+        import fsspec
+
+        self.run_uri = str(run_uri).rstrip("/")
+        try:
+            self.fs, self.root = fsspec.core.url_to_fs(self.run_uri)
+        except Exception as exc:  # noqa: BLE001
+            raise ConfigError(f"cannot open storage {self.run_uri!r}: {type(exc).__name__}: {exc}") from None
+        self.root = self.root.rstrip("/")
+        protocol = self.fs.protocol if isinstance(self.fs.protocol, str) else self.fs.protocol[0]
+        self.is_local = protocol in ("file", "local")
+
+    @classmethod
+    def from_run_uri(cls, run_uri: str) -> "RunStorage":
+        return cls(run_uri)
+
+    # ------------------------------------------------------------------------------ names
+    def uri(self, rel: str) -> str:
+        return f"{self.run_uri}/{rel}"
+
+    def path(self, rel: str) -> str:
+        return f"{self.root}/{rel}"
+
+    @staticmethod
+    def synth_rel(shard: int | str, source_id: str) -> str:
+        return f"synth/{_as_shard(shard)}/{source_id}.png"
+
+    @staticmethod
+    def image_rel(shard: int | str, source_id: str, style_id: str) -> str:
+        return f"images/{_as_shard(shard)}/{source_id}__{style_id}.png"
+
+    @staticmethod
+    def part_rel(shard: int | str, attempt_id: str) -> str:
+        return f"manifest/{_as_shard(shard)}/part-{attempt_id}.parquet"
+
+    @staticmethod
+    def success_rel(shard: int | str) -> str:
+        return f"manifest/{_as_shard(shard)}/{SUCCESS}"
+
+    # ------------------------------------------------------------------------------ raw I/O
+    def _io(self, what: str, fn: Callable[[], T]) -> T:
+        try:
+            return fn()
+        except (SpadepisError, FileNotFoundError):
+            raise
+        except Exception as exc:  # noqa: BLE001 - every storage failure becomes a retryable StorageError
+            raise StorageError(
+                f"{what} failed ({type(exc).__name__}: {exc}); transient storage failure: the shard is retried, "
+                "check the storage service and credentials if it persists"
+            ) from exc
+
+    def write_bytes(self, rel: str, data: bytes, *, atomic: bool = False) -> str:
+        """Write ``data`` at ``rel`` (parents created); ``atomic`` uses rename where the filesystem has one."""
+        path = self.path(rel)
+
+        def _write() -> None:
+            parent = path.rsplit("/", 1)[0]
+            self.fs.makedirs(parent, exist_ok=True)
+            if atomic and self.is_local:
+                tmp = f"{path}.tmp-{uuid.uuid4().hex[:8]}"
+                with open(tmp, "wb") as f:
+                    f.write(data)
+                    f.flush()
+                    os.fsync(f.fileno())
+                os.replace(tmp, path)
+            else:
+                with self.fs.open(path, "wb") as f:
+                    f.write(data)
+
+        self._io(f"writing {self.uri(rel)}", _write)
+        return self.uri(rel)
+
+    def read_bytes(self, rel: str) -> bytes:
+        def _read() -> bytes:
+            with self.fs.open(self.path(rel), "rb") as f:
+                return f.read()
+
+        return self._io(f"reading {self.uri(rel)}", _read)
+
+    def exists(self, rel: str) -> bool:
+        return self._io(f"checking {self.uri(rel)}", lambda: self.fs.exists(self.path(rel)))
+
+    # ------------------------------------------------------------------------------ run.json
+    def write_run_record(self, record: dict[str, Any]) -> dict[str, Any]:
+        """Write ``run.json`` once; a later run with the same run id must have the same config hash."""
+        existing = self.read_run_record()
+        if existing is not None:
+            if existing.get("config_hash") != record.get("config_hash"):
+                raise ConfigError(
+                    f"run_id: {self.run_uri} already holds a run with another configuration (config hash "
+                    f"{str(existing.get('config_hash'))[:12]} vs {str(record.get('config_hash'))[:12]}); resume it with "
+                    "the same config, or choose a new run_id / output"
+                )
+            return existing
+        self.write_bytes("run.json", json.dumps(record, indent=2, sort_keys=True, default=str).encode(), atomic=True)
+        return record
+
+    def read_run_record(self) -> dict[str, Any] | None:
+        try:
+            data = self.read_bytes("run.json")
+        except FileNotFoundError:
+            return None
+        try:
+            return json.loads(data)
+        except ValueError:
+            return None  # truncated by a crash before it was complete: rewritten
+
+    # ------------------------------------------------------------------------------ commit
+    def marker(self, shard: int | str) -> dict[str, Any] | None:
+        """The shard's valid commit marker, or ``None`` when the shard is not committed."""
+        try:
+            data = self.read_bytes(self.success_rel(shard))
+        except FileNotFoundError:
+            return None
+        return self._valid_marker(_as_shard(shard), data)
+
+    def _valid_marker(self, shard: str, data: bytes) -> dict[str, Any] | None:
+        try:
+            marker = json.loads(data)
+            part = marker["part"]
+        except (ValueError, KeyError, TypeError):
+            return None  # a torn marker is no commit
+        info = self._io(f"checking {self.uri(part)}", lambda: self.fs.info(self.path(part)) if self.fs.exists(self.path(part)) else None)
+        if info is None or int(info.get("size", -1)) != int(marker.get("part_bytes", -2)):
+            return None
+        marker.setdefault("shard", shard)
+        return marker
+
+    def committed_shards(self) -> dict[str, dict[str, Any]]:
+        """``{shard name: marker}`` of every committed shard."""
+        pattern = self.path(f"manifest/shard=*/{SUCCESS}")
+        paths = self._io(f"listing {self.uri('manifest/')}", lambda: sorted(self.fs.glob(pattern)))
+        out: dict[str, dict[str, Any]] = {}
+        for p in paths:
+            shard = p.rstrip("/").split("/")[-2]
+            try:
+                data = self._io(f"reading {p}", lambda p=p: self.fs.cat_file(p))
+            except FileNotFoundError:
+                continue
+            marker = self._valid_marker(shard, data)
+            if marker is not None:
+                out[shard] = marker
+        return out
+
+    def commit_shard(self, shard: int | str, attempt_id: str, table: pa.Table, *, extra: dict[str, Any] | None = None) -> dict[str, Any]:
+        """Write the part, then the marker naming it (the commit). Returns the marker."""
+        shard = _as_shard(shard)
+        if table.schema.remove_metadata() != SCHEMA.remove_metadata():
+            raise ValueError(f"manifest part for {shard} does not have the manifest schema: {table.schema}")
+        buf = io.BytesIO()
+        pq.write_table(table.replace_schema_metadata(SCHEMA.metadata), buf, compression="zstd")
+        data = buf.getvalue()
+        part = self.part_rel(shard, attempt_id)
+        self.write_bytes(part, data)
+        status = table.column("status").to_pylist()
+        marker = {
+            "shard": shard,
+            "part": part,
+            "attempt_id": attempt_id,
+            "rows": table.num_rows,
+            "ok": status.count("ok"),
+            "error": table.num_rows - status.count("ok"),
+            "part_bytes": len(data),
+            "part_sha256": hashlib.sha256(data).hexdigest(),
+            "schema_version": SCHEMA_VERSION,
+            "committed_at": _dt.datetime.now(_dt.timezone.utc).isoformat(),
+            **(extra or {}),
+        }
+        self.write_bytes(self.success_rel(shard), json.dumps(marker, indent=1).encode(), atomic=True)
+        return marker
+
+    def read_part(self, marker: dict[str, Any]) -> pa.Table:
+        data = self.read_bytes(marker["part"])
+        if hashlib.sha256(data).hexdigest() != marker.get("part_sha256"):
+            raise StorageError(f"{self.uri(marker['part'])}: content does not match its _SUCCESS.json sha256; re-run to redo the shard")
+        return pq.read_table(io.BytesIO(data))
+
+    # ------------------------------------------------------------------------------ index
+    def merge_committed(self, markers: dict[str, dict[str, Any]] | None = None) -> pa.Table:
+        markers = self.committed_shards() if markers is None else markers
+        tables = [self.read_part(markers[s]) for s in sorted(markers)]
+        if not tables:
+            return SCHEMA.empty_table()
+        merged = pa.concat_tables([t.select(SCHEMA.names).cast(SCHEMA) for t in tables])
+        return merged.replace_schema_metadata(SCHEMA.metadata)
+
+    def write_index(self) -> pa.Table:
+        """Merge the committed parts into ``index.parquet`` (what trainers read); returns the table."""
+        markers = self.committed_shards()
+        table = self.merge_committed(markers)
+        meta = dict(SCHEMA.metadata)
+        meta[b"spadepis.committed"] = json.dumps({s: m["attempt_id"] for s, m in sorted(markers.items())}).encode()
+        table = table.replace_schema_metadata(meta)
+        buf = io.BytesIO()
+        pq.write_table(table, buf, compression="zstd")
+        self.write_bytes(INDEX, buf.getvalue(), atomic=True)
+        return table
+
+    def read_manifest(self) -> pa.Table:
+        """The index when it is up to date with the committed shards, else a merge of committed parts."""
+        markers = self.committed_shards()
+        try:
+            data = self.read_bytes(INDEX)
+        except FileNotFoundError:
+            data = None
+        if data is not None:
+            table = pq.read_table(io.BytesIO(data))
+            raw = (table.schema.metadata or {}).get(b"spadepis.committed")
+            if raw is not None and json.loads(raw) == {s: m["attempt_id"] for s, m in sorted(markers.items())}:
+                return table
+        if not markers and data is None and not self.exists("run.json"):
+            raise FileNotFoundError(
+                f"{self.run_uri}: no run here (no run.json, no committed shard); pass <output>/<run_id> of a run"
+            )
+        return self.merge_committed(markers)
+
+    def schema_version(self) -> int | None:
+        try:
+            return table_schema_version(pq.read_schema(io.BytesIO(self.read_bytes(INDEX))))
+        except FileNotFoundError:
+            return None

@@ -1,0 +1,72 @@
+"""Prefect task around :func:`spadepis.shard.process_shard`: one task run per shard.
+
+Retried with exponential backoff, but only for transient failures (storage and connection errors,
+CUDA out-of-memory, a lost Dask worker): ``retry_transient`` is the task's ``retry_condition_fn``.
+Bad items never fail the task (they are error rows); configuration errors and bugs fail it at once.
+Tagged ``gpu`` so a tag concurrency limit (``prefect concurrency-limit create gpu N``) can bound
+how many shards hold models at once across all runs.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from prefect import task
+from prefect.cache_policies import NO_CACHE
+
+from spadepis.config import RunConfig
+from spadepis.plan import ShardSpec
+from spadepis.shard import ShardResult, is_transient, process_shard
+from spadepis.storage import new_attempt_id
+
+__all__ = ["process_shard_task", "retry_transient", "shard_task_for"]
+
+
+def retry_transient(task: Any, task_run: Any, state: Any) -> bool:
+    """``retry_condition_fn``: retry only when the failure is transient (see ``spadepis.shard.is_transient``)."""
+    exc = state.data if isinstance(getattr(state, "data", None), BaseException) else None
+    if exc is None:
+        try:
+            exc = state.result(raise_on_failure=False)
+        except Exception as err:  # noqa: BLE001 - a result that cannot be read is itself the error
+            exc = err
+    return is_transient(exc if isinstance(exc, BaseException) else None)
+
+
+def _task_run_name() -> str:
+    from prefect.runtime import task_run
+
+    params = task_run.parameters
+    config, shard = params.get("config"), params.get("shard")
+    run_id = config.resolved_run_id if isinstance(config, RunConfig) else "run"
+    name = shard.name if isinstance(shard, ShardSpec) else "shard"
+    return f"{run_id}/{name}"
+
+
+@task(
+    name="process-shard",
+    tags=["gpu"],
+    retries=3,
+    retry_delay_seconds=[2, 4, 8],
+    retry_condition_fn=retry_transient,
+    task_run_name=_task_run_name,
+    cache_policy=NO_CACHE,
+    persist_result=False,
+    log_prints=True,
+)
+def process_shard_task(config: RunConfig, shard: ShardSpec) -> ShardResult:
+    """Synthesize, stylize, write and commit one shard (skipped when already committed)."""
+    try:
+        from prefect.runtime import task_run
+
+        attempt = f"{new_attempt_id()}-try{int(task_run.run_count or 1)}"
+    except Exception:  # noqa: BLE001 - outside a task run (``.fn()`` in tests)
+        attempt = new_attempt_id()
+    return process_shard(config, shard, attempt_id=attempt)
+
+
+def shard_task_for(config: RunConfig):
+    """The shard task with the config's retry policy: ``retries.count`` tries, delay doubling from ``retries.delay``."""
+    n = config.retries.count
+    delays = [config.retries.delay * 2**i for i in range(n)] if n else 0
+    return process_shard_task.with_options(retries=n, retry_delay_seconds=delays)
