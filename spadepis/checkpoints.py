@@ -46,7 +46,7 @@ def tensor_digest(state_dict: Mapping[str, torch.Tensor]) -> str:
     for key, value in state_dict.items():
         h.update(key.encode())
         t = value.detach().cpu().contiguous()
-        h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
     return h.hexdigest()
 
 
