@@ -1,0 +1,217 @@
+"""``spadepis deploy``: stand up the work pool, the ``gpu`` concurrency limit and the deployments.
+
+Idempotent: run it again after editing ``deployments/prefect.yaml`` and it updates what is there.
+The plain ``prefect`` sequence it performs (documented in docs/DEPLOY_README.md) is::
+
+    prefect work-pool create spadepis --type process --overwrite
+    prefect concurrency-limit create gpu 1
+    SPADEPIS_PROJECT_DIR=$PWD prefect deploy --all --prefect-file deployments/prefect.yaml
+
+Prefect is imported inside the command function only (the library never imports it).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+from ..errors import ConfigError, SpadepisError
+
+__all__ = ["register", "deploy", "PROJECT_ROOT", "PREFECT_FILE", "GPU_TAG"]
+
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
+"""The checkout: ``deployments/prefect.yaml`` and the ``flows/`` entrypoints live here."""
+PREFECT_FILE = Path("deployments") / "prefect.yaml"
+GPU_TAG = "gpu"
+"""Tag on the tasks that hold models; its concurrency limit is the number of GPUs."""
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "deploy",
+        help="create the work pool, the gpu concurrency limit and the deployments (idempotent)",
+        description="Stand up spadepis on a Prefect API: a process work pool, a concurrency limit on the "
+        "'gpu' task tag (one model task per GPU), and every deployment of deployments/prefect.yaml "
+        "(nightly-augmentation with an inactive cron schedule, adhoc). Safe to run again.",
+    )
+    p.add_argument("--api-url", default=None, help="Prefect API URL, e.g. http://127.0.0.1:4200/api "
+                   "(default: PREFECT_API_URL or the active Prefect profile)")
+    p.add_argument("--pool", default="spadepis", help="work pool name (default: spadepis)")
+    p.add_argument("--gpu-slots", type=int, default=1, help="concurrent model tasks allowed, all workers "
+                   "together: the number of GPUs (default: 1)")
+    p.add_argument("--prefect-file", default=None, help=f"deployment file (default: {PREFECT_FILE} in the checkout)")
+    p.add_argument("--project-dir", default=None, help="checkout path the workers chdir into before running "
+                   "the flow (default: SPADEPIS_PROJECT_DIR, else this checkout)")
+    p.add_argument("--name", action="append", default=None, help="deploy only this deployment (repeatable), "
+                   "e.g. --name adhoc")
+    p.set_defaults(func=_run)
+
+
+def _run(args: argparse.Namespace) -> int:
+    deploy(
+        api_url=args.api_url,
+        pool=args.pool,
+        gpu_slots=args.gpu_slots,
+        prefect_file=args.prefect_file,
+        project_dir=args.project_dir,
+        names=args.name,
+    )
+    return 0
+
+
+def _prefect_executable() -> list[str]:
+    exe = Path(sys.executable).with_name("prefect")
+    if exe.exists():
+        return [str(exe)]
+    found = shutil.which("prefect")
+    if found:
+        return [found]
+    return [sys.executable, "-m", "prefect"]
+
+
+def deploy(
+    *,
+    api_url: str | None = None,
+    pool: str = "spadepis",
+    gpu_slots: int = 1,
+    prefect_file: str | Path | None = None,
+    project_dir: str | Path | None = None,
+    names: list[str] | None = None,
+    quiet: bool = False,
+) -> dict[str, object]:
+    """Create or update the pool, the ``gpu`` limit and the deployments; return what is now on the server."""
+    if gpu_slots < 1:
+        raise ConfigError(f"--gpu-slots {gpu_slots}: must be at least 1 (the number of GPUs model tasks may use at once)")
+    prefect_file = Path(prefect_file) if prefect_file else PROJECT_ROOT / PREFECT_FILE
+    if not prefect_file.is_file():
+        raise ConfigError(f"deployment file {prefect_file} not found; run from a spadepis checkout or pass --prefect-file")
+    project_dir = Path(project_dir or os.environ.get("SPADEPIS_PROJECT_DIR") or PROJECT_ROOT).resolve()
+    if not (project_dir / "flows").is_dir():
+        raise ConfigError(
+            f"--project-dir {project_dir}: no flows/ folder there; point it to the spadepis checkout the workers use"
+        )
+
+    from prefect.client.orchestration import get_client
+    from prefect.exceptions import ObjectNotFound
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    url = api_url or os.environ.get("PREFECT_API_URL") or PREFECT_API_URL.value()
+    if not url:
+        raise ConfigError(
+            "no Prefect API to deploy to: pass --api-url http://HOST:4200/api, set PREFECT_API_URL, or "
+            "`prefect profile use` a profile that has one (start one with `prefect server start`)"
+        )
+    say = (lambda *a: None) if quiet else print
+
+    with temporary_settings({PREFECT_API_URL: url}):
+        try:
+            with get_client(sync_client=True) as client:
+                err = client.api_healthcheck()  # returns the exception instead of raising
+                if err is not None:
+                    raise SpadepisError(
+                        f"the Prefect API at {url} is not reachable ({err}); start it with `prefect server start` "
+                        "or fix --api-url / PREFECT_API_URL"
+                    )
+                _ensure_pool(client, pool, say, ObjectNotFound)
+                _ensure_gpu_limit(client, gpu_slots, say, ObjectNotFound)
+        except SpadepisError:
+            raise
+        except Exception as exc:  # httpx errors, server errors: say where and what
+            raise SpadepisError(f"talking to the Prefect API at {url} failed: {type(exc).__name__}: {exc}") from exc
+
+    cmd = _prefect_executable() + ["deploy", "--no-prompt", "--prefect-file", str(prefect_file), "--pool", pool]
+    if names:
+        for n in names:
+            cmd += ["--name", n]
+    else:
+        cmd += ["--all"]
+    env = dict(os.environ)
+    env.update({
+        "PREFECT_API_URL": url,
+        "SPADEPIS_PROJECT_DIR": str(project_dir),
+        "DO_NOT_TRACK": env.get("DO_NOT_TRACK", "1"),
+        "PREFECT_SERVER_ANALYTICS_ENABLED": env.get("PREFECT_SERVER_ANALYTICS_ENABLED", "false"),
+        "PREFECT_CLI_WRAP_LINES": "false",
+    })
+    say(f"$ {' '.join(cmd)}   (in {PROJECT_ROOT})")
+    proc = subprocess.run(cmd, cwd=PROJECT_ROOT, env=env, capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise SpadepisError(
+            f"`prefect deploy` failed (exit {proc.returncode}) for {prefect_file}:\n"
+            f"{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}\nfix the deployment file or the API, then run "
+            "`spadepis deploy` again (it is idempotent)"
+        )
+
+    with temporary_settings({PREFECT_API_URL: url}):
+        with get_client(sync_client=True) as client:
+            deployments = _summarise(client, pool)
+    say(f"Prefect API: {url}")
+    say(f"work pool {pool!r} (process); concurrency limit on tag {GPU_TAG!r}: {gpu_slots}")
+    for d in deployments:
+        say(f"  deployment {d['name']}: schedules {d['schedules'] or '-'}; enforce_parameter_schema={d['enforce_parameter_schema']}")
+    say(f"start a worker on each GPU box:  SPADEPIS_PROJECT_DIR={project_dir} prefect worker start --pool {pool}")
+    say("trigger a run:                    prefect deployment run spadepis-augment/adhoc")
+    return {"api_url": url, "pool": pool, "gpu_slots": gpu_slots, "deployments": deployments}
+
+
+def _ensure_pool(client, pool: str, say, ObjectNotFound) -> None:
+    from prefect.client.schemas.actions import WorkPoolCreate
+    from prefect.workers.process import ProcessWorker
+
+    try:
+        existing = client.read_work_pool(pool)
+    except ObjectNotFound:
+        existing = None
+    if existing is not None:
+        if existing.type != "process":
+            raise ConfigError(
+                f"work pool {pool!r} exists with type {existing.type!r}, not 'process'; pick another --pool name "
+                f"or delete it (`prefect work-pool delete {pool}`)"
+            )
+        say(f"work pool {pool!r} exists (process)")
+        return
+    client.create_work_pool(
+        WorkPoolCreate(name=pool, type="process", base_job_template=ProcessWorker.get_default_base_job_template(),
+                       description="spadepis: SPADE + PhotoWCT augmentation runs (one worker per GPU box)")
+    )
+    say(f"created work pool {pool!r} (process)")
+
+
+def _ensure_gpu_limit(client, slots: int, say, ObjectNotFound) -> None:
+    try:
+        current = client.read_concurrency_limit_by_tag(GPU_TAG)
+    except ObjectNotFound:
+        current = None
+    if current is not None and current.concurrency_limit == slots:
+        say(f"concurrency limit {GPU_TAG!r} = {slots} (unchanged)")
+        return
+    client.create_concurrency_limit(tag=GPU_TAG, concurrency_limit=slots)  # upserts
+    after = client.read_concurrency_limit_by_tag(GPU_TAG)
+    if after.concurrency_limit != slots:
+        raise SpadepisError(
+            f"the Prefect API kept the {GPU_TAG!r} concurrency limit at {after.concurrency_limit}, not {slots}; "
+            f"delete it (`prefect concurrency-limit delete {GPU_TAG}`) and run `spadepis deploy` again"
+        )
+    say(f"concurrency limit {GPU_TAG!r} set to {slots}")
+
+
+def _summarise(client, pool: str) -> list[dict[str, object]]:
+    from prefect.client.schemas.filters import WorkPoolFilter, WorkPoolFilterName
+
+    out = []
+    for d in client.read_deployments(work_pool_filter=WorkPoolFilter(name=WorkPoolFilterName(any_=[pool]))):
+        scheds = []
+        for s in d.schedules or []:
+            cron = getattr(s.schedule, "cron", None) or str(s.schedule)
+            scheds.append(f"{cron} ({'active' if s.active else 'inactive'})")
+        out.append({
+            "name": d.name,
+            "id": str(d.id),
+            "schedules": ", ".join(scheds),
+            "enforce_parameter_schema": d.enforce_parameter_schema,
+        })
+    return sorted(out, key=lambda r: str(r["name"]))
