@@ -29,7 +29,21 @@ agrees with ``scipy.sparse.linalg.spsolve`` to rounding error (about 1e-12 on V)
 ``compat="fastphotostyle"`` reproduces FastPhotoStyle's ``photo_smooth.Propagator`` step for step: the
 stylized image loses its 2-pixel border (replaced by edge replication), the content is resized to
 ``(H - 4, W - 4)`` with PIL BILINEAR and edge-padded by 2, and the result is cropped to ``(H - 4, W - 4)``.
-The default mode keeps the full size: the affinity of the full-size content, the stylized image unchanged.
+The default mode keeps the full size ``(H, W)`` and builds the affinity over every full 3x3 window of the
+content image itself. A pixel's degree :math:`d_i` equals the number of full windows that contain it (the
+affinities of one window sum to 1 along each row), so it is 9 inside and drops to 1 at the corners. With
+the symmetric normalisation above, that drop darkens the border (a constant stylized image would come out
+up to two thirds darker at the corners, which is why the reference crops 2 px). The default mode therefore
+uses the random-walk normalisation of the same matrix,
+
+.. math::
+
+    V = (1 - \beta)\,(\mathbf{1} - \beta D^{-1} W)^{-1} Y
+      = (1 - \beta)\,D^{-1/2} (\mathbf{1} - \beta S)^{-1} D^{1/2}\,Y,
+
+which equals the paper's formula wherever :math:`d` is constant (everywhere 2 px away from the border),
+keeps constant images exactly constant, and is solved with the same symmetric factorisation of
+:math:`A = \mathbf{1} - \beta S`.
 
 The fast approximation (:func:`guided_filter_smooth`) is FastPhotoStyle's ``--fast`` mode: He et al.'s
 guided filter with the colour content image as guide (``cv2.ximgproc.guidedFilter`` semantics: radius 35,
@@ -233,15 +247,17 @@ class SmoothingSystem:
     eps : float
         Matting regulariser :math:`\varepsilon` (1e-7).
     compat : None or "fastphotostyle"
-        ``None``: full-size output, the affinity of the full content image, the stylized image as is.
-        ``"fastphotostyle"``: the reference's crop/resize/pad; outputs are ``(H - 4, W - 4)``.
+        ``None``: full-size output ``(H, W)``, the affinity of every full 3x3 window of the content, and
+        the random-walk normalisation (below). ``"fastphotostyle"``: the reference's crop/resize/pad and
+        symmetric normalisation; outputs are ``(H - 4, W - 4)``.
     size : (H, W) or None
         Size of the stylized images to be smoothed, compat mode only (the reference resizes the content to
         the stylized image's size minus 4). Default: the content's own size.
 
     Attributes
     ----------
-    shape : (H, W) of the stylized images ``solve`` accepts; ``out_shape``: (H', W') of its results.
+    shape : (H, W) of the stylized images ``solve`` accepts; ``out_shape``: (H', W') of its results;
+            ``solve_shape``: the grid the linear system lives on ((H, W); compat: the padded (H, W) too).
     build_seconds, factor_seconds : time spent building the matrix and factorising it.
 
     Examples
@@ -279,42 +295,46 @@ class SmoothingSystem:
                 "stylized image must have the content's size (resize the content instead)."
             )
         h, w = (int(size[0]), int(size[1])) if size is not None else content.shape[:2]
+        self.shape = (h, w)
         t0 = time.perf_counter()
         if compat == "fastphotostyle":
-            _check_min_size(h, w, 7, "SmoothingSystem (compat='fastphotostyle')",
-                            "(the reference crops 2 px from every side and needs a 3x3 window)")
-            resized = _resize_bilinear_uint8(content, h - 4, w - 4)
-            self.content_resized = resized
-            guide = np.pad(resized, ((2, 2), (2, 2), (0, 0)), mode="edge").astype(np.float64) / 255.0
-            self.out_shape = (h - 4, w - 4)
+            _check_min_size(h, w, 5, "SmoothingSystem (compat='fastphotostyle')",
+                            "(the reference crops 2 px from every side)")
+            guide = _resize_bilinear_uint8(content, h - 4, w - 4)
+            self.content_resized = guide
+        else:
+            guide = content
+            self.content_resized = None
+        self.out_shape = guide.shape[:2]
+        if compat == "fastphotostyle":
+            guide = np.pad(guide, ((2, 2), (2, 2), (0, 0)), mode="edge")
         else:
             _check_min_size(h, w, 3, "SmoothingSystem", "(one full 3x3 window)")
-            self.content_resized = None
-            guide = content.astype(np.float64) / 255.0
-            self.out_shape = (h, w)
-        self.shape = (h, w)
-        n = h * w
-        bands = _affinity_bands(guide, self.eps)
+        padded = guide.astype(np.float64) / 255.0
+        ph, pw = padded.shape[:2]
+        self.solve_shape = (ph, pw)
+        n = ph * pw
+        bands = _affinity_bands(padded, self.eps)
         degree = bands.sum(axis=0)  # row sums == column sums (W is symmetric)
         inv_sqrt = 1.0 / np.sqrt(degree)
+        # default mode: random-walk normalisation (see the class docstring), V = D^-1/2 A^-1 D^1/2 B
+        self._sqrt_degree = None if compat else np.sqrt(degree)[..., None]
         # A = I - beta D^-1/2 W D^-1/2, band by band: A[i, i+o] = -beta * W[i, i+o] / sqrt(d_i d_{i+o})
         for o, (dy, dx) in enumerate(_OFFSETS):
-            shifted = np.ones((h, w))
-            ys = slice(max(0, -dy), min(h, h - dy))
-            xs = slice(max(0, -dx), min(w, w - dx))
-            shifted[ys, xs] = inv_sqrt[max(0, dy) : min(h, h + dy), max(0, dx) : min(w, w + dx)]
+            shifted = np.ones((ph, pw))
+            ys = slice(max(0, -dy), min(ph, ph - dy))
+            xs = slice(max(0, -dx), min(pw, pw - dx))
+            shifted[ys, xs] = inv_sqrt[max(0, dy) : min(ph, ph + dy), max(0, dx) : min(pw, pw + dx)]
             bands[o] *= -self.beta * inv_sqrt * shifted
-        matrix = _bands_to_csr(bands, diagonal=np.ones((h, w)))
+        matrix = _bands_to_csr(bands, diagonal=np.ones((ph, pw)))
         del bands
         self.build_seconds = time.perf_counter() - t0
 
         t0 = time.perf_counter()
-        perm = nested_dissection_order(h, w)
+        perm = nested_dissection_order(ph, pw)
         self._perm = perm
-        self._inv_perm = np.empty_like(perm)
-        self._inv_perm[perm] = np.arange(n)
         permuted = matrix[perm][:, perm].tocsc()
-        self.matrix = matrix  # A in row-major pixel order, CSR (kept for residual checks)
+        self.matrix = matrix  # A in row-major order of the padded grid, CSR (kept for residual checks)
         self._lu = scipy.sparse.linalg.splu(
             permuted,
             permc_spec="NATURAL",
@@ -344,38 +364,45 @@ class SmoothingSystem:
         return init
 
     def rhs(self, init: np.ndarray) -> np.ndarray:
-        """The right-hand side B ``(H, W, 3)`` float64 for a stylized uint8 image (compat: crop + pad)."""
+        """B = stylized / 255, float64 ``(H, W, 3)``; compat mode: its 2-px border replaced by edge
+        replication (the reference's ``B``)."""
         init = self._check_init(init)
         b = init.astype(np.float64) / 255.0
         if self.compat == "fastphotostyle":
             b = np.pad(b[2:-2, 2:-2], ((2, 2), (2, 2), (0, 0)), mode="edge")
         return b
 
+    def _system_rhs(self, init: np.ndarray) -> np.ndarray:
+        b = self.rhs(init)
+        return b if self._sqrt_degree is None else b * self._sqrt_degree
+
+    def _solve_padded(self, b: np.ndarray) -> np.ndarray:
+        ph, pw = self.solve_shape
+        x = self._lu.solve(np.asfortranarray(b.reshape(ph * pw, 3)[self._perm]))  # 3 channels, one call
+        out = np.empty_like(x)
+        out[self._perm] = x
+        return out.reshape(ph, pw, 3)
+
     def solve(self, init: np.ndarray) -> np.ndarray:
         """V = (1 - beta) A^-1 B for a stylized ``(H, W, 3)`` uint8 image, float64 ``(H', W', 3)``, unclipped."""
-        b = self.rhs(init)
-        h, w = self.shape
-        flat = b.reshape(h * w, 3)[self._perm]
-        x = self._lu.solve(np.asfortranarray(flat))  # the three channels in one call
-        v = np.empty_like(x)
-        v[self._perm] = x
-        v *= 1.0 - self.beta
-        v = v.reshape(h, w, 3)
+        x = self._solve_padded(self._system_rhs(init))
         self.solves += 1
+        if self._sqrt_degree is not None:
+            x /= self._sqrt_degree
+        x *= 1.0 - self.beta
         if self.compat == "fastphotostyle":
-            v = v[2:-2, 2:-2]
-        return np.ascontiguousarray(v)
+            x = x[2:-2, 2:-2]
+        return np.ascontiguousarray(x)
 
     def smooth(self, init: np.ndarray) -> np.ndarray:
         """Smoothed uint8 ``(H', W', 3)``: ``uint8(clip(V * 255, 0, 255))`` (truncation, as the reference)."""
         return np.clip(self.solve(init) * 255.0, 0, 255).astype(np.uint8)
 
-    def residual(self, v: np.ndarray, init: np.ndarray) -> float:
-        """Relative residual ``|A x - B| / |B|`` of a full-size solution (``compat=None`` only)."""
-        if self.compat is not None:
-            raise ConfigError("SmoothingSystem.residual: only for compat=None (compat crops the solution).")
-        b = self.rhs(init).reshape(-1, 3)
-        x = np.asarray(v, dtype=np.float64).reshape(-1, 3) / (1.0 - self.beta)
+    def residual(self, init: np.ndarray) -> float:
+        """Relative residual ``|A x - B| / |B|`` of this system's solution for ``init`` (a health check)."""
+        b = self._system_rhs(init)
+        x = self._solve_padded(b)
+        b, x = b.reshape(-1, 3), x.reshape(-1, 3)
         return float(np.linalg.norm(self.matrix @ x - b) / max(np.linalg.norm(b), 1e-300))
 
     def __repr__(self) -> str:
