@@ -85,6 +85,12 @@ class DatasetConfig(_Strict):
         description="Folder, glob or list file of photos matched to label maps by stem. When set, SPADE is "
         "skipped and the photos themselves are stylized.",
     )
+    strip_suffixes: list[str] = Field(
+        default_factory=lambda: ["_labelIds", "_instanceIds", "_gtFine", "_leftImg8bit"],
+        title="Suffixes stripped from ids",
+        description="File-stem suffixes removed to get the source id, so aachen_..._gtFine_labelIds.png and "
+        "aachen_..._gtFine_instanceIds.png pair up (Cityscapes).",
+    )
     limit: int | None = Field(
         None, ge=1, title="Limit", description="Use only the first N sources (sorted by id); for trials."
     )

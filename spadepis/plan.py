@@ -176,10 +176,21 @@ def _stem(uri: str) -> str:
     return PurePosixPath(uri.split("://", 1)[-1]).stem
 
 
-def _ids_by_stem(uris: list[str], field: str) -> dict[str, str]:
+def _source_id(uri: str, strip: tuple[str, ...] = ()) -> str:
+    stem = _stem(uri)
+    changed = True
+    while changed:
+        changed = False
+        for suffix in strip:
+            if suffix and stem.endswith(suffix) and len(stem) > len(suffix):
+                stem, changed = stem[: -len(suffix)], True
+    return _SAFE_ID.sub("_", stem)
+
+
+def _ids_by_stem(uris: list[str], field: str, strip: tuple[str, ...] = ()) -> dict[str, str]:
     out: dict[str, str] = {}
     for uri in uris:
-        key = _SAFE_ID.sub("_", _stem(uri))
+        key = _source_id(uri, strip)
         if key in out:
             raise ConfigError(
                 f"{field}: two files have the id {key!r} ({out[key]} and {uri}); ids are file stems and must be unique"
@@ -202,13 +213,14 @@ def make_plan(config: "RunConfig") -> Plan:
     Raises :class:`ConfigError` when an input is missing or empty, ids collide, or an instance map /
     photo is missing for a label map.
     """
-    labels = _ids_by_stem(list_inputs(config.dataset.labels, field="dataset.labels"), "dataset.labels")
+    strip = tuple(config.dataset.strip_suffixes)
+    labels = _ids_by_stem(list_inputs(config.dataset.labels, field="dataset.labels"), "dataset.labels", strip)
     instances: dict[str, str] = {}
     photos: dict[str, str] = {}
     if config.dataset.instances:
-        instances = _ids_by_stem(list_inputs(config.dataset.instances, field="dataset.instances"), "dataset.instances")
+        instances = _ids_by_stem(list_inputs(config.dataset.instances, field="dataset.instances"), "dataset.instances", strip)
     if config.dataset.photos:
-        photos = _ids_by_stem(list_inputs(config.dataset.photos, field="dataset.photos"), "dataset.photos")
+        photos = _ids_by_stem(list_inputs(config.dataset.photos, field="dataset.photos"), "dataset.photos", strip)
     source_ids = sorted(labels)
     if config.dataset.limit:
         source_ids = source_ids[: config.dataset.limit]

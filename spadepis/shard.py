@@ -141,16 +141,12 @@ def get_style_cache(config: RunConfig, device, style_id: str, uri: str) -> tuple
     t = time.perf_counter()
     stylizer = get_stylizer(config, device)
     try:
-        cache = stylizer.prepare_style(_read_style(uri, config.styles.max_side))
+        cache = stylizer.prepare_style(_read_style(uri, config.styles.max_side), style_id=style_id)
     except InputError as exc:
         err = InputError(f"style {style_id!r}: {exc}")
         with _LOCK:
             _STYLES[key] = err
         raise err from None
-    try:
-        cache.style_id = style_id
-    except AttributeError:
-        pass
     with _LOCK:
         _STYLES[key] = cache
         _MODEL_LOADS["style"] += 1

@@ -1,0 +1,243 @@
+"""The embedded demo: data made on the spot, the real pipeline, a contact sheet.
+
+* label maps: procedurally generated outdoor scenes with ADE20K ids (sky, mountains, buildings,
+  trees, road, water ...), 256x256, seeded;
+* style photos: scikit-image's bundled sample photos (astronaut, chelsea, coffee, rocket), read from
+  the installed package, nothing is downloaded;
+* models: SPADE with seeded random weights at reduced width (the manifest says ``random-init`` and
+  records the digest of those weights), the ``color`` stylizer and exact smoothing.
+
+``spadepis demo`` (``spadepis/cli/run.py``) calls :func:`prepare_demo`, runs the flow, then
+:func:`contact_sheet` and :func:`closing_note`. This module itself never imports Prefect.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image, ImageDraw
+
+from .config import RunConfig, parse_config
+
+__all__ = ["ADE20K", "DEMO_STYLES", "make_label_maps", "write_styles", "demo_config", "prepare_demo", "contact_sheet",
+           "colorize", "closing_note"]
+
+# ADE20K (SceneParsing, objectInfo150) ids as stored in the annotation PNGs (0 = other).
+ADE20K = {
+    "wall": 1, "building": 2, "sky": 3, "tree": 5, "road": 7, "grass": 10, "sidewalk": 12, "person": 13,
+    "earth": 14, "mountain": 17, "plant": 18, "car": 21, "water": 22, "house": 26, "sea": 27, "field": 30,
+    "fence": 33, "rock": 35, "sand": 47, "skyscraper": 49, "path": 53, "river": 61, "bridge": 62, "hill": 69,
+}
+DEMO_STYLES = ("astronaut", "chelsea", "coffee", "rocket")
+_SCENES = ("street", "countryside", "coast", "lake")
+
+
+def _ridge(rng: np.random.Generator, width: int, base: float, amp: float, waves: int = 3) -> np.ndarray:
+    """A smooth random horizon: ``base`` + a few sines, one height per column."""
+    x = np.linspace(0, 2 * np.pi, width)
+    y = np.full(width, base, dtype=np.float64)
+    for k in range(1, waves + 1):
+        y += amp / k * np.sin(k * x * rng.uniform(0.5, 1.5) + rng.uniform(0, 2 * np.pi))
+    return y
+
+
+def _blob(lab: np.ndarray, cy: float, cx: float, ry: float, rx: float, value: int) -> None:
+    h, w = lab.shape
+    yy, xx = np.ogrid[:h, :w]
+    lab[((yy - cy) / ry) ** 2 + ((xx - cx) / rx) ** 2 <= 1.0] = value
+
+
+def _tree(lab: np.ndarray, rng: np.random.Generator, ground_y: float, x: float, size: float) -> None:
+    trunk_w = max(2, int(size * 0.12))
+    top = int(ground_y - size * 1.6)
+    lab[max(0, int(ground_y - size * 0.7)) : int(ground_y), max(0, int(x - trunk_w / 2)) : int(x + trunk_w / 2) + 1] = ADE20K["tree"]
+    _blob(lab, top + size * 0.6, x, size * 0.7, size * 0.55 * rng.uniform(0.8, 1.2), ADE20K["tree"])
+
+
+def _scene(kind: str, size: int, rng: np.random.Generator) -> np.ndarray:
+    h = w = size
+    lab = np.full((h, w), ADE20K["sky"], dtype=np.uint8)
+    rows = np.arange(h)[:, None]
+    if kind == "street":
+        horizon = int(h * rng.uniform(0.55, 0.65))
+        x = 0
+        while x < w:  # a skyline of buildings
+            bw = int(rng.integers(w // 10, w // 4))
+            top = int(rng.uniform(0.08, 0.45) * h)
+            lab[top:horizon, x : x + bw] = ADE20K["skyscraper"] if top < 0.15 * h else ADE20K["building"]
+            x += bw + int(rng.integers(0, w // 20))
+        lab[horizon : horizon + h // 12, :] = ADE20K["sidewalk"]
+        lab[horizon + h // 12 :, :] = ADE20K["road"]
+        for _ in range(int(rng.integers(1, 4))):  # cars on the road
+            cx, cw = int(rng.integers(0, w - w // 5)), int(rng.integers(w // 7, w // 4))
+            cy = int(rng.uniform(horizon + h // 8, h - h // 10))
+            lab[cy : cy + h // 10, cx : cx + cw] = ADE20K["car"]
+        for _ in range(int(rng.integers(1, 3))):
+            _tree(lab, rng, horizon + h // 24, rng.uniform(0, w), h * rng.uniform(0.08, 0.14))
+        px = int(rng.integers(w // 8, w - w // 8))
+        lab[horizon - h // 8 : horizon + h // 20, px : px + max(3, w // 40)] = ADE20K["person"]
+    elif kind == "countryside":
+        mountains = _ridge(rng, w, h * rng.uniform(0.3, 0.4), h * 0.08)
+        hills = _ridge(rng, w, h * rng.uniform(0.5, 0.58), h * 0.04)
+        lab[rows >= mountains[None, :]] = ADE20K["mountain"]
+        lab[rows >= hills[None, :]] = ADE20K["field"]
+        lab[rows >= (hills + h * 0.18)[None, :]] = ADE20K["grass"]
+        path_x = w * rng.uniform(0.3, 0.7)
+        for y in range(int(hills.min()) + h // 10, h):  # a path widening toward the viewer
+            half = (y - hills.min()) * 0.15
+            lab[y, max(0, int(path_x - half)) : int(path_x + half)] = ADE20K["path"]
+        hx, hy = int(rng.uniform(0.1, 0.6) * w), int(hills.mean() + h * 0.05)
+        lab[hy - h // 8 : hy, hx : hx + w // 6] = ADE20K["house"]
+        for _ in range(int(rng.integers(2, 6))):
+            x = rng.uniform(0, w)
+            _tree(lab, rng, hills[int(min(x, w - 1))] + h * rng.uniform(0.05, 0.3), x, h * rng.uniform(0.05, 0.12))
+        lab[int(h * 0.85) : int(h * 0.88), :] = ADE20K["fence"]
+    elif kind == "coast":
+        sea_y = int(h * rng.uniform(0.45, 0.55))
+        far = _ridge(rng, w, sea_y - h * 0.05, h * 0.04)
+        lab[(rows >= far[None, :]) & (rows < sea_y)] = ADE20K["mountain"]
+        lab[sea_y:, :] = ADE20K["sea"]
+        beach = _ridge(rng, w, h * rng.uniform(0.72, 0.8), h * 0.05, waves=2)
+        lab[rows >= beach[None, :]] = ADE20K["sand"]
+        for _ in range(int(rng.integers(1, 4))):
+            _blob(lab, rng.uniform(0.75, 0.95) * h, rng.uniform(0, w), h * rng.uniform(0.03, 0.07), w * rng.uniform(0.04, 0.1), ADE20K["rock"])
+    else:  # lake
+        mountains = _ridge(rng, w, h * rng.uniform(0.25, 0.35), h * 0.1)
+        shore = int(h * rng.uniform(0.5, 0.58))
+        lab[(rows >= mountains[None, :]) & (rows < shore)] = ADE20K["mountain"]
+        lab[shore - h // 20 : shore, :] = ADE20K["tree"]
+        lab[shore:, :] = ADE20K["water"]
+        bank = _ridge(rng, w, h * rng.uniform(0.8, 0.88), h * 0.04, waves=2)
+        lab[rows >= bank[None, :]] = ADE20K["grass"]
+        for _ in range(int(rng.integers(1, 4))):
+            x = rng.uniform(0, w)
+            _tree(lab, rng, bank[int(min(x, w - 1))] + h * 0.08, x, h * rng.uniform(0.06, 0.12))
+    return lab
+
+
+def make_label_maps(folder: str | Path, n: int = 12, *, size: int = 256, seed: int = 0) -> list[Path]:
+    """Write ``n`` seeded scene label maps (8-bit PNGs of ADE20K ids) to ``folder``; returns their paths."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for i in range(n):
+        kind = _SCENES[i % len(_SCENES)]
+        lab = _scene(kind, size, np.random.default_rng([seed, i]))
+        path = folder / f"{kind}_{i:03d}.png"
+        Image.fromarray(lab, mode="L").save(path)
+        paths.append(path)
+    return paths
+
+
+def write_styles(folder: str | Path, names: tuple[str, ...] = DEMO_STYLES) -> list[Path]:
+    """Copy scikit-image's bundled sample photos ``names`` into ``folder`` as PNGs (no download)."""
+    import skimage.data
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for name in names:
+        arr = np.asarray(getattr(skimage.data, name)())
+        if arr.ndim == 2:
+            arr = np.stack([arr] * 3, axis=-1)
+        path = folder / f"{name}.png"
+        Image.fromarray(arr[..., :3].astype(np.uint8)).save(path)
+        paths.append(path)
+    return paths
+
+
+def demo_config(root: str | Path, *, run_id: str = "demo", **overrides: Any) -> RunConfig:
+    """The demo's run config (same fields as ``configs/demo.yaml``), rooted at ``root``."""
+    root = Path(root)
+    data: dict[str, Any] = {
+        "dataset": {"preset": "ade20k", "name": "demo-scenes", "labels": str(root / "inputs" / "labels")},
+        "styles": {"source": str(root / "inputs" / "styles"), "max_side": 256},
+        "models": {"synth_checkpoint": "random-init", "ngf": 16, "synth_seed": 0, "stylizer": "color", "smoothing": "exact"},
+        "output": str(root / "runs"),
+        "run_id": run_id,
+        "shard_size": 4,
+        "batch_size": 4,
+        "device": "auto",
+        "runner": {"kind": "thread", "max_concurrency": 2},
+        "retries": {"count": 2, "delay": 1.0},
+    }
+    for key, value in overrides.items():
+        data[key] = value
+    return parse_config(data, source="demo config")
+
+
+def prepare_demo(root: str | Path, *, n_maps: int = 12, seed: int = 0, **overrides: Any) -> RunConfig:
+    """Generate the demo inputs under ``root/inputs`` and return the run config."""
+    root = Path(root)
+    make_label_maps(root / "inputs" / "labels", n_maps, seed=seed)
+    write_styles(root / "inputs" / "styles")
+    return demo_config(root, **overrides)
+
+
+def colorize(labels: np.ndarray) -> np.ndarray:
+    """A label map as RGB with a fixed colour per id (for looking at, not for training)."""
+    ids = np.asarray(labels).astype(np.int64)
+    rng = np.random.default_rng(12345)
+    table = rng.integers(40, 256, size=(max(int(ids.max()) + 1, 256), 3), dtype=np.int64).astype(np.uint8)
+    named = {ADE20K["sky"]: (135, 190, 235), ADE20K["tree"]: (40, 120, 40), ADE20K["grass"]: (90, 170, 60),
+             ADE20K["water"]: (40, 90, 170), ADE20K["sea"]: (30, 70, 150), ADE20K["road"]: (110, 110, 110),
+             ADE20K["building"]: (170, 120, 90), ADE20K["mountain"]: (120, 100, 80), ADE20K["sand"]: (220, 200, 140)}
+    for k, v in named.items():
+        table[k] = v
+    return table[ids]
+
+
+def contact_sheet(run_uri: str, out_path: str | Path, *, max_rows: int = 6, tile: int = 128) -> Path:
+    """Label map | synthesized | one column per style, for the first ``max_rows`` sources of a run."""
+    from .images import open_image, read_rgb
+    from .manifest import read_index
+
+    df = read_index(run_uri)
+    ok = df[df["status"] == "ok"].sort_values(["source_id", "style_id"])
+    styles = sorted(ok["style_id"].unique())
+    sources = sorted(ok["source_id"].unique())[:max_rows]
+    pad, head = 4, 18
+    cols = 2 + len(styles)
+    sheet = Image.new("RGB", (cols * (tile + pad) + pad, head + len(sources) * (tile + pad) + pad), (255, 255, 255))
+    draw = ImageDraw.Draw(sheet)
+    for c, title in enumerate(["label map", "synthesized"] + [f"style: {s}" for s in styles]):
+        draw.text((pad + c * (tile + pad), 3), title[:20], fill=(0, 0, 0))
+
+    def put(img: np.ndarray, r: int, c: int) -> None:
+        thumb = Image.fromarray(np.asarray(img, dtype=np.uint8)).resize((tile, tile), Image.BILINEAR)
+        sheet.paste(thumb, (pad + c * (tile + pad), head + r * (tile + pad)))
+
+    for r, source in enumerate(sources):
+        rows = ok[ok["source_id"] == source]
+        first = rows.iloc[0]
+        put(colorize(np.asarray(open_image(first["label_uri"]))), r, 0)
+        put(read_rgb(first["synth_uri"]), r, 1)
+        for c, style in enumerate(styles):
+            match = rows[rows["style_id"] == style]
+            if len(match):
+                put(read_rgb(match.iloc[0]["image_uri"]), r, 2 + c)
+    out_path = Path(out_path)
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    sheet.save(out_path)
+    return out_path
+
+
+def closing_note(result: dict[str, Any], sheet: Path) -> str:
+    s = result["summary"]
+    return f"""
+spadepis demo finished: {s['ok']} outputs ok, {s['error']} errors, {s['outputs_per_s']:.2f} outputs/s.
+  run folder     {result['run_uri']}   (images/, synth/, manifest/, run.json)
+  manifest       {result['index_uri']}
+  contact sheet  {sheet}   (label map | synthesized | each style)
+  summary        spadepis summary {result['run_uri']}
+
+The synthesized images come from SPADE with *random* weights (manifest synth_model says
+'random-init'): they show the pipeline, not photos. With the official checkpoints:
+  spadepis run configs/ade20k.yaml --set models.synth_checkpoint=/path/to/ade20k_pretrained/latest_net_G.pth \\
+      --set models.stylizer_weights=/path/to/photo_wct.pth --set dataset.labels=/path/to/label/maps
+To watch runs in the Prefect UI: `prefect server start`, then in another shell
+  export PREFECT_API_URL=http://127.0.0.1:4200/api && spadepis demo --out out/demo2
+and open http://127.0.0.1:4200 (flow 'spadepis-augment': progress, summary and sample artifacts).
+"""
