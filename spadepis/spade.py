@@ -254,6 +254,33 @@ class _FastSPADELayer:
         return self
 
 
+_HASH_MULT = torch.randint(1, 2**62, (25,), generator=torch.Generator().manual_seed(12345)) | 1
+
+
+def _unique_rows(rows: torch.Tensor) -> tuple[int, torch.Tensor, torch.Tensor]:
+    """Exact unique rows: (count, inverse (N,), representative row index per unique row).
+
+    A 64-bit hash sorts the rows; the grouping is then checked row by row against its
+    representative, and any collision falls back to ``torch.unique(dim=0)``.
+    """
+    n = rows.shape[0]
+    if n == 0:
+        empty = torch.zeros(0, dtype=torch.long, device=rows.device)
+        return 0, empty, empty
+    mult = _HASH_MULT[: rows.shape[1]].to(rows.device)
+    h = (rows * mult).sum(1)  # int64 arithmetic wraps: a hash, verified below
+    _, inverse = torch.unique(h, return_inverse=True)
+    nu = int(inverse.max()) + 1
+    rep = torch.empty(nu, dtype=torch.long, device=rows.device)
+    rep.scatter_(0, inverse, torch.arange(n, device=rows.device))
+    if not torch.equal(rows[rep][inverse], rows):  # hash collision: exact fallback
+        _, inverse = torch.unique(rows, dim=0, return_inverse=True)
+        nu = int(inverse.max()) + 1
+        rep = torch.empty(nu, dtype=torch.long, device=rows.device)
+        rep.scatter_(0, inverse, torch.arange(n, device=rows.device))
+    return nu, inverse, rep
+
+
 class _ResolutionIndex:
     """Index structures of one resolution, shared by every SPADE layer at that resolution."""
 
@@ -283,19 +310,30 @@ class _ResolutionIndex:
         self.size = (h, w)
         self.batch = B
         self.npix = B * h * w
-        self.nq, self.np_ = q.numel(), p.numel()
+        self.nq = q.numel()
         # mlp_shared at non-uniform-3x3 pixels: 9 keys per pixel, shifted into the per-tap tables.
         self.q_taps = Kp.reshape(-1)[base[q][:, None] + off] + tap_shift          # (Nq, 9)
         # index of each (padded) pixel's mlp_shared activation in [a_table; 0; a_sparse]
         ia = Kp.clone().reshape(-1)
         ia[base[q] + wp + 1] = nkeys + 1 + torch.arange(self.nq, device=dev)
-        self.dense = self.np_ > dense_threshold * self.npix
+        # Boundary pixels with the same 5x5 key pattern (padding included) get identical gamma/beta:
+        # compute each pattern once, at one representative pixel.
+        K2 = F.pad(K, (2, 2, 2, 2), value=nkeys)
+        wp2 = w + 4
+        base2 = (torch.arange(B, device=dev)[:, None, None] * (h + 4) * wp2
+                 + torch.arange(h, device=dev)[None, :, None] * wp2 + torch.arange(w, device=dev)[None, None, :]).reshape(-1)
+        off2 = torch.tensor([ky * wp2 + kx for ky in range(5) for kx in range(5)], device=dev)
+        patterns = K2.reshape(-1)[base2[p][:, None] + off2]                        # (Np, 25)
+        nu, inverse, rep = _unique_rows(patterns)
+        self.np_ = p.numel()
+        self.nu = nu
+        self.dense = self.nu > dense_threshold * self.npix
         if self.dense:
             self.ia_map = ia.view(B, h + 2, wp)
         else:
-            self.p_cols = ia[base[p][:, None] + off]                                  # (Np, 9)
+            self.p_cols = ia[base[p[rep]][:, None] + off]                             # (Nu, 9)
             igb = K.reshape(-1).clone()
-            igb[p] = nkeys + torch.arange(self.np_, device=dev)
+            igb[p] = nkeys + inverse
             self.igb = igb.view(B, h, w)
         self.K = K
 
@@ -387,14 +425,21 @@ class FastSPADE:
             A = (g1 * layer.scale.view(1, -1, 1, 1)).to(dt)
             Bm = (g1 * layer.shift.view(1, -1, 1, 1) + gb[:, C:]).to(dt)
             return torch.addcmul(Bm, x, A)
-        parts = [layer.ab_table]
-        for s in range(0, idx.np_, self.chunk):
+        nk = layer.ab_table.shape[0]
+        A_tab = torch.empty(nk + idx.nu, C, device=x.device)
+        B_tab = torch.empty(nk + idx.nu, C, device=x.device)
+        A_tab[:nk] = layer.ab_table[:, :C]
+        B_tab[:nk] = layer.ab_table[:, C:]
+        b_gb = layer.b_gb.to(dt)
+        for s in range(0, idx.nu, self.chunk):
             cols = F.embedding(idx.p_cols[s:s + self.chunk], a_all).reshape(-1, a_all.shape[1] * 9)
-            gb = torch.mm(cols, layer.w_gb).float() + layer.b_gb
-            parts.append(layer.modulation(gb))
-        ab = torch.cat(parts).to(dt)
-        A = F.embedding(idx.igb, ab[:, :C].contiguous()).permute(0, 3, 1, 2)
-        Bm = F.embedding(idx.igb, ab[:, C:].contiguous()).permute(0, 3, 1, 2)
+            gb = torch.addmm(b_gb, cols, layer.w_gb).float()
+            e = nk + s + gb.shape[0]
+            g1 = gb[:, :C].add_(1)
+            torch.mul(g1, layer.scale, out=A_tab[nk + s:e])
+            torch.addcmul(gb[:, C:], g1, layer.shift, out=B_tab[nk + s:e])
+        A = F.embedding(idx.igb, A_tab.to(dt)).permute(0, 3, 1, 2)
+        Bm = F.embedding(idx.igb, B_tab.to(dt)).permute(0, 3, 1, 2)
         return torch.addcmul(Bm, x, A)
 
     @staticmethod
