@@ -1,0 +1,86 @@
+"""Kill a real run with SIGKILL in the middle of a shard, resume it, and check nothing was lost or redone."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import yaml
+
+from pipeline_helpers import make_inputs, small_config
+from spadepis.images import read_rgb
+from spadepis.manifest import read_index
+from spadepis.storage import RunStorage
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _snapshot(run: Path, shards: set[str]) -> dict[str, tuple[int, str]]:
+    out = {}
+    for sub in ("synth", "images", "manifest"):
+        for shard in shards:
+            for f in sorted((run / sub / shard).glob("*")):
+                out[str(f)] = (f.stat().st_mtime_ns, hashlib.sha256(f.read_bytes()).hexdigest())
+    return out
+
+
+def _in_flight(run: Path, storage: RunStorage) -> tuple[set[str], str | None]:
+    committed = set(storage.committed_shards())
+    started = {p.name for p in (run / "synth").glob("shard=*") if any(p.iterdir())} if (run / "synth").exists() else set()
+    mid = sorted(started - committed)
+    return committed, (mid[0] if mid else None)
+
+
+def test_sigkill_mid_shard_then_resume(tmp_path, prefect_harness):
+    from prefect.settings import PREFECT_API_URL
+
+    from flows.augment import augment
+
+    root = make_inputs(tmp_path, n_maps=12, n_styles=2)
+    cfg = small_config(root, shard_size=3, runner={"kind": "thread", "max_concurrency": 1})
+    cfg_path = tmp_path / "run.yaml"
+    cfg_path.write_text(yaml.safe_dump(cfg.model_dump(mode="json")))
+    run = Path(cfg.run_uri)
+    storage = RunStorage(cfg.run_uri)
+
+    env = dict(os.environ, PREFECT_API_URL=PREFECT_API_URL.value(), PYTHONPATH=str(ROOT))
+    proc = subprocess.Popen([sys.executable, "-m", "spadepis", "run", str(cfg_path)], cwd=ROOT, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
+    killed_in = None
+    try:
+        deadline = time.monotonic() + 240
+        while time.monotonic() < deadline and proc.poll() is None:
+            committed, mid = _in_flight(run, storage)
+            if committed and mid:
+                os.killpg(proc.pid, signal.SIGKILL)
+                killed_in = mid
+                break
+            time.sleep(0.01)
+    finally:
+        if proc.poll() is None and killed_in is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=30)
+    assert killed_in, f"the run ended (rc={proc.returncode}) before a shard was caught mid-way: {proc.stderr.read()[-2000:]!r}"
+    assert proc.returncode == -signal.SIGKILL
+    committed_before = storage.committed_shards()
+    assert killed_in not in committed_before and len(committed_before) < 4
+    before = _snapshot(run, set(committed_before))
+
+    result = augment(config=cfg)  # resume: same config, same run id
+
+    assert result["failed"] == [] and result["processed"] == 4 - len(committed_before)
+    df = read_index(cfg.run_uri)
+    assert len(df) == 24 and df.sample_id.is_unique and (df.status == "ok").all()
+    assert sorted(df.groupby("shard_id").size().tolist()) == [6, 6, 6, 6]
+    for uri in list(df.image_uri) + list(df.synth_uri.unique()):
+        assert read_rgb(uri).shape == (64, 64, 3)
+    after = _snapshot(run, set(committed_before))
+    assert after == before, "files of shards committed before the kill were rewritten"
+    assert {s: m["attempt_id"] for s, m in storage.committed_shards().items() if s in committed_before} == {
+        s: m["attempt_id"] for s, m in committed_before.items()
+    }
