@@ -26,7 +26,11 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 from typing import Any, Iterable
+
+from prefect import task
+from prefect.cache_policies import NO_CACHE
 
 try:  # the dask extra is optional: thread runs do not need it
     from distributed import WorkerPlugin as _WorkerPluginBase
@@ -40,6 +44,7 @@ __all__ = [
     "build_task_runner",
     "cuda_requested",
     "PinCudaDevice",
+    "probe_worker",
 ]
 
 GPU_RESOURCE = "GPU"
@@ -243,3 +248,27 @@ def open_shard_runner(config: Any) -> ShardRunner:
         device=getattr(config, "device", "auto"),
     )
 
+
+@task(name="probe-worker", cache_policy=NO_CACHE, persist_result=False)
+def probe_worker() -> dict[str, Any]:
+    """Where a task ran: Dask worker name and resources (if any), pid, the CUDA device it would use.
+
+    A diagnostic for a cluster's placement: ``runner.submit(probe_worker, {})`` inside a flow.
+    """
+    info: dict[str, Any] = {"pid": os.getpid(), "worker": None, "resources": {}, "cuda": None}
+    try:
+        from distributed import get_worker
+
+        worker = get_worker()
+        info["worker"] = worker.name
+        info["resources"] = dict(getattr(worker.state, "total_resources", {}) or {})
+    except (ImportError, ValueError):
+        pass  # not on a Dask worker (thread runner)
+    try:
+        import torch
+
+        if torch.cuda.is_available():
+            info["cuda"] = f"cuda:{torch.cuda.current_device()} ({torch.cuda.get_device_name()})"
+    except Exception:  # noqa: BLE001 - a diagnostic must not fail
+        pass
+    return info
