@@ -125,3 +125,21 @@ def test_validate_wct16x_folder_and_per_sample(inputs):
     text = "\n".join(validate_config(parse_config(data)))
     assert "decoder_l1.pth" in text and "encoder_l5.pth" in text and "encoder_l1.pth," not in text
     assert "styles.per_sample: 5" in text and "holds only 2" in text
+
+
+def test_check_and_run_commands_report_problems_before_work(inputs, tmp_path, capsys):
+    import yaml
+
+    from spadepis.cli import main
+
+    path = tmp_path / "run.yaml"
+    path.write_text(yaml.safe_dump(_cfg(inputs)))
+    assert main(["check", str(path), "--set", "shard_size=2"]) == 0
+    out = capsys.readouterr().out
+    assert "OK" in out and "3 sources, 2 styles, 6 outputs in 2 shard(s)" in out
+    assert main(["check", str(path), "--set", "styles.source=/nonexistent/styles"]) == 1
+    assert "styles.source" in capsys.readouterr().err
+    assert main(["run", str(path), "--set", "models.stylizer=photowct"]) == 1
+    err = capsys.readouterr().err
+    assert "models.stylizer_weights" in err and "nothing was run" in err
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").rglob("*.png"))
