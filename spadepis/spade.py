@@ -691,8 +691,9 @@ def _randomize(gen: SPADEGenerator, preset: Preset, seed: int) -> None:
 def _bn_calibration_hook(module: SPADE, args) -> None:
     x = args[0]
     bn = module.param_free_norm
+    var = x.var((0, 2, 3), unbiased=False)
     bn.running_mean.copy_(x.mean((0, 2, 3)))
-    bn.running_var.copy_(x.var((0, 2, 3)) + 1e-3)
+    bn.running_var.copy_(var.clamp(min=0.1 * float(var.mean())) + 1e-2)  # no blow-up on near-constant channels
 
 
 def _blocky_labels(preset: Preset, rng: torch.Generator) -> torch.Tensor:
