@@ -288,11 +288,7 @@ def stack(tmp_path_factory):
 
     try:
         _wait_healthy(api, server)
-        # Deploy twice: the command is idempotent.
-        for _ in range(2):
-            out = subprocess.run([sys.executable, "-m", "spadepis", "deploy", "--api-url", api, "--gpu-slots", "1"],
-                                 env=env, cwd=ROOT, capture_output=True, text=True, timeout=240)
-            assert out.returncode == 0, f"spadepis deploy failed:\n{out.stdout}\n{out.stderr}"
+        out = _spadepis_deploy(api, env)
         worker = Service("worker", [prefect, "worker", "start", "--pool", "spadepis", "--type", "process",
                                     "--name", "e2e-worker"], env, tmp)
         services.append(worker)
@@ -300,6 +296,13 @@ def stack(tmp_path_factory):
                "shutdown": shutdown}
     finally:
         shutdown()
+
+
+def _spadepis_deploy(api: str, env: dict[str, str], *extra: str) -> subprocess.CompletedProcess:
+    out = subprocess.run([sys.executable, "-m", "spadepis", "deploy", "--api-url", api, "--gpu-slots", "1", *extra],
+                         env=env, cwd=ROOT, capture_output=True, text=True, timeout=240)
+    assert out.returncode == 0, f"spadepis deploy failed:\n{out.stdout}\n{out.stderr}"
+    return out
 
 
 def _client(api: str):
@@ -372,8 +375,24 @@ def test_deployments_on_a_real_server(stack):
         assert schema["required"] == ["config"]
         run_config = schema["definitions"]["RunConfig"]
         assert run_config["additionalProperties"] is False
-        # Deploying twice left one of each.
-        assert len(client.read_deployments()) == 2
+        assert adhoc.parameters["config"]["run_id"] == "demo"  # configs/demo.yaml
+
+    # The user turns the nightly schedule on; deploying again (idempotent) keeps it on and
+    # leaves exactly one of each deployment, pool and limit.
+    sched_id = str(nightly.schedules[0].id)
+    out = subprocess.run([str(BIN / "prefect"), "deployment", "schedule", "resume", f"{FLOW}/nightly-augmentation", sched_id],
+                         env=stack["env"], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stdout + out.stderr
+    again = _spadepis_deploy(api, stack["env"])
+    assert "activated" in again.stdout, again.stdout
+    with _client(api) as client:
+        deps = client.read_deployments()
+        assert sorted(d.name for d in deps) == ["adhoc", "nightly-augmentation"]
+        nightly = client.read_deployment_by_name(f"{FLOW}/nightly-augmentation")
+        assert [s.active for s in nightly.schedules] == [True]
+        assert [p.name for p in client.read_work_pools()].count("spadepis") == 1
+        assert client.read_concurrency_limit_by_tag("gpu").concurrency_limit == 1
+        client.update_deployment_schedule(nightly.id, nightly.schedules[0].id, active=False)
 
 
 @pytest.mark.slow

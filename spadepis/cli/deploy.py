@@ -26,6 +26,7 @@ __all__ = ["register", "deploy", "PROJECT_ROOT", "PREFECT_FILE", "GPU_TAG"]
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 """The checkout: ``deployments/prefect.yaml`` and the ``flows/`` entrypoints live here."""
 PREFECT_FILE = Path("deployments") / "prefect.yaml"
+FLOW_NAME = "spadepis-augment"
 GPU_TAG = "gpu"
 """Tag on the tasks that hold models; its concurrency limit is the number of GPUs."""
 
@@ -48,6 +49,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    "the flow (default: SPADEPIS_PROJECT_DIR, else this checkout)")
     p.add_argument("--name", action="append", default=None, help="deploy only this deployment (repeatable), "
                    "e.g. --name adhoc")
+    p.add_argument("--schedules", choices=["keep", "on", "off"], default="keep",
+                   help="schedule state after deploying: keep (default: a schedule you turned on stays on; new "
+                   "ones start as the file says, inactive), on (activate them all), off (pause them all)")
     p.set_defaults(func=_run)
 
 
@@ -59,6 +63,7 @@ def _run(args: argparse.Namespace) -> int:
         prefect_file=args.prefect_file,
         project_dir=args.project_dir,
         names=args.name,
+        schedules=args.schedules,
     )
     return 0
 
@@ -81,9 +86,12 @@ def deploy(
     prefect_file: str | Path | None = None,
     project_dir: str | Path | None = None,
     names: list[str] | None = None,
+    schedules: str = "keep",
     quiet: bool = False,
 ) -> dict[str, object]:
     """Create or update the pool, the ``gpu`` limit and the deployments; return what is now on the server."""
+    if schedules not in ("keep", "on", "off"):
+        raise ConfigError(f"--schedules {schedules!r}: use keep, on or off")
     if gpu_slots < 1:
         raise ConfigError(f"--gpu-slots {gpu_slots}: must be at least 1 (the number of GPUs model tasks may use at once)")
     prefect_file = Path(prefect_file) if prefect_file else PROJECT_ROOT / PREFECT_FILE
@@ -118,6 +126,7 @@ def deploy(
                     )
                 _ensure_pool(client, pool, say, ObjectNotFound)
                 _ensure_gpu_limit(client, gpu_slots, say, ObjectNotFound)
+                active_before = _active_schedules(client, prefect_file)
         except SpadepisError:
             raise
         except Exception as exc:  # httpx errors, server errors: say where and what
@@ -148,6 +157,7 @@ def deploy(
 
     with temporary_settings({PREFECT_API_URL: url}):
         with get_client(sync_client=True) as client:
+            _apply_schedule_state(client, prefect_file, schedules, active_before, say)
             deployments = _summarise(client, pool)
     say(f"Prefect API: {url}")
     say(f"work pool {pool!r} (process); concurrency limit on tag {GPU_TAG!r}: {gpu_slots}")
@@ -197,6 +207,52 @@ def _ensure_gpu_limit(client, slots: int, say, ObjectNotFound) -> None:
             f"delete it (`prefect concurrency-limit delete {GPU_TAG}`) and run `spadepis deploy` again"
         )
     say(f"concurrency limit {GPU_TAG!r} set to {slots}")
+
+
+def _deployment_names(prefect_file: Path) -> list[str]:
+    import yaml
+
+    spec = yaml.safe_load(prefect_file.read_text()) or {}
+    return [d["name"] for d in spec.get("deployments", []) if isinstance(d, dict) and d.get("name")]
+
+
+def _schedule_key(s) -> str:
+    inner = s.schedule
+    return f"{getattr(inner, 'cron', None) or getattr(inner, 'interval', None) or getattr(inner, 'rrule', None)}|" \
+           f"{getattr(inner, 'timezone', None)}"
+
+
+def _active_schedules(client, prefect_file: Path) -> dict[str, set[str]]:
+    """Before deploying: which schedules of our deployments are active (``prefect deploy`` resets them)."""
+    from prefect.exceptions import ObjectNotFound
+
+    out: dict[str, set[str]] = {}
+    for name in _deployment_names(prefect_file):
+        try:
+            dep = client.read_deployment_by_name(f"{FLOW_NAME}/{name}")
+        except ObjectNotFound:
+            continue
+        out[name] = {_schedule_key(s) for s in dep.schedules or [] if s.active}
+    return out
+
+
+def _apply_schedule_state(client, prefect_file: Path, mode: str, active_before: dict[str, set[str]], say) -> None:
+    """``keep``: re-activate what was active before the deploy; ``on``/``off``: set every schedule."""
+    from prefect.exceptions import ObjectNotFound
+
+    for name in _deployment_names(prefect_file):
+        try:
+            dep = client.read_deployment_by_name(f"{FLOW_NAME}/{name}")
+        except ObjectNotFound:
+            continue
+        for s in dep.schedules or []:
+            want = {"on": True, "off": False}.get(mode)
+            if want is None:
+                want = s.active or _schedule_key(s) in active_before.get(name, set())
+            if want != s.active:
+                client.update_deployment_schedule(dep.id, s.id, active=want)
+                say(f"schedule {_schedule_key(s).split('|')[0]} of {name}: {'activated' if want else 'paused'}"
+                    + (" (it was active before this deploy)" if mode == "keep" else ""))
 
 
 def _summarise(client, pool: str) -> list[dict[str, object]]:
