@@ -64,6 +64,7 @@ from .errors import ConfigError, InputError
 
 __all__ = [
     "SmoothingSystem",
+    "TorchSmoothingSystem",
     "guided_filter_smooth",
     "prepare_smoother",
     "matting_affinity",
@@ -327,22 +328,25 @@ class SmoothingSystem:
             shifted[ys, xs] = inv_sqrt[max(0, dy) : min(ph, ph + dy), max(0, dx) : min(pw, pw + dx)]
             bands[o] *= -self.beta * inv_sqrt * shifted
         matrix = _bands_to_csr(bands, diagonal=np.ones((ph, pw)))
-        del bands
+        self.matrix = matrix  # A in row-major order of the solve grid, CSR (kept for residual checks)
         self.build_seconds = time.perf_counter() - t0
-
         t0 = time.perf_counter()
+        self._factorise(bands)
+        self.factor_seconds = time.perf_counter() - t0
+        self.solves = 0
+
+    def _factorise(self, bands: np.ndarray) -> None:
+        """SuperLU of A in nested-dissection order, symmetric mode (no pivoting: A is SPD)."""
+        ph, pw = self.solve_shape
         perm = nested_dissection_order(ph, pw)
         self._perm = perm
-        permuted = matrix[perm][:, perm].tocsc()
-        self.matrix = matrix  # A in row-major order of the padded grid, CSR (kept for residual checks)
+        permuted = self.matrix[perm][:, perm].tocsc()
         self._lu = scipy.sparse.linalg.splu(
             permuted,
             permc_spec="NATURAL",
             diag_pivot_thresh=0.0,
             options={"SymmetricMode": True},
         )
-        self.factor_seconds = time.perf_counter() - t0
-        self.solves = 0
 
     @property
     def factor_nnz(self) -> int:
@@ -410,6 +414,79 @@ class SmoothingSystem:
             f"SmoothingSystem(shape={self.shape}, compat={self.compat!r}, beta={self.beta}, eps={self.eps}, "
             f"build={self.build_seconds:.2f}s, factor={self.factor_seconds:.2f}s, solves={self.solves})"
         )
+
+
+class TorchSmoothingSystem(SmoothingSystem):
+    r"""The same system as :class:`SmoothingSystem`, solved by conjugate gradients in torch (for CUDA).
+
+    :math:`A` stays a 25-band stencil on the device (no sparse format): one product is 25 shifted
+    multiply-adds on the ``(3, H, W)`` float64 image, so a GPU does thousands per second. CG with a
+    Jacobi preconditioner runs on the three channels at once until every channel's relative residual
+    ``|b - A x| / |b|`` is below ``rtol`` (default 1e-11, which keeps V within about 1e-8 of the direct
+    solve: A's condition number is about 2e4). On a CPU the direct :class:`SmoothingSystem` is much faster.
+
+    ``device``: ``"auto"`` | ``"cpu"`` | ``"cuda"``; other parameters as :class:`SmoothingSystem`.
+    """
+
+    def __init__(self, content: np.ndarray, *, device: Any = "auto", rtol: float = 1e-11,
+                 maxiter: int = 50000, **kw: Any) -> None:
+        from .devices import resolve_device
+
+        self.device = resolve_device(device)
+        self.rtol = float(rtol)
+        self.maxiter = int(maxiter)
+        self.iterations: list[int] = []
+        super().__init__(content, **kw)
+
+    def _factorise(self, bands: np.ndarray) -> None:
+        import torch
+
+        ph, pw = self.solve_shape
+        a_bands = bands.copy()
+        a_bands[_OFFSET_INDEX[(0, 0)]] += 1.0
+        # (ph, pw, 25) so that a product is one contraction with the 5x5 neighbourhoods of x
+        self._bands_t = torch.from_numpy(np.ascontiguousarray(a_bands.transpose(1, 2, 0))).to(self.device)
+        self._inv_diag_t = 1.0 / self._bands_t[..., _OFFSET_INDEX[(0, 0)]]
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+
+    def _matvec(self, x):
+        import torch.nn.functional as F
+
+        xp = F.pad(x, (2, 2, 2, 2))
+        patches = xp.unfold(1, 5, 1).unfold(2, 5, 1)  # (3, ph, pw, 5, 5), offsets in row-major order
+        return (patches.reshape(x.shape[0], x.shape[1], x.shape[2], 25) * self._bands_t).sum(-1)
+
+    def _solve_padded(self, b: np.ndarray) -> np.ndarray:
+        import torch
+
+        bt = torch.from_numpy(np.ascontiguousarray(b.transpose(2, 0, 1))).to(self.device)
+        x = torch.zeros_like(bt)
+        r = bt.clone()
+        z = r * self._inv_diag_t
+        p = z.clone()
+        rz = (r * z).sum((1, 2))
+        bnorm = bt.norm(dim=(1, 2)).clamp_min(1e-300)
+        iters = 0
+        while iters < self.maxiter:
+            ap = self._matvec(p)
+            alpha = rz / (p * ap).sum((1, 2)).clamp_min(1e-300)
+            x += alpha[:, None, None] * p
+            r -= alpha[:, None, None] * ap
+            iters += 1
+            if iters % 25 == 0 and bool(((r.norm(dim=(1, 2)) / bnorm) < self.rtol).all()):
+                break
+            z = r * self._inv_diag_t
+            rz_new = (r * z).sum((1, 2))
+            p = z + (rz_new / rz.clamp_min(1e-300))[:, None, None] * p
+            rz = rz_new
+        else:
+            raise RuntimeError(
+                f"smoothing CG did not reach relative residual {self.rtol:g} in {self.maxiter} iterations; "
+                "use the direct SmoothingSystem or raise maxiter."
+            )
+        self.iterations.append(iters)
+        return x.permute(1, 2, 0).cpu().numpy()
 
 
 # --------------------------------------------------------------------------------------------------
