@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
+from torch.utils.data import Dataset
 
 __all__ = [
     "SCHEMA_VERSION",
@@ -132,8 +133,6 @@ def summary(source, *, wall_s: float | None = None, max_errors: int = 20) -> dic
     ``source`` is a run URI, a DataFrame or a pyarrow table. ``wall_s`` (the run's wall time) gives
     ``outputs_per_s``; without it the sum of ``t_total_ms`` over ok rows is used (serial time).
     """
-    import pandas as pd
-
     if isinstance(source, str):
         df = read_index(source)
     elif isinstance(source, pa.Table):
@@ -168,7 +167,6 @@ def summary(source, *, wall_s: float | None = None, max_errors: int = 20) -> dic
             for col in ("synth_model", "stylizer", "smoothing", "device")
         },
     }
-    del pd
     return out
 
 
@@ -196,13 +194,7 @@ def format_summary(s: dict[str, Any]) -> str:
 # ------------------------------------------------------------------------------------------ dataset
 
 
-def _torch_dataset_base():
-    import torch.utils.data
-
-    return torch.utils.data.Dataset
-
-
-class AugmentedDataset(_torch_dataset_base()):
+class AugmentedDataset(Dataset):
     """PyTorch ``Dataset`` over a run's ok rows: ``(image, label, meta)``.
 
     * ``image``: ``(3, H, W)`` float32 in ``[0, 1]`` (the stylized output);
