@@ -476,7 +476,9 @@ def test_adhoc_run_completes_and_failed_shard_is_named(stack):
     with _client(stack["api"]) as client:
         arts = client.read_artifacts(artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[ok_run.id])))
     kinds = {a.type for a in arts}
-    assert {"table", "markdown"} <= kinds, f"artifacts: {[(a.key, a.type) for a in arts]}"
+    assert {"table", "markdown", "progress"} <= kinds, f"artifacts: {[(a.key, a.type) for a in arts]}"
+    progress = [a for a in arts if a.type == "progress"]
+    assert float(progress[0].data) == 100.0, progress[0].data  # every shard done
     text = json.dumps([a.data for a in arts], default=str)
     assert "e2e-ok" in text, "the artifacts should name the run id"
     tables = [a for a in arts if a.type == "table"]
