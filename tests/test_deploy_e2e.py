@@ -86,6 +86,29 @@ def test_prefect_yaml_defaults_are_the_named_config(deployment):
     parse_config(params, source=f"{PREFECT_FILE.name}:{deployment}")  # a valid RunConfig
 
 
+def test_deploy_command_errors_say_what_to_do(tmp_path):
+    from spadepis.cli import main
+
+    def run(*argv):
+        import contextlib
+        import io
+
+        err = io.StringIO()
+        with contextlib.redirect_stderr(err):
+            code = main(["deploy", *argv])
+        return code, err.getvalue()
+
+    port = _free_port()  # nothing listens there
+    code, err = run("--api-url", f"http://127.0.0.1:{port}/api")
+    assert code == 1 and "not reachable" in err and "prefect server start" in err, err
+    code, err = run("--gpu-slots", "0", "--api-url", f"http://127.0.0.1:{port}/api")
+    assert code == 1 and "--gpu-slots 0" in err and "at least 1" in err, err
+    code, err = run("--prefect-file", str(tmp_path / "nope.yaml"), "--api-url", f"http://127.0.0.1:{port}/api")
+    assert code == 1 and "nope.yaml" in err and "not found" in err, err
+    code, err = run("--project-dir", str(tmp_path), "--api-url", f"http://127.0.0.1:{port}/api")
+    assert code == 1 and "no flows/ folder" in err, err
+
+
 # ------------------------------------------------------------------------------- process harness
 
 
