@@ -192,7 +192,11 @@ class ShardRunner:
         if self.address:
             # An existing cluster: annotate when the run wants CUDA and some worker offers a GPU.
             # A device of "auto" on a CPU-only scheduler host still uses the cluster's GPUs.
-            workers = client.scheduler_info().get("workers", {}) if hasattr(client, "scheduler_info") else {}
+            try:
+                info = client.scheduler_info(n_workers=-1)  # all workers (some versions default to 5)
+            except TypeError:  # pragma: no cover - older distributed
+                info = client.scheduler_info()
+            workers = info.get("workers", {})
             gpu_workers = [w for w in workers.values() if (w.get("resources") or {}).get(GPU_RESOURCE, 0) > 0]
             wants_cuda = str(self.device).startswith("cuda") or (str(self.device) == "auto" and bool(gpu_workers))
             if str(self.device).startswith("cuda") and not gpu_workers:
