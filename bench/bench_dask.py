@@ -8,7 +8,8 @@ same sample ids): N generated ADE20K label maps x K style photos at SIZE x SIZE,
 Columns: ``wall s`` is the whole flow (planning, cluster start, shards, index, artifacts);
 ``outputs/s`` = outputs / wall; ``shards s`` is from the first shard start to the last shard end
 (from the _SUCCESS.json markers: commit time and shard wall time), and ``outputs/s (shards)`` divides by that, which leaves out
-the fixed costs (cluster start, model loading is inside).
+the fixed costs (cluster start; model loading is inside). ``in flight`` is the mean number of shards
+running at once (sum of shard wall times / shards s): about N for N busy workers.
 
     python bench/bench_dask.py                       # 16 x 2 at 256, exact smoothing, workers 1,2
     python bench/bench_dask.py --n 32 --k 4 --workers 1,2,4 --smoothing fast
@@ -75,17 +76,23 @@ def config_for(inputs: Path, out: Path, runner: dict, args, limit: int | None = 
     })
 
 
-def shard_span(run_dir: Path) -> float:
-    """Seconds from the first shard start to the last shard commit, from the _SUCCESS.json markers."""
+def shard_span(run_dir: Path) -> tuple[float, float]:
+    """From the _SUCCESS.json markers: seconds from the first shard start to the last shard commit, and
+    the mean number of shards in flight over that span (sum of shard wall times / span)."""
     import datetime as dt
 
-    starts, ends = [], []
+    starts, ends, busy = [], [], 0.0
     for marker in (run_dir / "manifest").glob("shard=*/_SUCCESS.json"):
         m = json.loads(marker.read_text())
         end = dt.datetime.fromisoformat(m["committed_at"]).timestamp()
+        wall = float(m.get("wall_s", 0.0))
         ends.append(end)
-        starts.append(end - float(m.get("wall_s", 0.0)))
-    return max(ends) - min(starts) if ends else float("nan")
+        starts.append(end - wall)
+        busy += wall
+    if not ends:
+        return float("nan"), float("nan")
+    span = max(ends) - min(starts)
+    return span, (busy / span if span > 0 else float("nan"))
 
 
 def main() -> int:
@@ -126,17 +133,19 @@ def main() -> int:
                     print(f"{label}: shards failed: {res['failed']}", file=sys.stderr)
                     return 1
                 outputs = res["summary"]["ok"]
-                span = shard_span(tmp / f"out{n}" / "bench")
-                samples[label].append({"outputs": outputs, "wall_s": wall, "shards_s": span})
-                print(f"  {label} (run {rep + 1}): {outputs} outputs in {wall:.1f} s (shards {span:.1f} s)", flush=True)
+                span, in_flight = shard_span(tmp / f"out{n}" / "bench")
+                samples[label].append({"outputs": outputs, "wall_s": wall, "shards_s": span, "in_flight": in_flight})
+                print(f"  {label} (run {rep + 1}): {outputs} outputs in {wall:.1f} s (shards {span:.1f} s, "
+                      f"{in_flight:.2f} shards in flight on average)", flush=True)
         for label, _ in runs:
             runs_ = samples[label]
             wall = statistics.median(r["wall_s"] for r in runs_)
             span = statistics.median(r["shards_s"] for r in runs_)
+            in_flight = statistics.median(r["in_flight"] for r in runs_)
             outputs = runs_[0]["outputs"]
             rows.append({"runner": label, "outputs": outputs, "wall_s": wall, "outputs_per_s": outputs / wall,
                          "shards_s": span, "outputs_per_s_shards": outputs / span if span > 0 else float("nan"),
-                         "runs": runs_})
+                         "in_flight": in_flight, "runs": runs_})
 
     try:
         commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
@@ -149,10 +158,11 @@ def main() -> int:
     print(f"spadepis-augment: {args.n} label maps x {args.k} styles at {args.size}px, shard size {args.shard_size}, "
           f"random-init SPADE ngf16, color stylizer, {args.smoothing} smoothing, device {args.device}")
     print(f"env: {env}")
-    print(f"{'runner':<12}{'outputs':>9}{'wall s':>9}{'outputs/s':>11}{'shards s':>10}{'outputs/s (shards)':>20}")
+    print(f"{'runner':<12}{'outputs':>9}{'wall s':>9}{'outputs/s':>11}{'shards s':>10}{'outputs/s (shards)':>20}"
+          f"{'in flight':>11}")
     for r in rows:
         print(f"{r['runner']:<12}{r['outputs']:>9}{r['wall_s']:>9.1f}{r['outputs_per_s']:>11.2f}{r['shards_s']:>10.1f}"
-              f"{r['outputs_per_s_shards']:>20.2f}")
+              f"{r['outputs_per_s_shards']:>20.2f}{r['in_flight']:>11.2f}")
     out = ROOT / "bench" / "results"
     out.mkdir(parents=True, exist_ok=True)
     (out / "bench_dask.json").write_text(json.dumps({"args": vars(args), "env": env, "rows": rows}, indent=2))
