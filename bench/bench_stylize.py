@@ -133,6 +133,12 @@ def warm_up(stylizer, content: np.ndarray, style: np.ndarray) -> None:
     SmoothingSystem(c).smooth(float_to_uint8(stylizer.stylize(c, stylizer.prepare_style(s))))
 
 
+def _cpu_seconds() -> float:
+    """User + system CPU time of this process (all threads): less sensitive to other load than wall time."""
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
+
+
 def _peak_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
@@ -148,6 +154,8 @@ def run_reference(stylizer_name: str, size_hw, n_styles: int, ref_pairs: int, ch
     warm_up(stylizer, content, styles[0])
     pairs = []
     v_first = None
+    load = os.getloadavg()[0]
+    cpu0 = _cpu_seconds()
     for style in styles[:ref_pairs]:
         t0 = time.perf_counter()
         cache = stylizer.prepare_style(style)  # style encoded again for every pair
@@ -160,7 +168,7 @@ def run_reference(stylizer_name: str, size_hw, n_styles: int, ref_pairs: int, ch
         if v_first is None and check_v:
             v_first = (init, v)
         pairs.append({"encode_style": t1 - t0, "stylize": t2 - t1, "smooth": t3 - t2, **{f"smooth_{k}": x for k, x in parts.items()}, "total": t3 - t0})
-    result = {"pairs": pairs, "peak_mb": _peak_mb()}
+    result = {"pairs": pairs, "peak_mb": _peak_mb(), "cpu_s": _cpu_seconds() - cpu0, "load": (load, os.getloadavg()[0])}
     if check_v:
         from spadepis.smoothing import SmoothingSystem
 
@@ -177,6 +185,8 @@ def run_project(stylizer_name: str, size_hw, n_styles: int) -> dict:
     content, styles, _ = load_inputs(size_hw, n_styles)
     stylizer = make_stylizer(stylizer_name)
     warm_up(stylizer, content, styles[0])
+    load = os.getloadavg()[0]
+    cpu0 = _cpu_seconds()
     t0 = time.perf_counter()
     caches = [stylizer.prepare_style(s) for s in styles]  # once per style, reused for every content
     t1 = time.perf_counter()
@@ -203,6 +213,8 @@ def run_project(stylizer_name: str, size_hw, n_styles: int) -> dict:
         "pairs": pairs,
         "residual": residuals[0],
         "peak_mb": _peak_mb(),
+        "cpu_s": _cpu_seconds() - cpu0,
+        "load": (load, os.getloadavg()[0]),
     }
 
 
@@ -295,7 +307,11 @@ def main(argv=None) -> int:
     row("total, single pair", r_total, p_total_single)
     row(f"total, amortised over K={k}", r_total, p_total_amort)
     row(f"all K={k} pairs (reference: {k} x median)", r_total * k, proj["encode_styles"] + p_sys + sum(x["stylize"] + x["smooth_solve"] for x in pp))
+    r_cpu_k = ref["cpu_s"] / len(rp) * k
+    print(f"| {f'all K={k} pairs, CPU seconds (user+sys)':44s} | {r_cpu_k:10.1f} | {proj['cpu_s']:10.1f} | {r_cpu_k / proj['cpu_s']:8.1f}x |")
     print(f"| {'peak memory of the process, MB':44s} | {ref['peak_mb']:10.0f} | {proj['peak_mb']:10.0f} | {'':9s} |")
+    print(f"| {'1-min load average at start / end':44s} | {ref['load'][0]:4.1f} / {ref['load'][1]:3.1f} | "
+          f"{proj['load'][0]:4.1f} / {proj['load'][1]:3.1f} | {'':9s} |")
     print()
     print("reference smoothing parts (median s): " + ", ".join(
         f"{part} {statistics.median(x['smooth_' + part] for x in rp):.2f}" for part in ("build", "factor", "solve")))
