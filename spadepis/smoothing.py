@@ -41,8 +41,8 @@ uses the random-walk normalisation of the same matrix,
     V = (1 - \beta)\,(\mathbf{1} - \beta D^{-1} W)^{-1} Y
       = (1 - \beta)\,D^{-1/2} (\mathbf{1} - \beta S)^{-1} D^{1/2}\,Y,
 
-which equals the paper's formula wherever :math:`d` is constant (everywhere 2 px away from the border),
-keeps constant images exactly constant, and is solved with the same symmetric factorisation of
+whose operator equals the paper's wherever :math:`d` is constant (everywhere 2 px away from the border;
+the solutions differ only through the border), keeps constant images exactly constant, and is solved with the same symmetric factorisation of
 :math:`A = \mathbf{1} - \beta S`.
 
 The fast approximation (:func:`guided_filter_smooth`) is FastPhotoStyle's ``--fast`` mode: He et al.'s
@@ -249,7 +249,7 @@ class SmoothingSystem:
         Matting regulariser :math:`\varepsilon` (1e-7).
     compat : None or "fastphotostyle"
         ``None``: full-size output ``(H, W)``, the affinity of every full 3x3 window of the content, and
-        the random-walk normalisation (below). ``"fastphotostyle"``: the reference's crop/resize/pad and
+        the random-walk normalisation (module docstring). ``"fastphotostyle"``: the reference's crop/resize/pad and
         symmetric normalisation; outputs are ``(H - 4, W - 4)``.
     size : (H, W) or None
         Size of the stylized images to be smoothed, compat mode only (the reference resizes the content to
