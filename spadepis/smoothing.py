@@ -175,7 +175,7 @@ def matting_affinity(image: np.ndarray, *, eps: float = 1e-7) -> scipy.sparse.cs
     --------
     >>> img = np.random.default_rng(0).random((8, 9, 3))
     >>> W = matting_affinity(img)
-    >>> W.shape, abs(W - W.T).max() < 1e-12
+    >>> W.shape, bool(abs(W - W.T).max() < 1e-12)
     ((72, 72), True)
     """
     image = np.asarray(image, dtype=np.float64)
