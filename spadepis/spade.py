@@ -235,7 +235,8 @@ class _FastSPADELayer:
         self.a_table = torch.relu(self.tap.view(9, nk1, -1).sum(0)[:-1] + self.bias_shared)  # (nk, 128)
         w_gb = torch.cat([spade.mlp_gamma.weight, spade.mlp_beta.weight], 0).detach().float()  # (2C, 128, 3, 3)
         self.w_gb_conv = w_gb.contiguous(memory_format=torch.channels_last).to(dtype)
-        self.w_gb = w_gb.permute(2, 3, 1, 0).reshape(9 * w_gb.shape[1], w_gb.shape[0]).contiguous().to(dtype)
+        # W_all[:, d*2C:(d+1)*2C] = W_d^T: one product gives every tap's contribution of an activation row
+        self.w_all = w_gb.permute(1, 2, 3, 0).reshape(w_gb.shape[1], 9 * w_gb.shape[0]).contiguous().to(dtype)
         self.b_gb = torch.cat([spade.mlp_gamma.bias, spade.mlp_beta.bias]).detach().float()
         gb_table = self.a_table @ w_gb.sum((2, 3)).t() + self.b_gb                   # (nk, 2C)
         self.ab_table = self.modulation(gb_table)                                      # (nk, 2C): A | B
@@ -310,12 +311,20 @@ class _ResolutionIndex:
         self.size = (h, w)
         self.batch = B
         self.npix = B * h * w
-        self.nq = q.numel()
-        # mlp_shared at non-uniform-3x3 pixels: 9 keys per pixel, shifted into the per-tap tables.
-        self.q_taps = Kp.reshape(-1)[base[q][:, None] + off] + tap_shift          # (Nq, 9)
-        # index of each (padded) pixel's mlp_shared activation in [a_table; 0; a_sparse]
-        ia = Kp.clone().reshape(-1)
-        ia[base[q] + wp + 1] = nkeys + 1 + torch.arange(self.nq, device=dev)
+        # mlp_shared at non-uniform-3x3 pixels depends only on their 3x3 key pattern: one row per pattern.
+        q_pat = Kp.reshape(-1)[base[q][:, None] + off]                              # (Nq, 9)
+        nqu, q_inv, q_rep = _unique_rows(q_pat)
+        self.nq, self.nqu = q.numel(), nqu
+        self.q_taps = q_pat[q_rep] + tap_shift                                      # (Nqu, 9) rows of the tap tables
+        # Activation rows: [a_table[present keys]; a(unique 3x3 patterns); 0 (zero padding)]
+        self.present = torch.unique(K)
+        npres = self.present.numel()
+        lut = torch.full((nkeys + 1,), -1, dtype=torch.long, device=dev)
+        lut[self.present] = torch.arange(npres, device=dev)
+        lut[nkeys] = npres + nqu
+        ib = lut[Kp.reshape(-1)]
+        ib[base[q] + wp + 1] = npres + q_inv
+        self.nrows = npres + nqu + 1
         # Boundary pixels with the same 5x5 key pattern (padding included) get identical gamma/beta:
         # compute each pattern once, at one representative pixel.
         K2 = F.pad(K, (2, 2, 2, 2), value=nkeys)
@@ -329,9 +338,10 @@ class _ResolutionIndex:
         self.nu = nu
         self.dense = self.nu > dense_threshold * self.npix
         if self.dense:
-            self.ia_map = ia.view(B, h + 2, wp)
+            self.ia_map = ib.view(B, h + 2, wp)
         else:
-            self.p_cols = ia[base[p[rep]][:, None] + off]                             # (Nu, 9)
+            # gamma/beta of pattern u = b + sum_d (W_d a)[row of neighbour d]: rows of R = A_in @ W_all, (n*9, 2C)
+            self.p_idx = ib[base[p[rep]][:, None] + off] * 9 + torch.arange(9, device=dev)  # (Nu, 9)
             igb = K.reshape(-1).clone()
             igb[p] = nkeys + inverse
             self.igb = igb.view(B, h, w)
@@ -351,18 +361,16 @@ class FastSPADE:
         float32 (exact) or bfloat16/float16 (faster on hardware that has it; reported separately).
     dense_threshold:
         fraction of boundary pixels above which gamma/beta are computed as one dense convolution.
-    chunk:
-        boundary pixels per im2col matrix product (bounds memory).
     """
 
     def __init__(self, generator: SPADEGenerator, num_label_channels: int, has_edge: bool, *,
-                 dtype: torch.dtype = torch.float32, dense_threshold: float = 0.55, chunk: int = 32768):
+                 dtype: torch.dtype = torch.float32, dense_threshold: float = 0.55):
         g = generator
         if num_label_channels + int(has_edge) != g.semantic_nc:
             raise ValueError(f"num_label_channels {num_label_channels} + edge {has_edge} != semantic_nc {g.semantic_nc}")
         self.nl, self.has_edge, self.dtype = num_label_channels, has_edge, dtype
         self.nkeys = num_label_channels * (2 if has_edge else 1)
-        self.dense_threshold, self.chunk = dense_threshold, chunk
+        self.dense_threshold = dense_threshold
         self.sh, self.sw = g.sh, g.sw
         with torch.no_grad():
             self.fc_tap = _tap_table(g.fc.weight.detach().float(), num_label_channels, has_edge).to(dtype)
@@ -413,12 +421,15 @@ class FastSPADE:
 
     def _spade(self, layer: _FastSPADELayer, x: torch.Tensor, idx: _ResolutionIndex) -> torch.Tensor:
         dt = self.dtype
-        a_sparse = torch.relu(F.embedding_bag(idx.q_taps, layer.tap, mode="sum") + layer.bias_shared)
-        a_all = torch.cat([layer.a_table, layer.a_table.new_zeros(1, layer.a_table.shape[1]), a_sparse]).to(dt)
         C = layer.C
-        B, _, h, w = x.shape
+        nh = layer.a_table.shape[1]
+        if idx.nqu:
+            a_uq = torch.relu(F.embedding_bag(idx.q_taps, layer.tap, mode="sum") + layer.bias_shared)
+        else:
+            a_uq = layer.a_table.new_zeros(0, nh)
+        a_in = torch.cat([layer.a_table[idx.present], a_uq, layer.a_table.new_zeros(1, nh)]).to(dt)
         if idx.dense:
-            a_map = F.embedding(idx.ia_map, a_all).permute(0, 3, 1, 2)              # (B,128,h+2,w+2) channels_last
+            a_map = F.embedding(idx.ia_map, a_in).permute(0, 3, 1, 2)                # (B,128,h+2,w+2) channels_last
             gb = F.conv2d(a_map, layer.w_gb_conv, None).float()                       # (B,2C,h,w)
             gb = gb + layer.b_gb.view(1, -1, 1, 1)
             g1 = 1 + gb[:, :C]
@@ -430,21 +441,25 @@ class FastSPADE:
         B_tab = torch.empty(nk + idx.nu, C, device=x.device)
         A_tab[:nk] = layer.ab_table[:, :C]
         B_tab[:nk] = layer.ab_table[:, C:]
-        b_gb = layer.b_gb.to(dt)
-        for s in range(0, idx.nu, self.chunk):
-            cols = F.embedding(idx.p_cols[s:s + self.chunk], a_all).reshape(-1, a_all.shape[1] * 9)
-            gb = torch.addmm(b_gb, cols, layer.w_gb).float()
-            e = nk + s + gb.shape[0]
+        if idx.nu:
+            rows = torch.mm(a_in, layer.w_all).view(-1, 2 * C)                        # (nrows*9, 2C)
+            gb = F.embedding_bag(idx.p_idx, rows, mode="sum").float().add_(layer.b_gb)
             g1 = gb[:, :C].add_(1)
-            torch.mul(g1, layer.scale, out=A_tab[nk + s:e])
-            torch.addcmul(gb[:, C:], g1, layer.shift, out=B_tab[nk + s:e])
+            torch.mul(g1, layer.scale, out=A_tab[nk:])
+            torch.addcmul(gb[:, C:], g1, layer.shift, out=B_tab[nk:])
         A = F.embedding(idx.igb, A_tab.to(dt)).permute(0, 3, 1, 2)
         Bm = F.embedding(idx.igb, B_tab.to(dt)).permute(0, 3, 1, 2)
         return torch.addcmul(Bm, x, A)
 
     @staticmethod
     def _conv_apply(x: torch.Tensor, wb, padding: int) -> torch.Tensor:
-        return F.conv2d(x, wb[0], wb[1], padding=padding)
+        w, b = wb
+        if w.shape[2:] == (1, 1) and b is None:
+            # 1x1 shortcut conv as a matrix product over channels_last pixels (CPU conv2d has no fast 1x1 path)
+            B, C, H, W = x.shape
+            y = torch.mm(x.permute(0, 2, 3, 1).reshape(-1, C), w.view(w.shape[0], C).t())
+            return y.view(B, H, W, -1).permute(0, 3, 1, 2)
+        return F.conv2d(x, w, b, padding=padding)
 
     @torch.no_grad()
     def __call__(self, labels: torch.Tensor, instances: torch.Tensor | None = None) -> torch.Tensor:
