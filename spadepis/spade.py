@@ -14,12 +14,17 @@ Two forwards compute the same function:
     instead of a ``semantic_nc -> 128`` convolution;
   - where the 5x5 neighbourhood of a pixel holds one key (label, instance edge) and lies inside the
     image, ``gamma`` and ``beta`` do not depend on the pixel: they come from a per-key table
-    ``gb[k] = b_gb + (sum_d W_gb[:, :, d]) a[k]``; only the remaining (boundary) pixels get the
-    ``128 -> 2C`` 3x3 convolution, as an im2col matrix product over those pixels;
+    ``gb[k] = b_gb + (sum_d W_gb[:, :, d]) a[k]``;
+  - the remaining (boundary) pixels are grouped by their 5x5 key pattern (exact: hashed, then
+    verified), and the activations they read are grouped by 3x3 key pattern. One matrix product
+    ``R = A_rows @ [W_0^T | ... | W_8^T]`` gives every tap's contribution of every distinct activation
+    row, and ``gamma, beta`` of a pattern is an ``embedding_bag`` sum of 9 rows of ``R``;
+  - at low resolutions, where nearly every pixel is a boundary pixel, gamma/beta are one dense
+    ``128 -> 2C`` convolution of the gathered activation map instead;
   - ``BN(x) * (1 + gamma) + beta`` becomes ``x * A + B`` with ``A = s (1 + gamma)``,
     ``B = t (1 + gamma) + beta`` formed on the table rows, not on the full map;
   - index structures depend only on the resolution, so all SPADE layers at one resolution share them;
-    main convolutions run in ``channels_last``.
+    main convolutions run in ``channels_last``; the 1x1 shortcut is a matrix product.
 
   All of it is exact algebra: the two forwards differ only by float summation order (~1e-6).
 """
@@ -360,7 +365,8 @@ class FastSPADE:
     dtype:
         float32 (exact) or bfloat16/float16 (faster on hardware that has it; reported separately).
     dense_threshold:
-        fraction of boundary pixels above which gamma/beta are computed as one dense convolution.
+        distinct boundary patterns per pixel above which a resolution computes gamma/beta as one dense
+        convolution (0: always dense, > 1: never).
     """
 
     def __init__(self, generator: SPADEGenerator, num_label_channels: int, has_edge: bool, *,
