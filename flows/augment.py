@@ -16,8 +16,6 @@ deployments pass ``{"config": {...}}``. A run:
 
 from __future__ import annotations
 
-import datetime as _dt
-import hashlib
 import re
 import time
 from typing import Any
@@ -26,18 +24,15 @@ from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact, create_progress_artifact, create_table_artifact, update_progress_artifact
 from prefect.futures import as_completed
 
-from spadepis import __version__
-from spadepis.config import RANDOM_INIT, RunConfig, apply_storage_options, check_config
+from spadepis.config import RunConfig, apply_storage_options, check_config
 from spadepis.errors import SpadepisError
-from spadepis.manifest import SCHEMA_VERSION, STAGES, format_summary, summary
-from spadepis.plan import Plan, make_plan
+from spadepis.manifest import format_summary, summary
+from spadepis.plan import make_plan
+from spadepis.report import run_record, samples_markdown, summary_rows
 from spadepis.storage import RunStorage
 from tasks.shard import shard_task_for
 
-__all__ = ["augment", "ShardsFailedError", "run_record"]
-
-_SECRET_KEYS = re.compile(r"(secret|token|password|key)$", re.I)
-
+__all__ = ["augment", "ShardsFailedError"]
 
 class ShardsFailedError(SpadepisError):
     """Some shards still failed after their retries; the rest of the run is committed."""
@@ -57,86 +52,6 @@ def _flow_run_name() -> str:
 
 def _slug(text: str) -> str:
     return re.sub(r"[^a-z0-9-]+", "-", text.lower()).strip("-")[:60] or "run"
-
-
-def _redact(obj: Any) -> Any:
-    if isinstance(obj, dict):
-        return {k: ("***" if _SECRET_KEYS.search(str(k)) and v else _redact(v)) for k, v in obj.items()}
-    if isinstance(obj, list):
-        return [_redact(v) for v in obj]
-    return obj
-
-
-def _file_sha256(uri: str) -> str | dict[str, str] | None:
-    import fsspec
-
-    fs, path = fsspec.core.url_to_fs(uri)
-    if fs.isdir(path):
-        return {p.rsplit("/", 1)[-1]: _file_sha256(fs.unstrip_protocol(p)) for p in sorted(fs.find(path)) if p.endswith(".pth")}
-    h = hashlib.sha256()
-    with fs.open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
-def run_record(config: RunConfig, plan: Plan) -> dict[str, Any]:
-    """What ``run.json`` holds: the frozen config (secrets redacted), checksums, plan size, versions."""
-    m = config.models
-    models: dict[str, Any] = {"stylizer": m.stylizer, "smoothing": m.smoothing}
-    if config.stylize_only:
-        models["synth"] = "none (stylize-only)"
-    elif m.synth_checkpoint == RANDOM_INIT:
-        models["synth"] = f"random-init (seed {m.synth_seed}, ngf {m.ngf or 16}); weights digest in the manifest"
-    else:
-        models["synth"] = m.synth_checkpoint
-        models["synth_sha256"] = _file_sha256(m.synth_checkpoint)
-    if m.stylizer_weights:
-        models["stylizer_sha256"] = _file_sha256(m.stylizer_weights)
-    return {
-        "run_id": plan.run_id,
-        "config": _redact(config.model_dump(mode="json")),
-        "config_hash": plan.config_hash,
-        "schema_version": SCHEMA_VERSION,
-        "spadepis_version": __version__,
-        "created_at": _dt.datetime.now(_dt.timezone.utc).isoformat(),
-        "plan": {
-            "sources": len(plan.sources),
-            "styles": len(plan.styles),
-            "shards": len(plan.shards),
-            "samples": plan.n_samples,
-            "shard_size": config.shard_size,
-        },
-        "models": models,
-    }
-
-
-def _summary_table(s: dict[str, Any]) -> list[dict[str, Any]]:
-    rows: list[dict[str, Any]] = [
-        {"metric": "outputs ok", "value": s["ok"]},
-        {"metric": "outputs error", "value": s["error"]},
-        {"metric": "shards committed", "value": s["shards"]},
-        {"metric": "outputs/s (this run, wall)", "value": round(s["outputs_per_s"], 3) if s["outputs_per_s"] == s["outputs_per_s"] else "n/a"},
-    ]
-    for stage in STAGES:
-        v = s["stages"][stage]
-        rows.append({"metric": f"{stage} p50 / p95", "value": f"{v['p50']:.1f} / {v['p95']:.1f}"})
-    return rows
-
-
-def _samples_markdown(run_uri: str, results: list[Any], failures: dict[str, str], s: dict[str, Any]) -> str:
-    lines = [f"# spadepis run `{run_uri}`", "", f"{s['ok']} ok, {s['error']} error rows; index: `{run_uri}/index.parquet`", ""]
-    samples = [x for r in results for x in r.samples][:8]
-    if samples:
-        lines += ["| source | style | label map | synthesized | output |", "|---|---|---|---|---|"]
-        for x in samples:
-            lines.append(f"| {x['source_id']} | {x['style_id']} | `{x['label_uri']}` | `{x['synth_uri']}` | `{x['image_uri']}` |")
-    if failures:
-        lines += ["", "## Failed shards", ""] + [f"- `{k}`: {v}" for k, v in sorted(failures.items())]
-    if s["errors"]:
-        lines += ["", "## Error rows (first)", ""] + [f"- {e['shard_id']} {e['source_id']} x {e['style_id']}: {e['error']}" for e in s["errors"]]
-    lines += ["", "Read it: `pandas.read_parquet('<run>/index.parquet')` or `spadepis summary <run>`."]
-    return "\n".join(lines)
 
 
 def _safe_artifact(fn, *args, **kwargs):
@@ -206,9 +121,9 @@ def augment(config: RunConfig) -> dict[str, Any]:
     s = summary(index)
     s["wall_s"] = wall
     s["outputs_per_s"] = new_ok / wall if (wall > 0 and new_ok) else float("nan")
-    _safe_artifact(create_table_artifact, table=_summary_table(s), key=f"spadepis-summary-{key}",
+    _safe_artifact(create_table_artifact, table=summary_rows(s), key=f"spadepis-summary-{key}",
                    description=f"run {plan.run_id}: counts, stage timings (ms, p50/p95), outputs/s")
-    _safe_artifact(create_markdown_artifact, markdown=_samples_markdown(cfg.run_uri, results, failures, s),
+    _safe_artifact(create_markdown_artifact, markdown=samples_markdown(cfg.run_uri, [x for r in results for x in r.samples], failures, s),
                    key=f"spadepis-samples-{key}", description=f"sample outputs of run {plan.run_id}")
     print(format_summary(s))
     out = {

@@ -1,0 +1,43 @@
+"""run.json contents and the artifact reports (spadepis.report)."""
+
+from __future__ import annotations
+
+import hashlib
+
+from pipeline_helpers import make_inputs, small_config
+
+from spadepis.manifest import STAGES
+from spadepis.plan import make_plan
+from spadepis.report import file_sha256, redact, run_record, samples_markdown, summary_rows
+
+
+def test_redact_hides_secrets_at_any_depth():
+    cfg = {"storage_options": {"s3": {"key": "AKIA", "secret": "s3cr3t", "endpoint_url": "http://x"}},
+           "list": [{"token": "t"}], "empty_password": None}
+    out = redact(cfg)
+    assert out["storage_options"]["s3"] == {"key": "***", "secret": "***", "endpoint_url": "http://x"}
+    assert out["list"] == [{"token": "***"}]
+    assert out["empty_password"] is None  # nothing to hide
+
+
+def test_file_sha256_of_file_and_weights_folder(tmp_path):
+    (tmp_path / "w").mkdir()
+    (tmp_path / "w" / "encoder_l1.pth").write_bytes(b"abc")
+    (tmp_path / "w" / "notes.txt").write_bytes(b"ignored")
+    assert file_sha256(str(tmp_path / "w" / "encoder_l1.pth")) == hashlib.sha256(b"abc").hexdigest()
+    assert file_sha256(str(tmp_path / "w")) == {"encoder_l1.pth": hashlib.sha256(b"abc").hexdigest()}
+
+
+def test_run_record_and_reports(tmp_path):
+    cfg = small_config(make_inputs(tmp_path, n_maps=3)).resolved()
+    plan = make_plan(cfg)
+    rec = run_record(cfg, plan)
+    assert rec["config_hash"] == plan.config_hash and rec["plan"]["shards"] == len(plan.shards)
+    assert rec["models"]["synth"].startswith("random-init")
+    s = {"ok": 5, "error": 1, "shards": 2, "outputs_per_s": float("nan"),
+         "stages": {k: {"p50": 1.0, "p95": 2.0} for k in STAGES},
+         "errors": [{"shard_id": "shard=00001", "source_id": "m002", "style_id": "s0", "error": "label id 999"}]}
+    rows = summary_rows(s)
+    assert {"metric": "outputs/s (this run, wall)", "value": "n/a"} in rows
+    md = samples_markdown("runs/x", [], {"shard=00001": "StorageError: boom"}, s)
+    assert "shard=00001" in md and "label id 999" in md
