@@ -154,10 +154,21 @@ class NetworkStylizer:
         self.weights_sha256: str | None = weights_sha256
         self.device = device
         self.compat = compat
+        # The deepest level pools (level - 1) times and its reflection padding needs >= 2 pixels left.
+        self.min_side = 2 ** max(network.levels)
+
+    def _check_size(self, image: np.ndarray, what: str) -> None:
+        h, w = image.shape[:2]
+        if min(h, w) < self.min_side:
+            raise InputError(
+                f"{what} is {w}x{h} (WxH); the {self.name} encoders need at least {self.min_side} pixels on each side "
+                f"(levels up to {max(self.network.levels)}); use a larger image or upscale it."
+            )
 
     def prepare_style(self, style: np.ndarray, style_seg: np.ndarray | None = None, *, style_id: str | None = None) -> StyleCache:
         """Encode the style once and compute every level's (per-region) mean and colouring matrix."""
         style = _check_rgb(style, "style image")
+        self._check_size(style, "style image")
         seg = _check_seg(style_seg, "style segmentation")
         counts = _wct.label_counts(seg) if seg is not None else None
         with torch.inference_mode():
@@ -170,6 +181,7 @@ class NetworkStylizer:
     def stylize(self, content: np.ndarray, style: StyleCache, content_seg: np.ndarray | None = None) -> np.ndarray:
         """Raw PhotoWCT output ``(3, H, W)`` float32 (not clamped), same size as ``content``."""
         content = _check_rgb(content, "content image")
+        self._check_size(content, "content image")
         _check_cache(style, self.name)
         seg = _check_seg(content_seg, "content segmentation")
         counts = _wct.label_counts(seg) if seg is not None else None

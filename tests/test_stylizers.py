@@ -228,3 +228,19 @@ def test_stylize_cli_photowct_fixture_matches_reference(tmp_path):
     assert np.median(diff) < 1e-3 and np.quantile(diff, 0.99) < 0.05
     ref_u8 = np.asarray(Image.open(case / "output_uint8.png")).astype(int)
     assert np.mean(np.asarray(Image.open(tmp_path / "o.png")).astype(int) != ref_u8) < 0.1
+
+
+def test_network_stylizer_too_small_images_are_input_errors():
+    # Regression: a side below 2**max(level) crashed inside reflection padding with a RuntimeError,
+    # which the pipeline treats as a bug (whole shard failed) instead of an error row.
+    torch.manual_seed(0)
+    stylizer = NetworkStylizer(PhotoWCT().eval(), weights_sha256="x", device=torch.device("cpu"))
+    rng = np.random.default_rng(0)
+    ok = rng.integers(0, 256, (16, 20, 3), dtype=np.uint8)
+    small = rng.integers(0, 256, (15, 40, 3), dtype=np.uint8)
+    with pytest.raises(InputError, match="at least 16 pixels"):
+        stylizer.prepare_style(small)
+    cache = stylizer.prepare_style(ok)
+    with pytest.raises(InputError, match="at least 16 pixels"):
+        stylizer.stylize(small, cache)
+    assert stylizer.stylize(ok, cache).shape == (3, 16, 20)
