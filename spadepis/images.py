@@ -40,9 +40,21 @@ def open_image(uri: str | Path) -> Image.Image:
     return img
 
 
+_MODES_16BIT = ("I;16", "I;16L", "I;16B", "I;16N")
+
+
 def read_rgb(uri: str | Path) -> np.ndarray:
-    """Read an image as ``(H, W, 3)`` uint8 RGB."""
-    return np.asarray(open_image(uri).convert("RGB"))
+    """Read an image as ``(H, W, 3)`` uint8 RGB.
+
+    16-bit greyscale images are scaled to 8 bits (PIL's own ``convert("RGB")`` clips them at 255,
+    which turns almost every pixel white).
+    """
+    img = open_image(uri)
+    if img.mode in _MODES_16BIT or (img.mode == "I" and img.getextrema()[1] > 255):
+        grey = np.asarray(img).astype(np.int64)
+        grey = ((np.clip(grey, 0, 65535) + 128) // 257).astype(np.uint8)
+        return np.repeat(grey[..., None], 3, axis=2)
+    return np.asarray(img.convert("RGB"))
 
 
 def encode_png(array: np.ndarray) -> bytes:
