@@ -50,6 +50,7 @@ __all__ = [
 _LOCK = threading.RLock()
 _MODELS: dict[tuple, Any] = {}
 _STYLES: OrderedDict[tuple, Any] = OrderedDict()
+_STYLES_PENDING: dict[tuple, threading.Event] = {}  # styles being prepared right now (one thread each)
 _STYLE_CACHE_MAX = 256
 _MODEL_LOADS = {"synthesizer": 0, "stylizer": 0, "style": 0}
 
@@ -131,27 +132,38 @@ def get_style_cache(config: RunConfig, device, style_id: str, uri: str) -> tuple
     """
     m = config.models
     key = (m.stylizer, m.stylizer_weights, str(device), uri, config.styles.max_side)
-    with _LOCK:
-        hit = _STYLES.get(key)
-        if hit is not None:
-            _STYLES.move_to_end(key)
-            if isinstance(hit, InputError):
-                raise hit
-            return hit, 0.0
-    t = time.perf_counter()
-    stylizer = get_stylizer(config, device)
-    try:
-        cache = stylizer.prepare_style(_read_style(uri, config.styles.max_side), style_id=style_id)
-    except InputError as exc:
-        err = InputError(f"style {style_id!r}: {exc}")
+    while True:
         with _LOCK:
-            _STYLES[key] = err
-        raise err from None
-    with _LOCK:
-        _STYLES[key] = cache
-        _MODEL_LOADS["style"] += 1
-        while len(_STYLES) > _STYLE_CACHE_MAX:
-            _STYLES.popitem(last=False)
+            hit = _STYLES.get(key)
+            if hit is not None:
+                _STYLES.move_to_end(key)
+                if isinstance(hit, InputError):
+                    raise hit
+                return hit, 0.0
+            pending = _STYLES_PENDING.get(key)
+            if pending is None:  # this thread prepares the style; others wait for it
+                pending = _STYLES_PENDING[key] = threading.Event()
+                break
+        pending.wait()  # then look again (if the preparing thread failed transiently, try ourselves)
+    t = time.perf_counter()
+    try:
+        stylizer = get_stylizer(config, device)
+        try:
+            cache = stylizer.prepare_style(_read_style(uri, config.styles.max_side), style_id=style_id)
+        except InputError as exc:
+            err = InputError(f"style {style_id!r}: {exc}")
+            with _LOCK:
+                _STYLES[key] = err
+            raise err from None
+        with _LOCK:
+            _STYLES[key] = cache
+            _MODEL_LOADS["style"] += 1
+            while len(_STYLES) > _STYLE_CACHE_MAX:
+                _STYLES.popitem(last=False)
+    finally:
+        with _LOCK:
+            _STYLES_PENDING.pop(key, None)
+        pending.set()
     return cache, (time.perf_counter() - t) * 1000.0
 
 
@@ -366,6 +378,8 @@ def process_shard(
             prep_ms = _ms(t0) / k
         except InputError as exc:
             rows.extend(row(item, s, status="error", error=f"smoothing: {exc}", **shared) for s in item.styles)
+            if on_output:
+                on_output(len(item.styles))
             continue
         for style_id in item.styles:
             try:
