@@ -459,10 +459,10 @@ def validate_config(config: RunConfig) -> list[str]:
     except ConfigError as exc:
         problems.append(f"device: {exc}")
     if config.runner.kind == "dask":
-        try:
-            import distributed  # noqa: F401
-            import prefect_dask  # noqa: F401
-        except ImportError:
+        import importlib.util
+
+        # find_spec, not import: importing prefect_dask would import Prefect into the library.
+        if any(importlib.util.find_spec(name) is None for name in ("distributed", "prefect_dask")):
             problems.append("runner.kind: 'dask' needs the dask extra: pip install 'spadepis[dask]' (or use kind: thread)")
     elif config.runner.address:
         problems.append("runner.address: only used with runner.kind: dask; remove it or set kind: dask")

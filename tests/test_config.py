@@ -143,3 +143,23 @@ def test_check_and_run_commands_report_problems_before_work(inputs, tmp_path, ca
     err = capsys.readouterr().err
     assert "models.stylizer_weights" in err and "nothing was run" in err
     assert not (tmp_path / "out").exists() or not any((tmp_path / "out").rglob("*.png"))
+
+
+def test_library_never_imports_prefect(inputs):
+    # Regression: validate_config imported prefect_dask (and so Prefect) to check the dask extra.
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, importlib, pkgutil, spadepis\n"
+        "for m in pkgutil.walk_packages(spadepis.__path__, 'spadepis.'):\n"
+        "    if not m.name.endswith('__main__'): importlib.import_module(m.name)\n"
+        "from spadepis.config import parse_config, validate_config\n"
+        f"cfg = parse_config({{'dataset': {{'labels': {str(inputs / 'labels')!r}}}, 'styles': {{'source': {str(inputs / 'styles')!r}}},"
+        f" 'output': {str(inputs / 'runs')!r}, 'models': {{'stylizer': 'color'}}, 'runner': {{'kind': 'dask'}}, 'device': 'cpu'}})\n"
+        "assert validate_config(cfg) == [], validate_config(cfg)\n"
+        "bad = sorted(k for k in sys.modules if k.split('.')[0] in ('prefect', 'prefect_dask'))\n"
+        "assert not bad, bad[:5]\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=str(ROOT))
+    assert proc.returncode == 0, proc.stderr[-2000:]
