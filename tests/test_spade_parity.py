@@ -9,6 +9,7 @@ generator output within 1e-4 max abs, for the fast path and the straightforward 
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -30,12 +31,19 @@ CASES = {
 }
 
 
+# SPADEPIS_TEST_DEVICE=cuda runs the generator parity on a GPU (TF32 off: the fixtures are exact fp32).
+DEVICE = os.environ.get("SPADEPIS_TEST_DEVICE", "cpu")
+
+
 @pytest.fixture(scope="module", autouse=True)
 def _threads():
     before = torch.get_num_threads()
     torch.set_num_threads(min(2, before))
+    tf32 = (torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32)
+    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
     yield
     torch.set_num_threads(before)
+    torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = tf32
 
 
 def _load_inputs(case: str):
@@ -73,7 +81,7 @@ def test_loader_and_semantics_exact(case):
 def test_generator_output(case):
     folder, preset, lab, inst = _load_inputs(case)
     name, overrides, _, _ = CASES[case]
-    synth = load_synthesizer(folder / "latest_net_G.pth.xz", name, device="cpu", **overrides)
+    synth = load_synthesizer(folder / "latest_net_G.pth.xz", name, device=DEVICE, **overrides)
     opts = json.loads((folder / "options.json").read_text())
     assert synth.preset.ngf == opts["ngf"] and synth.preset.semantic_nc == opts["semantic_nc"]
     expected = np.load(folder / "output.npy")
