@@ -73,7 +73,9 @@ def augment(config: RunConfig) -> dict[str, Any]:
     apply_storage_options(cfg)
     plan = make_plan(cfg)
     storage = RunStorage(cfg.run_uri)
-    storage.write_run_record(run_record(cfg, plan))
+    existing = storage.read_run_record()  # a resume keeps run.json (no re-hashing of the weights)
+    resumed = existing is not None and existing.get("config_hash") == plan.config_hash
+    storage.write_run_record(existing if resumed else run_record(cfg, plan))
     committed = storage.committed_shards()
     pending = [s for s in plan.shards if s.name not in committed]
     total = len(plan.shards)

@@ -128,7 +128,7 @@ class ModelsConfig(_Strict):
     )
     ngf: int | None = Field(
         None,
-        ge=1,
+        ge=2,
         le=256,
         title="SPADE width (ngf)",
         description="Generator width; the official checkpoints use 64. random-init defaults to 16.",

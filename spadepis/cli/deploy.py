@@ -1,7 +1,7 @@
 """``spadepis deploy``: stand up the work pool, the ``gpu`` concurrency limit and the deployments.
 
 Idempotent: run it again after editing ``deployments/prefect.yaml`` and it updates what is there.
-The plain ``prefect`` sequence it performs (documented in docs/DEPLOY_README.md) is::
+The plain ``prefect`` sequence it performs (documented in README.md, "Deploy and schedule") is::
 
     prefect work-pool create spadepis --type process --overwrite
     prefect concurrency-limit create gpu 1
