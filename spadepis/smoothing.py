@@ -66,6 +66,7 @@ __all__ = [
     "SmoothingSystem",
     "TorchSmoothingSystem",
     "guided_filter_smooth",
+    "GuidedFilter",
     "prepare_smoother",
     "matting_affinity",
     "nested_dissection_order",
@@ -541,39 +542,58 @@ def guided_filter_smooth(
     (20, 24, 3)
     """
     content = _check_rgb_uint8(content, "guided_filter_smooth content")
-    init = _check_rgb_uint8(init, "guided_filter_smooth init (stylized image)")
-    if content.shape != init.shape:
-        raise InputError(
-            f"guided_filter_smooth: content is {content.shape[0]}x{content.shape[1]} but the stylized image is "
-            f"{init.shape[0]}x{init.shape[1]} (HxW); they must have the same size."
-        )
-    if int(radius) != radius or radius < 1:
-        raise ConfigError(f"guided_filter_smooth: radius={radius} must be a positive integer (FastPhotoStyle: 35).")
-    if not (eps > 0):
-        raise ConfigError(f"guided_filter_smooth: eps={eps} must be > 0 (FastPhotoStyle: 1e-3 on the 0-255 scale).")
-    radius = int(radius)
-    h, w, _ = content.shape
-    rows, cols = _reflect_index(h, radius), _reflect_index(w, radius)
-    guide = content.astype(np.float64)
-    src = init.astype(np.float64)
-    # one pass of box means over every product we need: I (3), p (3), I_i I_j (6), I_i p_c (9)
-    iu, ju = np.triu_indices(3)
-    stacked = np.concatenate(
-        [guide, src, guide[..., iu] * guide[..., ju], (guide[..., :, None] * src[..., None, :]).reshape(h, w, 9)],
-        axis=2,
-    )
-    means = _box_mean(stacked, radius, rows, cols)
-    mean_i, mean_p = means[..., 0:3], means[..., 3:6]
-    sym = np.empty((h, w, 3, 3))
-    sym[..., iu, ju] = means[..., 6:12]
-    sym[..., ju, iu] = means[..., 6:12]
-    cov_ii = sym - mean_i[..., :, None] * mean_i[..., None, :] + eps * np.eye(3)
-    cov_ip = means[..., 12:21].reshape(h, w, 3, 3) - mean_i[..., :, None] * mean_p[..., None, :]
-    a = np.linalg.solve(cov_ii, cov_ip)  # (h, w, 3 guide, 3 channels)
-    b = mean_p - np.einsum("yxi,yxic->yxc", mean_i, a)
-    ab = _box_mean(np.concatenate([a.reshape(h, w, 9), b], axis=2), radius, rows, cols)
-    q = np.einsum("yxi,yxic->yxc", guide, ab[..., :9].reshape(h, w, 3, 3)) + ab[..., 9:]
-    return np.clip(np.rint(q), 0, 255).astype(np.uint8)
+    return GuidedFilter(content, radius=radius, eps=eps)(init)
+
+
+class GuidedFilter:
+    r""":func:`guided_filter_smooth` split at the content: what depends only on the guide is computed once.
+
+    The guide's window means and the inverses of its regularised window covariances
+    :math:`(\Sigma_k + \varepsilon \mathbf{1}_3)^{-1}` are kept; each call (one per style) then needs only the box
+    means of :math:`p` and :math:`I p`, a 3x3 product per pixel and the second box pass.
+    """
+
+    def __init__(self, content: np.ndarray, *, radius: int = 35, eps: float = 1e-3) -> None:
+        content = _check_rgb_uint8(content, "guided filter content")
+        if int(radius) != radius or radius < 1:
+            raise ConfigError(f"guided_filter_smooth: radius={radius} must be a positive integer (FastPhotoStyle: 35).")
+        if not (eps > 0):
+            raise ConfigError(f"guided_filter_smooth: eps={eps} must be > 0 (FastPhotoStyle: 1e-3 on the 0-255 scale).")
+        self.radius = int(radius)
+        self.shape = content.shape
+        h, w, _ = content.shape
+        self._rows, self._cols = _reflect_index(h, self.radius), _reflect_index(w, self.radius)
+        self._guide = content.astype(np.float64)
+        iu, ju = np.triu_indices(3)
+        means = self._box(np.concatenate([self._guide, self._guide[..., iu] * self._guide[..., ju]], axis=2))
+        self._mean_i = means[..., 0:3]
+        sym = np.empty((h, w, 3, 3))
+        sym[..., iu, ju] = means[..., 3:9]
+        sym[..., ju, iu] = means[..., 3:9]
+        cov_ii = sym - self._mean_i[..., :, None] * self._mean_i[..., None, :] + eps * np.eye(3)
+        self._inv_cov = np.linalg.inv(cov_ii)  # (h, w, 3, 3), symmetric positive definite
+
+    def _box(self, x: np.ndarray) -> np.ndarray:
+        return _box_mean(x, self.radius, self._rows, self._cols)
+
+    def __call__(self, init: np.ndarray) -> np.ndarray:
+        """Smooth one stylized uint8 ``(H, W, 3)`` image; returns uint8 of the same size."""
+        init = _check_rgb_uint8(init, "guided_filter_smooth init (stylized image)")
+        if init.shape != self.shape:
+            raise InputError(
+                f"guided_filter_smooth: content is {self.shape[0]}x{self.shape[1]} but the stylized image is "
+                f"{init.shape[0]}x{init.shape[1]} (HxW); they must have the same size."
+            )
+        h, w, _ = init.shape
+        guide, src = self._guide, init.astype(np.float64)
+        means = self._box(np.concatenate([src, (guide[..., :, None] * src[..., None, :]).reshape(h, w, 9)], axis=2))
+        mean_p = means[..., 0:3]
+        cov_ip = means[..., 3:12].reshape(h, w, 3, 3) - self._mean_i[..., :, None] * mean_p[..., None, :]
+        a = self._inv_cov @ cov_ip  # (h, w, 3 guide, 3 channels)
+        b = mean_p - np.einsum("yxi,yxic->yxc", self._mean_i, a)
+        ab = self._box(np.concatenate([a.reshape(h, w, 9), b], axis=2))
+        q = np.einsum("yxi,yxic->yxc", guide, ab[..., :9].reshape(h, w, 3, 3)) + ab[..., 9:]
+        return np.clip(np.rint(q), 0, 255).astype(np.uint8)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -583,8 +603,7 @@ def prepare_smoother(content: np.ndarray, mode: str = "exact", **kw: Any) -> Cal
     """A callable ``stylized uint8 (H, W, 3) -> smoothed uint8`` for one content image.
 
     ``mode="exact"`` builds and factorises :class:`SmoothingSystem` here, once, and every call only solves
-    (keywords: ``beta``, ``eps``, ``compat``, ``size``); ``"fast"`` applies :func:`guided_filter_smooth`
-    (keywords: ``radius``, ``eps``); ``"none"`` returns the stylized image unchanged.
+    (keywords: ``beta``, ``eps``, ``compat``, ``size``); ``"fast"`` returns a :class:`GuidedFilter` (the guide's statistics computed once; keywords: ``radius``, ``eps``); ``"none"`` returns the stylized image unchanged.
     """
     content = _check_rgb_uint8(content, "prepare_smoother content")
     if mode == "exact":
@@ -600,10 +619,7 @@ def prepare_smoother(content: np.ndarray, mode: str = "exact", **kw: Any) -> Cal
         if unknown:
             raise ConfigError(f"prepare_smoother(mode='fast'): unknown options {sorted(unknown)}; valid: radius, eps.")
 
-        def fast(stylized: np.ndarray) -> np.ndarray:
-            return guided_filter_smooth(content, stylized, **kw)
-
-        return fast
+        return GuidedFilter(content, **kw)  # guide statistics computed once, reused for every style
     if mode == "none":
         if kw:
             raise ConfigError(f"prepare_smoother(mode='none') takes no options, got {sorted(kw)}.")

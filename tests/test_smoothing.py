@@ -324,3 +324,18 @@ def test_torch_cg_path_agrees_with_direct_solve():
         assert v.shape == direct.shape
         assert np.abs(v - direct).max() < 1e-6
         assert system.iterations and system.residual(init) < 1e-10
+
+
+def test_fast_smoother_reuses_the_guide_for_every_style():
+    """prepare_smoother('fast') computes the guide's statistics once; each style equals the one-shot filter."""
+    from spadepis.smoothing import GuidedFilter, guided_filter_smooth, prepare_smoother
+
+    rng = np.random.default_rng(3)
+    content = rng.integers(0, 256, (33, 41, 3), dtype=np.uint8)
+    smoother = prepare_smoother(content, "fast", radius=4)
+    assert isinstance(smoother, GuidedFilter)
+    for _ in range(3):
+        init = rng.integers(0, 256, content.shape, dtype=np.uint8)
+        np.testing.assert_array_equal(smoother(init), guided_filter_smooth(content, init, radius=4))
+    with pytest.raises(InputError, match="same size"):
+        smoother(content[:-1])
