@@ -290,6 +290,8 @@ def _image_to_array(img: Image.Image, name: str, what: str, palette: Palette | N
     if mode in ("L", "P", "I", "I;16", "I;16L", "I;16B", "1"):
         arr = np.asarray(img)
         return arr.astype(np.int64)
+    if mode in ("LA", "PA"):  # ids with an alpha channel: the ids are the first channel
+        return np.asarray(img)[..., 0].astype(np.int64)
     if mode in ("RGB", "RGBA"):
         if palette is None:
             raise InputError(

@@ -182,3 +182,11 @@ def test_build_semantics_one_hot_and_edges_last():
         build_semantics(torch.tensor([[[5]]]), None, preset)
     with pytest.raises(InputError, match="label id -1"):
         build_semantics(torch.tensor([[[-1]]]), None, preset)
+
+
+def test_grey_plus_alpha_label_map_uses_the_id_channel(tmp_path):
+    ids = (np.arange(32 * 32).reshape(32, 32) % 150).astype(np.uint8)
+    la = np.stack([ids, np.full_like(ids, 255)], axis=-1)
+    Image.fromarray(la, mode="LA").save(tmp_path / "la.png")
+    preset = get_preset("ade20k", crop_size=32)
+    np.testing.assert_array_equal(load_label_map(tmp_path / "la.png", preset), ids.astype(np.int64))
