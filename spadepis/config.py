@@ -94,6 +94,14 @@ class DatasetConfig(_Strict):
     limit: int | None = Field(
         None, ge=1, title="Limit", description="Use only the first N sources (sorted by id); for trials."
     )
+    max_side: int | None = Field(
+        1024,
+        ge=16,
+        le=16384,
+        title="Photo max side (stylize-only)",
+        description="Stylize-only runs: downscale photos whose longer side exceeds this (pixels, bicubic) and their "
+        "label maps to the same size (nearest; written under labels/ and named by label_uri); empty keeps full size.",
+    )
 
 
 class StylesConfig(_Strict):
@@ -253,7 +261,10 @@ _EXECUTION_ONLY = {"output", "run_id", "device", "runner", "retries", "batch_siz
 
 def config_hash(config: RunConfig) -> str:
     """sha256 of the canonical JSON of every field that can change the outputs."""
-    data = config.model_dump(mode="json", exclude=_EXECUTION_ONLY)
+    exclude: dict[str, Any] = dict.fromkeys(_EXECUTION_ONLY, True)
+    if not config.stylize_only:  # dataset.max_side only acts on stylize-only photos
+        exclude["dataset"] = {"max_side"}
+    data = config.model_dump(mode="json", exclude=exclude)
     return hashlib.sha256(json.dumps(data, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
 
 

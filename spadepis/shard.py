@@ -4,6 +4,8 @@
 
 1. returns at once when the shard is already committed (resume);
 2. loads and validates every label map (a bad item becomes ``status="error"`` rows; the shard goes on);
+   stylize-only: a photo larger than ``dataset.max_side`` is downscaled and its label map resized to the
+   same size (nearest) and written to ``labels/<shard>/<source_id>.png``, which the rows' ``label_uri`` names;
 3. runs SPADE in batches of ``config.batch_size`` and writes ``synth/<shard>/<source_id>.png``;
 4. for each synthesized image, prepares the smoother once (the exact system is factorised once per
    content image) and, for each of its styles, stylizes with the style's cache (prepared once per
@@ -19,6 +21,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import hashlib
+import io
 import threading
 import time
 from collections import OrderedDict
@@ -114,15 +117,24 @@ def get_stylizer(config: RunConfig, device):
         return stylizer
 
 
-def _read_style(uri: str, max_side: int | None) -> np.ndarray:
+def _fit_size(w: int, h: int, max_side: int | None) -> tuple[int, int] | None:
+    """``(w, h)`` scaled so that the longer side is ``max_side`` (aspect kept), or ``None`` when it fits."""
+    if not max_side or max(h, w) <= max_side:
+        return None
+    scale = max_side / max(h, w)
+    return max(1, round(w * scale)), max(1, round(h * scale))
+
+
+def _downscale_rgb(img: np.ndarray, max_side: int | None) -> np.ndarray:
+    """Bicubic downscale of an ``(H, W, 3)`` image to ``max_side`` (as FastPhotoStyle's memory_limit_image_resize)."""
     from PIL import Image
 
-    img = read_rgb(uri)
-    h, w = img.shape[:2]
-    if max_side and max(h, w) > max_side:
-        scale = max_side / max(h, w)
-        img = np.asarray(Image.fromarray(img).resize((max(1, round(w * scale)), max(1, round(h * scale))), Image.BICUBIC))
-    return img
+    size = _fit_size(img.shape[1], img.shape[0], max_side)
+    return img if size is None else np.asarray(Image.fromarray(img).resize(size, Image.BICUBIC))
+
+
+def _read_style(uri: str, max_side: int | None) -> np.ndarray:
+    return _downscale_rgb(read_rgb(uri), max_side)
 
 
 def get_style_cache(config: RunConfig, device, style_id: str, uri: str) -> tuple[Any, float]:
@@ -224,8 +236,10 @@ class _Item:
     error: str | None = None
     t_load: float = 0.0
     t_synth: float = 0.0
-    t_write_synth: float = 0.0
+    t_write_source: float = 0.0  # writing this source's synth image or resized label map
     synth_uri: str | None = None
+    label_png: bytes | None = None  # stylize-only: the label map resized to the downscaled photo, to write
+    label_uri: str | None = None  # where label_png was written (the rows' label_uri); None: the source's
 
 
 def _ms(t0: float) -> float:
@@ -246,7 +260,19 @@ def _load_item(item: _Item, config: RunConfig, preset) -> None:
                     f"{src.label_uri}: label map is {label.shape[1]}x{label.shape[0]} but its photo {src.photo_uri} is "
                     f"{photo.shape[1]}x{photo.shape[0]} (WxH); pair each photo with its own label map"
                 )
-            item.labels, item.content = label, photo
+            resized = _downscale_rgb(photo, config.dataset.max_side)
+            if resized is not photo:  # keep the label map pixel-aligned with the (smaller) outputs
+                from PIL import Image
+
+                from .images import open_image
+                from .labelmaps import resize_nearest
+
+                h, w = resized.shape[:2]
+                label = resize_nearest(label, (h, w))
+                buf = io.BytesIO()  # the source file's raw ids, mode and palette, NEAREST-resized
+                open_image(src.label_uri).resize((w, h), Image.NEAREST).save(buf, format="PNG")
+                item.label_png = buf.getvalue()
+            item.labels, item.content = label, resized
             item.synth_uri = src.photo_uri
         else:
             item.labels, item.instances = load_label_and_instance(src.label_uri, src.instance_uri, preset)
@@ -300,6 +326,10 @@ def process_shard(
     items = [_Item(src, styles) for src, styles in zip(shard.sources, shard.style_ids)]
     for item in items:
         _load_item(item, config, preset)
+        if item.label_png is not None and item.error is None:
+            t0 = time.perf_counter()
+            item.label_uri = storage.write_bytes(storage.label_rel(shard.name, item.source.source_id), item.label_png)
+            item.label_png, item.t_write_source = None, _ms(t0)
 
     # SPADE, batched.
     if synth is not None:
@@ -317,7 +347,7 @@ def process_shard(
                 it.content, it.t_synth = np.ascontiguousarray(img), dt
                 t0 = time.perf_counter()
                 it.synth_uri = storage.write_bytes(storage.synth_rel(shard.name, it.source.source_id), encode_png(it.content))
-                it.t_write_synth = _ms(t0)
+                it.t_write_source = _ms(t0)
 
     rows: list[dict[str, Any]] = []
     samples: list[dict[str, str]] = []
@@ -332,7 +362,7 @@ def process_shard(
             "dataset": config.dataset_name,
             "preset": preset.name,
             "source_id": item.source.source_id,
-            "label_uri": item.source.label_uri,
+            "label_uri": item.label_uri or item.source.label_uri,
             "instance_uri": item.source.instance_uri,
             "label_nc": preset.label_nc,
             "style_id": style_id,
@@ -394,7 +424,7 @@ def process_shard(
                 t0 = time.perf_counter()
                 data = encode_png(out)
                 uri = storage.write_bytes(storage.image_rel(shard.name, item.source.source_id, style_id), data)
-                t_wr = _ms(t0) + item.t_write_synth / k
+                t_wr = _ms(t0) + item.t_write_source / k
             except InputError as exc:
                 rows.append(row(item, style_id, status="error", error=str(exc), **shared))
             else:
@@ -404,7 +434,8 @@ def process_shard(
                     **shared,
                 ))
                 if len(samples) < 4:
-                    samples.append({"source_id": item.source.source_id, "style_id": style_id, "label_uri": item.source.label_uri,
+                    samples.append({"source_id": item.source.source_id, "style_id": style_id,
+                                    "label_uri": item.label_uri or item.source.label_uri,
                                     "synth_uri": item.synth_uri or "", "image_uri": uri})
             if on_output:
                 on_output(1)
