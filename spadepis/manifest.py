@@ -46,8 +46,9 @@ _FIELDS: list[tuple[str, pa.DataType, bool, str]] = [
     ("dataset", pa.string(), False, "dataset name (config dataset.name or the preset)"),
     ("preset", pa.string(), False, "SPADE preset (coco, ade20k, cityscapes, custom)"),
     ("source_id", pa.string(), False, "label map id (file stem)"),
-    ("label_uri", pa.string(), False, "source label map; stylize-only photos downscaled to dataset.max_side: the "
-     "label map NEAREST-resized to the output size (labels/shard=NNNNN/<source_id>.png)"),
+    ("label_uri", pa.string(), False, "label map pixel-aligned with image_uri: the source label map, or, when its size "
+     "differs from the output's (SPADE preset size, or a stylize-only photo downscaled to dataset.max_side), its "
+     "NEAREST-resized copy labels/shard=NNNNN/<source_id>.png"),
     ("instance_uri", pa.string(), True, "source instance map, if any"),
     ("label_nc", pa.int32(), False, "number of label classes of the preset"),
     # style
@@ -199,9 +200,8 @@ class AugmentedDataset(Dataset):
     """PyTorch ``Dataset`` over a run's ok rows: ``(image, label, meta)``.
 
     * ``image``: ``(3, H, W)`` float32 in ``[0, 1]`` (the stylized output);
-    * ``label``: ``(H, W)`` int64, the raw ids of the label map at ``label_uri``, nearest-resized to the
-      image size (the same resize SPADE's preprocessing does, so the pair is pixel-aligned; stylize-only
-      rows whose photo was downscaled name a label map already at the image size);
+    * ``label``: ``(H, W)`` int64, the raw ids of the label map at ``label_uri`` (written at the image size by
+      the pipeline; an older or hand-made row is nearest-resized to the image size, as SPADE's preprocessing does);
     * ``meta``: the manifest row as a dict (``created_at`` as ISO text).
 
     ``source`` is a run URI or a DataFrame of manifest rows.

@@ -4,8 +4,9 @@
 
 1. returns at once when the shard is already committed (resume);
 2. loads and validates every label map (a bad item becomes ``status="error"`` rows; the shard goes on);
-   stylize-only: a photo larger than ``dataset.max_side`` is downscaled and its label map resized to the
-   same size (nearest) and written to ``labels/<shard>/<source_id>.png``, which the rows' ``label_uri`` names;
+   a label map whose size differs from the outputs' (SPADE: the preset's size; stylize-only: a photo larger
+   than ``dataset.max_side`` is downscaled) is NEAREST-resized to it and written to
+   ``labels/<shard>/<source_id>.png``, which the rows' ``label_uri`` names (label and image stay pixel-aligned);
 3. runs SPADE in batches of ``config.batch_size`` and writes ``synth/<shard>/<source_id>.png``;
 4. for each synthesized image, prepares the smoother once (the exact system is factorised once per
    content image) and, for each of its styles, stylizes with the style's cache (prepared once per
@@ -238,12 +239,28 @@ class _Item:
     t_synth: float = 0.0
     t_write_source: float = 0.0  # writing this source's synth image or resized label map
     synth_uri: str | None = None
-    label_png: bytes | None = None  # stylize-only: the label map resized to the downscaled photo, to write
+    label_png: bytes | None = None  # the label map resized to the outputs' size, to write
     label_uri: str | None = None  # where label_png was written (the rows' label_uri); None: the source's
 
 
 def _ms(t0: float) -> float:
     return (time.perf_counter() - t0) * 1000.0
+
+
+def _aligned_label_png(label_uri: str, size: tuple[int, int]) -> bytes | None:
+    """The label file NEAREST-resized to ``size`` (H, W) as PNG bytes, keeping its raw ids, mode and palette
+    (so ``label_uri`` and ``image_uri`` are pixel-aligned); ``None`` when it already has that size."""
+    from PIL import Image
+
+    from .images import open_image
+
+    img = open_image(label_uri)
+    h, w = size
+    if img.size == (w, h):
+        return None
+    buf = io.BytesIO()
+    img.resize((w, h), Image.NEAREST).save(buf, format="PNG")
+    return buf.getvalue()
 
 
 def _load_item(item: _Item, config: RunConfig, preset) -> None:
@@ -262,20 +279,16 @@ def _load_item(item: _Item, config: RunConfig, preset) -> None:
                 )
             resized = _downscale_rgb(photo, config.dataset.max_side)
             if resized is not photo:  # keep the label map pixel-aligned with the (smaller) outputs
-                from PIL import Image
-
-                from .images import open_image
                 from .labelmaps import resize_nearest
 
-                h, w = resized.shape[:2]
-                label = resize_nearest(label, (h, w))
-                buf = io.BytesIO()  # the source file's raw ids, mode and palette, NEAREST-resized
-                open_image(src.label_uri).resize((w, h), Image.NEAREST).save(buf, format="PNG")
-                item.label_png = buf.getvalue()
+                label = resize_nearest(label, resized.shape[:2])
+                item.label_png = _aligned_label_png(src.label_uri, resized.shape[:2])
             item.labels, item.content = label, resized
             item.synth_uri = src.photo_uri
         else:
             item.labels, item.instances = load_label_and_instance(src.label_uri, src.instance_uri, preset)
+            # SPADE outputs have the preset's size; a label file of another size gets an aligned copy
+            item.label_png = _aligned_label_png(src.label_uri, item.labels.shape)
             if not preset.no_instance and item.instances is None:
                 raise InputError(
                     f"{src.label_uri}: no instance map for source {src.source_id!r}, but preset {preset.name!r} uses "

@@ -5,7 +5,7 @@ Layout under ``<output>/<run_id>/`` (local path, ``s3://``, ``gs://``, ``memory:
     run.json                                              frozen config, model checksums, schema version
     synth/shard=00042/<source_id>.png                     SPADE output
     images/shard=00042/<source_id>__<style_id>.png        stylized output
-    labels/shard=00042/<source_id>.png                    label map resized to its output (stylize-only, dataset.max_side)
+    labels/shard=00042/<source_id>.png                    label map NEAREST-resized to its outputs' size, when it differs
     manifest/shard=00042/part-<attempt_id>.parquet        one attempt's rows
     manifest/shard=00042/_SUCCESS.json                    written last: names the committed part
     index.parquet                                         merged from committed parts only

@@ -98,3 +98,23 @@ def test_max_side_config_bounds_check_command_and_hash(tmp_path):
     assert config_hash(_cfg(root)) != config_hash(_cfg(root, max_side=64))
     spade = small_config(root)
     assert config_hash(spade) == config_hash(small_config(root, dataset={"max_side": 64}))
+
+
+def test_spade_run_writes_an_aligned_label_map_when_the_label_file_has_another_size(tmp_path):
+    """SPADE outputs have the preset's size; a label file of another size gets a NEAREST-resized copy."""
+    root = make_inputs(tmp_path, n_maps=1, n_styles=1)
+    rng = np.random.default_rng(2)
+    odd = rng.integers(0, LABEL_NC, (50, 70), dtype=np.uint8)
+    Image.fromarray(odd).save(root / "labels" / "odd.png")
+    cfg = small_config(root)
+    for shard in make_plan(cfg).shards:
+        process_shard(cfg, shard)
+    df = read_index(cfg.run_uri).set_index("source_id")
+    assert (df.status == "ok").all(), df.error.tolist()
+    size = int(df.loc["m000", "width"])
+    assert df.loc["m000", "label_uri"] == str(root / "labels" / "m000.png")  # already the preset's size
+    label_uri = df.loc["odd", "label_uri"]
+    assert label_uri == f"{cfg.run_uri}/labels/shard=00000/odd.png"
+    written = np.asarray(Image.open(label_uri))
+    np.testing.assert_array_equal(written, np.asarray(Image.fromarray(odd).resize((size, size), Image.NEAREST)))
+    assert read_rgb(df.loc["odd", "image_uri"]).shape[:2] == written.shape
