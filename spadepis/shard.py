@@ -242,6 +242,11 @@ class _Item:
     label_png: bytes | None = None  # the label map resized to the outputs' size, to write
     label_uri: str | None = None  # where label_png was written (the rows' label_uri); None: the source's
 
+    @property
+    def row_label_uri(self) -> str:
+        """The label map the rows name: the aligned copy when one was written, else the source's."""
+        return self.label_uri or self.source.label_uri
+
 
 def _ms(t0: float) -> float:
     return (time.perf_counter() - t0) * 1000.0
@@ -375,7 +380,7 @@ def process_shard(
             "dataset": config.dataset_name,
             "preset": preset.name,
             "source_id": item.source.source_id,
-            "label_uri": item.label_uri or item.source.label_uri,
+            "label_uri": item.row_label_uri,
             "instance_uri": item.source.instance_uri,
             "label_nc": preset.label_nc,
             "style_id": style_id,
@@ -448,7 +453,7 @@ def process_shard(
                 ))
                 if len(samples) < 4:
                     samples.append({"source_id": item.source.source_id, "style_id": style_id,
-                                    "label_uri": item.label_uri or item.source.label_uri,
+                                    "label_uri": item.row_label_uri,
                                     "synth_uri": item.synth_uri or "", "image_uri": uri})
             if on_output:
                 on_output(1)
