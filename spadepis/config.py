@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from .errors import ConfigError
 
@@ -207,8 +207,9 @@ class RunConfig(_Strict):
     storage_options: dict[str, dict[str, Any]] = Field(
         default_factory=dict,
         title="Storage options",
-        description="fsspec options per protocol, e.g. {s3: {endpoint_url: 'http://127.0.0.1:9000'}}. "
-        "Prefer environment variables for secrets.",
+        description="fsspec options per protocol, e.g. {s3: {endpoint_url: 'http://127.0.0.1:9000'}}. Credentials only "
+        "by reference: {env: VARIABLE} (the worker's environment) or {secret: BLOCK} (a Prefect Secret block); "
+        "literal secrets are refused.",
     )
 
     @field_validator("run_id")
@@ -227,6 +228,22 @@ class RunConfig(_Strict):
         if not re.match(r"^(auto|cpu|cuda(:\d+)?|mps)$", value):
             raise ValueError(f"device {value!r} is not one of auto, cpu, cuda, cuda:N")
         return value
+
+    @model_validator(mode="after")
+    def _no_literal_secrets(self) -> "RunConfig":
+        from .pipeline.secrets import literal_secrets
+
+        found = [f for proto, opts in self.storage_options.items() for f in literal_secrets(opts, f"storage_options.{proto}")]
+        found += literal_secrets(self.model_dump(mode="json", exclude={"storage_options"}))
+        if found:
+            raise ValueError(
+                f"literal credentials in {', '.join(found)}: a config travels as the Prefect flow parameter and into "
+                "run.json, so it must not hold secrets. Write a reference instead: {env: AWS_SECRET_ACCESS_KEY} (read "
+                "from the environment of the process doing the I/O) or {secret: my-block} (a Prefect Secret block), "
+                "or leave the key out and let the storage library find credentials (AWS_* variables, ~/.aws, roles); "
+                "URLs must not carry user:password@"
+            )
+        return self
 
     @property
     def stylize_only(self) -> bool:
@@ -280,8 +297,11 @@ def _format_validation_error(exc: ValidationError, source: str) -> str:
         elif err["type"] == "missing":
             lines.append(f"  {loc}: required field is missing; add it")
         else:
+            from .pipeline.secrets import is_secret_key, redact_url
+
             value = err.get("input")
-            shown = f" (got {value!r})" if not isinstance(value, dict) else ""
+            secret = any(is_secret_key(str(p)) for p in err["loc"])
+            shown = f" (got {redact_url(repr(value))})" if not isinstance(value, dict) and not secret else ""
             lines.append(f"  {loc}: {err['msg']}{shown}")
     return "\n".join(lines)
 
@@ -349,13 +369,20 @@ def load_config(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -
 
 
 def apply_storage_options(config: RunConfig) -> None:
-    """Make ``config.storage_options`` the fsspec defaults of this process (workers call it too)."""
+    """Make ``config.storage_options`` the fsspec defaults of this process (workers call it too).
+
+    Credential references (``{env: NAME}``, ``{secret: BLOCK}``) are resolved here, in the process that
+    does the I/O; their values live only in this process's fsspec defaults (see ``spadepis.pipeline.secrets``).
+    """
     if not config.storage_options:
         return
     import fsspec.config
 
+    from .pipeline.secrets import resolve_references
+
     for protocol, options in config.storage_options.items():
-        fsspec.config.conf.setdefault(protocol, {}).update(options)
+        resolved = resolve_references(options, f"storage_options.{protocol}")
+        fsspec.config.conf.setdefault(protocol, {}).update(resolved)
 
 
 def _check_weights(config: RunConfig, problems: list[str]) -> None:
@@ -408,11 +435,24 @@ def _check_weights(config: RunConfig, problems: list[str]) -> None:
 def _check_output(config: RunConfig, problems: list[str]) -> None:
     import fsspec
 
+    from .storage import is_object_store, missing_bucket
+
+    try:
+        bucket = missing_bucket(config.run_uri)
+    except Exception:  # noqa: BLE001 - reported by the write probe below, with its cause
+        bucket = None
+    if bucket is not None:
+        problems.append(
+            f"output: the bucket {bucket!r} of {config.output!r} does not exist; spadepis never creates buckets: "
+            "create it (e.g. `aws s3 mb s3://" + bucket + "`) or fix the bucket name"
+        )
+        return
     probe = f"{config.run_uri}/.write-check-{uuid.uuid4().hex[:12]}"
     try:
         fs, path = fsspec.core.url_to_fs(probe)
         parent = path.rsplit("/", 1)[0]
-        fs.makedirs(parent, exist_ok=True)
+        if not is_object_store(fs):  # on object stores makedirs would create a missing bucket
+            fs.makedirs(parent, exist_ok=True)
         with fs.open(path, "wb") as f:
             f.write(b"ok")
         fs.rm(path)
@@ -432,7 +472,10 @@ def validate_config(config: RunConfig) -> list[str]:
     from .plan import list_inputs
 
     problems: list[str] = []
-    apply_storage_options(config)
+    try:
+        apply_storage_options(config)
+    except ConfigError as exc:
+        problems.append(str(exc))
     try:
         from .labelmaps import get_preset
 

@@ -71,7 +71,9 @@ def write_png(uri: str | Path, array: np.ndarray) -> bytes:
     uri = str(uri)
     fs, path = fsspec.core.url_to_fs(uri)
     parent = path.rsplit("/", 1)[0] if "/" in path else ""
-    if parent:
+    from .storage import is_object_store
+
+    if parent and not is_object_store(fs):  # never create buckets
         fs.makedirs(parent, exist_ok=True)
     with fs.open(path, "wb") as f:
         f.write(data)

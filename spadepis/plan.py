@@ -164,6 +164,11 @@ def list_inputs(spec: str, *, field: str = "input", exts: tuple[str, ...] = IMAG
         elif fs.isfile(path):
             uris = [spec]
         else:
+            from .storage import missing_bucket
+
+            bucket = missing_bucket(spec)
+            if bucket is not None:
+                raise ConfigError(f"{field}: the bucket {bucket!r} of {spec!r} does not exist; fix the bucket name")
             raise ConfigError(f"{field}: {spec!r} does not exist; give a folder, a glob or a list file")
     except ConfigError:
         raise

@@ -34,9 +34,10 @@ import numpy as np
 
 from . import __version__
 from .config import RANDOM_INIT, RunConfig, apply_storage_options
-from .errors import InputError, SpadepisError, StorageError
+from .errors import InputError
 from .images import encode_png, float_to_uint8, read_rgb
 from .manifest import SCHEMA_VERSION, rows_to_table
+from .pipeline.failures import is_transient as _is_transient
 from .plan import ShardSpec, sample_id
 from .storage import RunStorage, new_attempt_id
 
@@ -200,28 +201,11 @@ def model_info() -> dict[str, int]:
 def is_transient(exc: BaseException | None) -> bool:
     """Whether retrying the shard may help: storage and connection errors, CUDA out-of-memory, a lost worker.
 
-    Bad inputs, configuration and checkpoint errors, and programming errors are not transient.
-    The exception's ``__cause__``/``__context__`` chain is searched too.
+    Bad inputs, configuration and checkpoint errors, programming errors, and local failures a retry would
+    repeat (disk full, permission, name too long, a file in the way, a missing bucket) are not transient.
+    The exception's ``__cause__``/``__context__`` chain is searched too (``spadepis.pipeline.failures``).
     """
-    seen = set()
-    while exc is not None and id(exc) not in seen:
-        seen.add(id(exc))
-        if isinstance(exc, StorageError):
-            return True
-        if isinstance(exc, SpadepisError):  # InputError, ConfigError, CheckpointError: retrying won't help
-            return False
-        name = type(exc).__name__
-        module = type(exc).__module__ or ""
-        if name in ("OutOfMemoryError", "KilledWorker", "CommClosedError") or "out of memory" in str(exc).lower():
-            return True
-        if isinstance(exc, (ConnectionError, TimeoutError)):
-            return True
-        if isinstance(exc, OSError) and not isinstance(exc, (FileNotFoundError, IsADirectoryError, NotADirectoryError, PermissionError)):
-            return True
-        if module.startswith(("botocore", "aiobotocore", "aiohttp", "s3fs", "urllib3", "requests", "gcsfs")):
-            return True
-        exc = exc.__cause__ or exc.__context__
-    return False
+    return _is_transient(exc)
 
 
 # ------------------------------------------------------------------------------------ the shard

@@ -12,8 +12,9 @@ Layout under ``<output>/<run_id>/`` (local path, ``s3://``, ``gs://``, ``memory:
 
 Object stores have no atomic rename, so the marker written last *is* the commit: a reader trusts
 only the part a valid marker names, checks its size and sha256, and ignores orphan parts of
-crashed attempts. Every storage failure is raised as :class:`StorageError` (an ``OSError``), which
-the pipeline treats as transient and retries.
+crashed attempts. Every storage failure is raised as :class:`StorageError` (an ``OSError``) whose
+message says what happened (disk full, permission, bucket missing, ...) and whether a retry can help
+(``spadepis.pipeline.failures``). Buckets are never created: writes on object stores skip ``makedirs``.
 """
 
 from __future__ import annotations
@@ -32,9 +33,10 @@ import pyarrow.parquet as pq
 
 from .errors import ConfigError, SpadepisError, StorageError
 from .manifest import SCHEMA, SCHEMA_VERSION, table_schema_version
+from .pipeline.failures import Failure, classify
 from .plan import shard_name
 
-__all__ = ["RunStorage", "new_attempt_id", "SUCCESS", "INDEX"]
+__all__ = ["RunStorage", "new_attempt_id", "is_object_store", "missing_bucket", "SUCCESS", "INDEX"]
 
 SUCCESS = "_SUCCESS.json"
 INDEX = "index.parquet"
@@ -45,6 +47,45 @@ def new_attempt_id() -> str:
     """Sortable, unique attempt id: ``20250101T120000Z-1a2b3c4d``."""
     now = _dt.datetime.now(_dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
     return f"{now}-{uuid.uuid4().hex[:8]}"
+
+
+_OBJECT_STORES = {"s3", "s3a", "gs", "gcs", "abfs", "abfss", "az", "adl", "oss", "r2", "cos", "obs"}
+
+
+def is_object_store(fs: Any) -> bool:
+    """Whether ``fs`` is a bucket-based object store (where ``makedirs`` may create a bucket)."""
+    protocols = (fs.protocol,) if isinstance(fs.protocol, str) else tuple(fs.protocol)
+    return any(p in _OBJECT_STORES for p in protocols)
+
+
+def missing_bucket(uri: str) -> str | None:
+    """The bucket of ``uri`` when it is on an object store and the bucket does not exist; else ``None``.
+
+    Never creates anything. Other failures (no network, access denied) propagate to the caller.
+    """
+    import fsspec
+
+    fs, path = fsspec.core.url_to_fs(uri)
+    if not is_object_store(fs):
+        return None
+    bucket = path.strip("/").split("/", 1)[0]
+    if not bucket:
+        return None
+    try:
+        fs.invalidate_cache(bucket)
+    except Exception:  # noqa: BLE001 - cache invalidation is an optimisation
+        pass
+    try:
+        fs.ls(bucket, detail=False)
+    except FileNotFoundError:
+        return bucket
+    return None
+
+
+def _storage_error(what: str, exc: BaseException, failure: Failure) -> StorageError:
+    err = StorageError(f"{what} failed: {failure.what} ({type(exc).__name__}: {exc}); {failure.retry_text}; {failure.advice}")
+    err.failure = failure  # type: ignore[attr-defined]
+    return err
 
 
 def _as_shard(shard: int | str) -> str:
@@ -64,7 +105,14 @@ class RunStorage:
             raise ConfigError(f"cannot open storage {self.run_uri!r}: {type(exc).__name__}: {exc}") from None
         self.root = self.root.rstrip("/")
         protocol = self.fs.protocol if isinstance(self.fs.protocol, str) else self.fs.protocol[0]
+        self.protocol = protocol
         self.is_local = protocol in ("file", "local")
+        self.is_object_store = is_object_store(self.fs)
+        self.bucket = self.root.split("/", 1)[0] if self.is_object_store else None
+
+    def missing_bucket(self) -> str | None:
+        """The bucket name when the run's bucket does not exist (object stores only), else ``None``."""
+        return missing_bucket(self.run_uri)
 
     @classmethod
     def from_run_uri(cls, run_uri: str) -> "RunStorage":
@@ -98,16 +146,21 @@ class RunStorage:
         return f"manifest/{_as_shard(shard)}/{SUCCESS}"
 
     # ------------------------------------------------------------------------------ raw I/O
-    def _io(self, what: str, fn: Callable[[], T]) -> T:
+    def _io(self, what: str, fn: Callable[[], T], *, writing: bool = False) -> T:
         try:
             return fn()
-        except (SpadepisError, FileNotFoundError):
+        except SpadepisError:
             raise
-        except Exception as exc:  # noqa: BLE001 - every storage failure becomes a retryable StorageError
-            raise StorageError(
-                f"{what} failed ({type(exc).__name__}: {exc}); transient storage failure: the shard is retried, "
-                "check the storage service and credentials if it persists"
-            ) from exc
+        except FileNotFoundError as exc:
+            if not writing:
+                raise  # reading: "not there" is an answer (run.json, markers), not a failure
+            failure = classify(exc)
+            if self.is_object_store:
+                failure = Failure("bucket-missing", False, f"the bucket {self.bucket!r} does not exist",
+                                  "create the bucket (spadepis never creates buckets) or fix its name in the config")
+            raise _storage_error(what, exc, failure) from exc
+        except Exception as exc:  # noqa: BLE001 - every storage failure becomes a StorageError that says what happened
+            raise _storage_error(what, exc, classify(exc)) from exc
 
     def write_bytes(self, rel: str, data: bytes, *, atomic: bool = False) -> str:
         """Write ``data`` at ``rel`` (parents created); ``atomic`` uses rename where the filesystem has one."""
@@ -115,7 +168,8 @@ class RunStorage:
 
         def _write() -> None:
             parent = path.rsplit("/", 1)[0]
-            self.fs.makedirs(parent, exist_ok=True)
+            if not self.is_object_store:  # object stores have no folders; makedirs would create a missing bucket
+                self.fs.makedirs(parent, exist_ok=True)
             if atomic and self.is_local:
                 tmp = f"{path}.tmp-{uuid.uuid4().hex[:8]}"
                 with open(tmp, "wb") as f:
@@ -127,7 +181,7 @@ class RunStorage:
                 with self.fs.open(path, "wb") as f:
                     f.write(data)
 
-        self._io(f"writing {self.uri(rel)}", _write)
+        self._io(f"writing {self.uri(rel)}", _write, writing=True)
         return self.uri(rel)
 
     def read_bytes(self, rel: str) -> bytes:

@@ -110,13 +110,32 @@ def test_run_record_is_frozen(storage):
         storage.write_run_record({"config_hash": "def"})
 
 
-def test_storage_failures_become_retryable_storage_errors(tmp_path):
+def test_storage_failures_say_what_happened_and_whether_retry_helps(tmp_path):
+    import errno
+
+    from spadepis.pipeline.failures import classify, describe
+
     blocker = tmp_path / "file"
     blocker.write_text("x")
     storage = RunStorage(str(blocker / "run"))
-    with pytest.raises(StorageError, match="transient storage failure") as err:
+    with pytest.raises(StorageError, match="a file stands where a folder must go.*retrying will not help") as err:
         storage.write_bytes("a/b.png", b"x")
-    assert is_transient(err.value)
+    assert not is_transient(err.value) and classify(err.value).kind == "path-conflict"
+    # local failures a retry would repeat are not transient
+    for exc, kind in ((FileExistsError(errno.EEXIST, "exists"), "path-conflict"),
+                      (OSError(errno.ENOSPC, "No space left on device"), "disk-full"),
+                      (OSError(errno.ENAMETOOLONG, "File name too long"), "name-too-long"),
+                      (PermissionError(errno.EACCES, "denied"), "permission")):
+        wrapped = StorageError("writing x failed")
+        wrapped.__cause__ = exc
+        assert (classify(exc).kind, is_transient(exc)) == (kind, False)
+        assert classify(wrapped).kind == kind and not is_transient(wrapped)
+    assert "disk is full" in describe(OSError(errno.ENOSPC, "No space left on device"))
+    # the Prefect API going away is named as such (Prefect's exception, recognised by name)
+    ConcurrencySlotAcquisitionError = type("ConcurrencySlotAcquisitionError", (Exception,), {})
+    api = ConcurrencySlotAcquisitionError("Unable to acquire concurrency slots for tag:gpu")
+    assert classify(api).kind == "prefect-api-unreachable"
+    assert describe(api).startswith("the Prefect API is unreachable")
 
 
 def test_is_transient_classification():

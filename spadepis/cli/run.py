@@ -21,8 +21,12 @@ def _quiet_prefect_defaults() -> None:
 
 def _load(args) -> "object":
     from ..config import load_config
+    from ..pipeline.secrets import has_secret_references
 
-    return load_config(args.config, overrides=args.set or [])
+    cfg = load_config(args.config, overrides=args.set or [])
+    if any(has_secret_references(opts) for opts in cfg.storage_options.values()):
+        import tasks.shard  # noqa: F401 - the Prefect layer registers the Secret-block resolver
+    return cfg
 
 
 def _cmd_check(args) -> int:
