@@ -32,6 +32,7 @@ __all__ = [
     "ModelsConfig",
     "RunnerConfig",
     "RetriesConfig",
+    "LeaseConfig",
     "RunConfig",
     "RANDOM_INIT",
     "load_config",
@@ -184,6 +185,19 @@ class RetriesConfig(_Strict):
     )
 
 
+class LeaseConfig(_Strict):
+    """The run folder's lease: one run at a time writes into <output>/<run_id>/."""
+
+    ttl_s: float = Field(
+        120.0, ge=5, le=86400, title="Lease TTL (s)",
+        description="A lease not renewed for this long (the holder was killed) is taken over; renewed every ttl/4.",
+    )
+    wait_s: float = Field(
+        0.0, ge=0, le=7 * 86400, title="Wait for the lease (s)",
+        description="When another run holds the folder: 0 refuses at once (naming it), N waits up to N seconds.",
+    )
+
+
 class RunConfig(_Strict):
     """A whole augmentation run. The flow ``spadepis-augment`` takes exactly this."""
 
@@ -204,6 +218,13 @@ class RunConfig(_Strict):
     device: str = Field("auto", title="Device", description="auto (CUDA when present), cpu, cuda or cuda:N.")
     runner: RunnerConfig = Field(default_factory=RunnerConfig)
     retries: RetriesConfig = Field(default_factory=RetriesConfig)
+    lease: LeaseConfig = Field(default_factory=LeaseConfig)
+    max_image_pixels: int = Field(
+        89_478_485, ge=1, le=10**10, title="Max image pixels",
+        description="Images (label and instance maps, photos, styles) with more pixels (width x height) are refused, "
+        "naming the file: a label map becomes an error row, a style's pairs become error rows. Guards against "
+        "decompression bombs; the default is PIL's.",
+    )
     storage_options: dict[str, dict[str, Any]] = Field(
         default_factory=dict,
         title="Storage options",
@@ -273,7 +294,10 @@ class RunConfig(_Strict):
 
 # Fields that change nothing in the outputs: left out of the config hash, so the same work on another
 # machine, with another runner or another output location, gets the same sample ids.
-_EXECUTION_ONLY = {"output", "run_id", "device", "runner", "retries", "batch_size", "storage_options"}
+_EXECUTION_ONLY = {
+    "output", "run_id", "device", "runner", "retries", "batch_size", "storage_options", "lease",
+    "max_image_pixels",  # a guard: raising it only turns refusals into outputs
+}
 
 
 def config_hash(config: RunConfig) -> str:

@@ -34,9 +34,10 @@ import numpy as np
 
 from . import __version__
 from .config import RANDOM_INIT, RunConfig, apply_storage_options
-from .errors import InputError
-from .images import encode_png, float_to_uint8, read_rgb
+from .errors import InputError, StorageError
+from .images import encode_png, float_to_uint8, read_rgb, set_max_image_pixels
 from .manifest import SCHEMA_VERSION, rows_to_table
+from .pipeline.failures import classify
 from .pipeline.failures import is_transient as _is_transient
 from .plan import ShardSpec, sample_id
 from .storage import RunStorage, new_attempt_id
@@ -232,6 +233,18 @@ class _Item:
         return self.label_uri or self.source.label_uri
 
 
+def _write_item(storage: RunStorage, rel: str, data: bytes) -> str:
+    """Write one item's output; a name the storage refuses becomes that item's :class:`InputError` (an error
+    row), so one bad name never takes its neighbours down. Other failures propagate (the shard is retried)."""
+    try:
+        return storage.write_bytes(rel, data)
+    except StorageError as exc:
+        if classify(exc).kind != "name-too-long":
+            raise
+        raise InputError(f"{storage.uri(rel)}: the storage refuses this file name ({exc.__cause__}); rename the input "
+                         "file (shorter, plainer name)") from exc
+
+
 def _ms(t0: float) -> float:
     return (time.perf_counter() - t0) * 1000.0
 
@@ -306,6 +319,7 @@ def process_shard(
     t_start = time.perf_counter()
     config = config.resolved()
     apply_storage_options(config)
+    set_max_image_pixels(config.max_image_pixels)
     storage = RunStorage(config.run_uri)
     existing = storage.marker(shard.name)
     if existing is not None:
@@ -330,7 +344,10 @@ def process_shard(
         _load_item(item, config, preset)
         if item.label_png is not None and item.error is None:
             t0 = time.perf_counter()
-            item.label_uri = storage.write_bytes(storage.label_rel(shard.name, item.source.source_id), item.label_png)
+            try:
+                item.label_uri = _write_item(storage, storage.label_rel(shard.name, item.source.source_id), item.label_png)
+            except InputError as exc:
+                item.error = str(exc)
             item.label_png, item.t_write_source = None, _ms(t0)
 
     # SPADE, batched.
@@ -348,7 +365,10 @@ def process_shard(
             for it, img in zip(batch, images):
                 it.content, it.t_synth = np.ascontiguousarray(img), dt
                 t0 = time.perf_counter()
-                it.synth_uri = storage.write_bytes(storage.synth_rel(shard.name, it.source.source_id), encode_png(it.content))
+                try:
+                    it.synth_uri = _write_item(storage, storage.synth_rel(shard.name, it.source.source_id), encode_png(it.content))
+                except InputError as exc:
+                    it.error = str(exc)
                 it.t_write_source = _ms(t0)
 
     rows: list[dict[str, Any]] = []
@@ -425,7 +445,7 @@ def process_shard(
                 t_sm = _ms(t0) + prep_ms
                 t0 = time.perf_counter()
                 data = encode_png(out)
-                uri = storage.write_bytes(storage.image_rel(shard.name, item.source.source_id, style_id), data)
+                uri = _write_item(storage, storage.image_rel(shard.name, item.source.source_id, style_id), data)
                 t_wr = _ms(t0) + item.t_write_source / k
             except InputError as exc:
                 rows.append(row(item, style_id, status="error", error=str(exc), **shared))

@@ -109,6 +109,8 @@ class RunStorage:
         self.is_local = protocol in ("file", "local")
         self.is_object_store = is_object_store(self.fs)
         self.bucket = self.root.split("/", 1)[0] if self.is_object_store else None
+        self.invalid_markers: dict[str, str] = {}
+        """Shards whose marker was found but does not commit them (missing or damaged part), with why."""
 
     def missing_bucket(self) -> str | None:
         """The bucket name when the run's bucket does not exist (object stores only), else ``None``."""
@@ -234,9 +236,16 @@ class RunStorage:
             part = marker["part"]
         except (ValueError, KeyError, TypeError):
             return None  # a torn marker is no commit
-        info = self._io(f"checking {self.uri(part)}", lambda: self.fs.info(self.path(part)) if self.fs.exists(self.path(part)) else None)
-        if info is None or int(info.get("size", -1)) != int(marker.get("part_bytes", -2)):
+        try:
+            data = self.read_bytes(part)
+        except FileNotFoundError:
+            self.invalid_markers[shard] = f"its part {part} is missing"
             return None
+        if len(data) != int(marker.get("part_bytes", -2)) or hashlib.sha256(data).hexdigest() != marker.get("part_sha256"):
+            # a damaged part (even of the right size) is no commit: the shard is redone
+            self.invalid_markers[shard] = f"its part {part} does not match the marker's size / sha256 (damaged)"
+            return None
+        self.invalid_markers.pop(shard, None)
         marker.setdefault("shard", shard)
         return marker
 
@@ -266,6 +275,12 @@ class RunStorage:
         data = buf.getvalue()
         part = self.part_rel(shard, attempt_id)
         self.write_bytes(part, data)
+        existing = self.marker(shard)
+        if existing is not None and existing.get("attempt_id") != attempt_id:
+            # another attempt (a duplicate on a lost worker, another run) committed first: its files stand,
+            # this attempt's part is dropped and the marker is not rewritten
+            self._remove_quietly(part)
+            return {**existing, "superseded_attempt": attempt_id}
         status = table.column("status").to_pylist()
         marker = {
             "shard": shard,
@@ -281,7 +296,40 @@ class RunStorage:
             **(extra or {}),
         }
         self.write_bytes(self.success_rel(shard), json.dumps(marker, indent=1).encode(), atomic=True)
+        self.clean_shard(shard, keep_part=part)
         return marker
+
+    # ------------------------------------------------------------------------------ cleanup
+    def _remove_quietly(self, rel_or_path: str, *, is_path: bool = False) -> bool:
+        try:
+            self.fs.rm(rel_or_path if is_path else self.path(rel_or_path))
+            return True
+        except Exception:  # noqa: BLE001 - cleanup never fails the work
+            return False
+
+    def orphans_of_shard(self, shard: int | str, keep_part: str | None) -> list[str]:
+        """Paths in the shard's manifest folder that nobody reads: parts other than ``keep_part`` (crashed or
+        superseded attempts) and ``*.tmp-*`` leftovers of interrupted atomic writes."""
+        folder = self.path(f"manifest/{_as_shard(shard)}")
+        try:
+            names = self.fs.ls(folder, detail=False)
+        except FileNotFoundError:
+            return []
+        keep = self.path(keep_part) if keep_part else None
+        out = []
+        for p in names:
+            base = p.rstrip("/").rsplit("/", 1)[-1]
+            if ".tmp-" in base or (base.startswith("part-") and base.endswith(".parquet") and p.rstrip("/") != keep):
+                out.append(p)
+        return sorted(out)
+
+    def clean_shard(self, shard: int | str, *, keep_part: str) -> list[str]:
+        """Delete the shard's orphan parts and temporary files (best effort); returns what was deleted."""
+        try:
+            victims = self.orphans_of_shard(shard, keep_part)
+        except Exception:  # noqa: BLE001
+            return []
+        return [p for p in victims if self._remove_quietly(p, is_path=True)]
 
     def read_part(self, marker: dict[str, Any]) -> pa.Table:
         data = self.read_bytes(marker["part"])
