@@ -20,11 +20,13 @@ where :math:`W` is the matting affinity of :math:`I` (Levin et al., PAMI 2008) o
 (its spectrum lies in :math:`[1 - \beta, 1 + \beta]`), so :class:`SmoothingSystem` builds and factorises it
 once per content image and then solves the three channels of any number of stylized images against it.
 
-The factorisation is a sparse LU (SuperLU) of :math:`A` in a *nested-dissection* order computed from the
-pixel grid itself (every unknown is a pixel and couples only with the 5x5 block around it), with
-symmetric pivoting: the fill is :math:`O(N \log N)` instead of the much larger fill of SuperLU's default
-COLAMD order that ``scipy.sparse.linalg.factorized`` uses. It is still a direct solve in float64, so it
-agrees with ``scipy.sparse.linalg.spsolve`` to rounding error (about 1e-12 on V).
+The factorisation is a supernodal sparse Cholesky :math:`A = L L^\top` by CHOLMOD (SuiteSparse, through
+``cvxopt``) in its AMD fill-reducing order. The sparsity pattern of :math:`A` depends only on the grid size
+(every pixel couples with the in-image pixels of the 5x5 block around it), so the ordering, the symbolic
+analysis and even the factor's memory are kept per ``(H, W)`` in the process (:func:`grid_pattern`) and
+reused for every content image of that size. It is a direct solve in float64, so it agrees with
+``scipy.sparse.linalg.spsolve`` to rounding error (about 1e-12 on V). Many right-hand sides (three channels
+of any number of stylized images) are solved in one call (:meth:`SmoothingSystem.solve_many`).
 
 ``compat="fastphotostyle"`` reproduces FastPhotoStyle's ``photo_smooth.Propagator`` step for step: the
 stylized image loses its 2-pixel border (replaced by edge replication), the content is resized to
@@ -52,7 +54,9 @@ eps on the 0-255 scale, box filters with reflected borders, output rounded and s
 
 from __future__ import annotations
 
+import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any
 
@@ -69,7 +73,8 @@ __all__ = [
     "GuidedFilter",
     "prepare_smoother",
     "matting_affinity",
-    "nested_dissection_order",
+    "smoothing_matrix",
+    "grid_pattern",
     "SMOOTHING_MODES",
     "COMPAT_MODES",
 ]
@@ -187,45 +192,98 @@ def matting_affinity(image: np.ndarray, *, eps: float = 1e-7) -> scipy.sparse.cs
 
 
 # --------------------------------------------------------------------------------------------------
-# fill-reducing order for the pixel grid
+# sparse Cholesky (CHOLMOD): what depends only on the grid size is analysed once per process
 # --------------------------------------------------------------------------------------------------
-def nested_dissection_order(h: int, w: int, *, leaf: int = 64, separator: int = 2) -> np.ndarray:
-    """Geometric nested-dissection permutation of an ``h x w`` pixel grid (row-major numbering).
+# The upper offsets (centre first) of the 25-point stencil: row i of A's upper triangle in CSR order, which is
+# also column i of its lower triangle in CSC order, the layout cvxopt's spmatrix keeps its values in.
+_UPPER = list(range(_OFFSET_INDEX[(0, 0)], len(_OFFSETS)))
+_PATTERN_CACHE_MAX = 4  # grid sizes whose analysis a process keeps (LRU)
 
-    The grid graph couples pixels up to 2 apart (5x5 stencil), so a separator is ``separator`` = 2 full
-    rows or columns. The larger side is cut in the middle, both halves are ordered recursively and the
-    separator is numbered last; blocks of at most ``leaf`` pixels keep their row-major order. Returns
-    ``perm`` with ``perm[k]`` = the pixel placed k-th.
+
+class _GridPattern:
+    """The sparsity pattern of ``A`` on an ``h x w`` grid and CHOLMOD's analysis of it, shared by every content
+    image of that size in this process.
+
+    Holds the lower triangle as a cvxopt ``spmatrix`` template, CHOLMOD's AMD fill-reducing order (computed
+    once: the pattern depends only on ``h x w``) and a free list of factor objects: a factor released by a
+    finished system is refactorised in place for the next content (no new symbolic analysis, no new
+    allocation). cvxopt keeps the GIL during CHOLMOD calls, so several factorisations run in parallel only in
+    several processes (``spadepis.smoothing_pool``).
     """
-    index = np.arange(h * w, dtype=np.int64).reshape(h, w)
-    out: list[np.ndarray] = []
-    # explicit stack instead of recursion: items are (y0, y1, x0, x1, done)
-    stack: list[tuple[int, int, int, int, bool]] = [(0, h, 0, w, False)]
-    while stack:
-        y0, y1, x0, x1, done = stack.pop()
-        bh, bw = y1 - y0, x1 - x0
-        if bh <= 0 or bw <= 0:
-            continue
-        if done:
-            out.append(index[y0:y1, x0:x1].ravel())
-            continue
-        if bh * bw <= leaf or max(bh, bw) <= 2 * separator + 1:
-            out.append(index[y0:y1, x0:x1].ravel())
-            continue
-        # push in reverse order of emission: separator last
-        if bh >= bw:
-            m = y0 + (bh - separator) // 2
-            stack.append((m, m + separator, x0, x1, True))
-            stack.append((m + separator, y1, x0, x1, False))
-            stack.append((y0, m, x0, x1, False))
-        else:
-            m = x0 + (bw - separator) // 2
-            stack.append((y0, y1, m, m + separator, True))
-            stack.append((y0, y1, m + separator, x1, False))
-            stack.append((y0, y1, x0, m, False))
-    perm = np.concatenate(out) if out else np.zeros(0, dtype=np.int64)
-    assert perm.size == h * w
-    return perm
+
+    def __init__(self, h: int, w: int) -> None:
+        from cvxopt import amd, spmatrix
+
+        self.shape = (h, w)
+        n = h * w
+        ys, xs = np.divmod(np.arange(n, dtype=np.int64), w)
+        valid = np.empty((n, len(_UPPER)), dtype=bool)
+        cols = np.empty((n, len(_UPPER)), dtype=np.int64)
+        for k, o in enumerate(_UPPER):
+            dy, dx = _OFFSETS[o]
+            yy, xx = ys + dy, xs + dx
+            valid[:, k] = (yy >= 0) & (yy < h) & (xx >= 0) & (xx < w)
+            cols[:, k] = yy * w + xx
+        self._valid = valid
+        rows = np.broadcast_to(np.arange(n, dtype=np.int64)[:, None], valid.shape)[valid]
+        # lower triangle: entry (col of the upper, row of the upper); values are set per content
+        self._template = spmatrix(1.0, cols[valid].tolist(), rows.tolist(), (n, n))
+        self.nnz = int(valid.sum())
+        self.perm = amd.order(self._template)
+        self._free: list[Any] = []
+        self._lock = threading.Lock()
+        self.symbolic_analyses = 0  # factor objects created (tests: analysed once per size and worker)
+
+    def lower(self, bands: np.ndarray) -> Any:
+        """A's lower triangle as a cvxopt ``spmatrix`` (a fresh copy of the template with these values)."""
+        from cvxopt import matrix
+
+        a = self._template * 1.0  # same pattern, own values
+        values = bands[_UPPER].reshape(len(_UPPER), -1).T[self._valid]
+        a.V = matrix(np.ascontiguousarray(values))
+        return a
+
+    def factorise(self, lower: Any) -> Any:
+        """A numeric Cholesky factor of ``lower``, reusing a released factor object when there is one."""
+        from cvxopt import cholmod
+
+        with self._lock:
+            factor = self._free.pop() if self._free else None
+        if factor is None:
+            cholmod.options["supernodal"] = 2  # supernodal LL^T: dense BLAS kernels on the separators
+            factor = cholmod.symbolic(lower, p=self.perm)
+            with self._lock:
+                self.symbolic_analyses += 1
+        try:
+            cholmod.numeric(lower, factor)
+        except ArithmeticError as exc:  # not positive definite: cannot happen for 0 < beta < 1
+            raise InputError(f"smoothing: the system is not positive definite ({exc}); check beta and eps.") from exc
+        return factor
+
+    def release(self, factor: Any) -> None:
+        with self._lock:
+            if len(self._free) < 8:
+                self._free.append(factor)
+
+
+_PATTERNS: OrderedDict[tuple[int, int], _GridPattern] = OrderedDict()
+_PATTERNS_LOCK = threading.Lock()
+
+
+def grid_pattern(h: int, w: int) -> _GridPattern:
+    """The per-process analysis of an ``h x w`` grid (built on first use, LRU over the last few sizes)."""
+    key = (int(h), int(w))
+    with _PATTERNS_LOCK:
+        pattern = _PATTERNS.get(key)
+        if pattern is not None:
+            _PATTERNS.move_to_end(key)
+            return pattern
+    pattern = _GridPattern(*key)  # outside the lock; a concurrent duplicate is harmless
+    with _PATTERNS_LOCK:
+        pattern = _PATTERNS.setdefault(key, pattern)
+        while len(_PATTERNS) > _PATTERN_CACHE_MAX:
+            _PATTERNS.popitem(last=False)
+    return pattern
 
 
 # --------------------------------------------------------------------------------------------------
@@ -235,6 +293,45 @@ def _resize_bilinear_uint8(image: np.ndarray, h: int, w: int) -> np.ndarray:
     from PIL import Image
 
     return np.asarray(Image.fromarray(image).resize((w, h), Image.BILINEAR))
+
+
+def _system_bands(guide: np.ndarray, beta: float, eps: float) -> tuple[np.ndarray, np.ndarray]:
+    """``(bands, degree)``: the 25 bands of :math:`A = 1 - \\beta D^{-1/2} W D^{-1/2}` (diagonal included) of
+    the uint8 guide ``(H, W, 3)``, and the degrees :math:`d` ``(H, W)``."""
+    image = guide.astype(np.float64) / 255.0
+    ph, pw = image.shape[:2]
+    bands = _affinity_bands(image, eps)
+    degree = bands.sum(axis=0)  # row sums == column sums (W is symmetric)
+    inv_sqrt = 1.0 / np.sqrt(degree)
+    # A[i, i+o] = -beta * W[i, i+o] / sqrt(d_i d_{i+o})
+    for o, (dy, dx) in enumerate(_OFFSETS):
+        shifted = np.ones((ph, pw))
+        ys = slice(max(0, -dy), min(ph, ph - dy))
+        xs = slice(max(0, -dx), min(pw, pw - dx))
+        shifted[ys, xs] = inv_sqrt[max(0, dy) : min(ph, ph + dy), max(0, dx) : min(pw, pw + dx)]
+        bands[o] *= -beta * inv_sqrt * shifted
+    bands[_OFFSET_INDEX[(0, 0)]] += 1.0
+    return bands, degree
+
+
+def smoothing_matrix(
+    content: np.ndarray, *, beta: float = 0.9999, eps: float = 1e-7
+) -> tuple[scipy.sparse.csr_matrix, np.ndarray]:
+    r"""``(A, sqrt_degree)`` of the default (full-size) exact mode for a uint8 ``(H, W, 3)`` content image.
+
+    ``A`` = :math:`1 - \beta D^{-1/2} W D^{-1/2}` (CSR, symmetric positive definite, row-major pixels) and
+    ``sqrt_degree`` = :math:`D^{1/2}` as ``(H, W)``; ``V = (1 - beta) D^-1/2 A^-1 D^1/2 B``. For benchmarks
+    and other solvers; :class:`SmoothingSystem` is the way to smooth.
+    """
+    content = _check_rgb_uint8(content, "smoothing_matrix content")
+    _check_min_size(content.shape[0], content.shape[1], 3, "smoothing_matrix", "(one full 3x3 window)")
+    bands, degree = _system_bands(content, float(beta), float(eps))
+    return _bands_to_csr(bands), np.sqrt(degree)
+
+
+def to_uint8_truncated(v: np.ndarray) -> np.ndarray:
+    """``uint8(clip(V * 255, 0, 255))``: the reference's conversion of the smoothed float image (truncation)."""
+    return np.clip(v * 255.0, 0, 255).astype(np.uint8)
 
 
 class SmoothingSystem:
@@ -312,24 +409,12 @@ class SmoothingSystem:
             guide = np.pad(guide, ((2, 2), (2, 2), (0, 0)), mode="edge")
         else:
             _check_min_size(h, w, 3, "SmoothingSystem", "(one full 3x3 window)")
-        padded = guide.astype(np.float64) / 255.0
-        ph, pw = padded.shape[:2]
+        ph, pw = guide.shape[:2]
         self.solve_shape = (ph, pw)
-        n = ph * pw
-        bands = _affinity_bands(padded, self.eps)
-        degree = bands.sum(axis=0)  # row sums == column sums (W is symmetric)
-        inv_sqrt = 1.0 / np.sqrt(degree)
+        bands, degree = _system_bands(guide, self.beta, self.eps)
         # default mode: random-walk normalisation (see the class docstring), V = D^-1/2 A^-1 D^1/2 B
         self._sqrt_degree = None if compat else np.sqrt(degree)[..., None]
-        # A = I - beta D^-1/2 W D^-1/2, band by band: A[i, i+o] = -beta * W[i, i+o] / sqrt(d_i d_{i+o})
-        for o, (dy, dx) in enumerate(_OFFSETS):
-            shifted = np.ones((ph, pw))
-            ys = slice(max(0, -dy), min(ph, ph - dy))
-            xs = slice(max(0, -dx), min(pw, pw - dx))
-            shifted[ys, xs] = inv_sqrt[max(0, dy) : min(ph, ph + dy), max(0, dx) : min(pw, pw + dx)]
-            bands[o] *= -self.beta * inv_sqrt * shifted
-        matrix = _bands_to_csr(bands, diagonal=np.ones((ph, pw)))
-        self.matrix = matrix  # A in row-major order of the solve grid, CSR (kept for residual checks)
+        self._bands = bands  # A's 25 bands, (25, ph, pw), diagonal included
         self.build_seconds = time.perf_counter() - t0
         t0 = time.perf_counter()
         self._factorise(bands)
@@ -337,22 +422,36 @@ class SmoothingSystem:
         self.solves = 0
 
     def _factorise(self, bands: np.ndarray) -> None:
-        """SuperLU of A in nested-dissection order, symmetric mode (no pivoting: A is SPD)."""
-        ph, pw = self.solve_shape
-        perm = nested_dissection_order(ph, pw)
-        self._perm = perm
-        permuted = self.matrix[perm][:, perm].tocsc()
-        self._lu = scipy.sparse.linalg.splu(
-            permuted,
-            permc_spec="NATURAL",
-            diag_pivot_thresh=0.0,
-            options={"SymmetricMode": True},
-        )
+        """Sparse Cholesky of A (CHOLMOD, supernodal), the analysis shared by every grid of this size."""
+        self._pattern = grid_pattern(*self.solve_shape)
+        self._factor = self._pattern.factorise(self._pattern.lower(bands))
+
+    def close(self) -> None:
+        """Hand the factor back to the per-size pool (the next content of this size refactorises it in place).
+
+        Called when the system is garbage-collected; call it explicitly to recycle the memory at once. The
+        system cannot solve afterwards.
+        """
+        factor, self._factor = getattr(self, "_factor", None), None
+        if factor is not None:
+            self._pattern.release(factor)
+
+    def __del__(self) -> None:
+        try:
+            self.close()
+        except Exception:  # interpreter shutdown
+            pass
+
+    def __enter__(self) -> "SmoothingSystem":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
 
     @property
-    def factor_nnz(self) -> int:
-        """Non-zeros in the L and U factors (memory: about 12 bytes each)."""
-        return int(self._lu.L.nnz + self._lu.U.nnz)
+    def matrix(self) -> scipy.sparse.csr_matrix:
+        """A in row-major order of the solve grid, CSR (built on demand: residual checks, other solvers)."""
+        return _bands_to_csr(self._bands)
 
     def _check_init(self, init: np.ndarray) -> np.ndarray:
         init = _check_rgb_uint8(init, "smoothing init (stylized image)")
@@ -382,26 +481,41 @@ class SmoothingSystem:
         return b if self._sqrt_degree is None else b * self._sqrt_degree
 
     def _solve_padded(self, b: np.ndarray) -> np.ndarray:
+        """A^-1 b for ``b`` of shape ``(ph, pw, c)`` (any number of channels: all styles' at once)."""
+        from cvxopt import cholmod, matrix
+
+        if self._factor is None:
+            raise RuntimeError("SmoothingSystem: solve after close(); build a new system for this content.")
         ph, pw = self.solve_shape
-        x = self._lu.solve(np.asfortranarray(b.reshape(ph * pw, 3)[self._perm]))  # 3 channels, one call
-        out = np.empty_like(x)
-        out[self._perm] = x
-        return out.reshape(ph, pw, 3)
+        rhs = matrix(np.asfortranarray(b.reshape(ph * pw, -1)))
+        cholmod.solve(self._factor, rhs)
+        return np.array(rhs).reshape(b.shape)
 
     def solve(self, init: np.ndarray) -> np.ndarray:
         """V = (1 - beta) A^-1 B for a stylized ``(H, W, 3)`` uint8 image, float64 ``(H', W', 3)``, unclipped."""
-        x = self._solve_padded(self._system_rhs(init))
-        self.solves += 1
+        return self.solve_many([init])[0]
+
+    def solve_many(self, inits: list[np.ndarray]) -> list[np.ndarray]:
+        """:meth:`solve` for several stylized images at once (one triangular solve pass over all channels)."""
+        if not inits:
+            return []
+        b = np.concatenate([self._system_rhs(init) for init in inits], axis=2)  # (ph, pw, 3k)
+        x = self._solve_padded(b)
+        self.solves += len(inits)
         if self._sqrt_degree is not None:
             x /= self._sqrt_degree
         x *= 1.0 - self.beta
         if self.compat == "fastphotostyle":
             x = x[2:-2, 2:-2]
-        return np.ascontiguousarray(x)
+        return [np.ascontiguousarray(x[..., 3 * k : 3 * k + 3]) for k in range(len(inits))]
 
     def smooth(self, init: np.ndarray) -> np.ndarray:
         """Smoothed uint8 ``(H', W', 3)``: ``uint8(clip(V * 255, 0, 255))`` (truncation, as the reference)."""
-        return np.clip(self.solve(init) * 255.0, 0, 255).astype(np.uint8)
+        return to_uint8_truncated(self.solve(init))
+
+    def smooth_many(self, inits: list[np.ndarray]) -> list[np.ndarray]:
+        """:meth:`smooth` for several stylized images of this content at once."""
+        return [to_uint8_truncated(v) for v in self.solve_many(inits)]
 
     def residual(self, init: np.ndarray) -> float:
         """Relative residual ``|A x - B| / |B|`` of this system's solution for ``init`` (a health check)."""
@@ -443,8 +557,7 @@ class TorchSmoothingSystem(SmoothingSystem):
         import torch
 
         ph, pw = self.solve_shape
-        a_bands = bands.copy()
-        a_bands[_OFFSET_INDEX[(0, 0)]] += 1.0
+        a_bands = bands
         # (ph, pw, 25) so that a product is one contraction with the 5x5 neighbourhoods of x
         self._bands_t = torch.from_numpy(np.ascontiguousarray(a_bands.transpose(1, 2, 0))).to(self.device)
         self._inv_diag_t = 1.0 / self._bands_t[..., _OFFSET_INDEX[(0, 0)]]
