@@ -158,6 +158,12 @@ class ModelsConfig(_Strict):
         title="Smoothing",
         description="exact: closed-form photorealistic smoothing; fast: guided-filter approximation; none: skip.",
     )
+    smoothing_device: Literal["auto", "cpu", "cuda"] = Field(
+        "auto",
+        title="Smoothing device",
+        description="Where exact smoothing runs. cpu: sparse Cholesky (CHOLMOD) on runner.smoothing_workers "
+        "processes; cuda: batched multigrid-preconditioned CG on the GPU; auto: the run's device.",
+    )
 
 
 class RunnerConfig(_Strict):
@@ -172,6 +178,15 @@ class RunnerConfig(_Strict):
     n_workers: int = Field(1, ge=1, le=1024, title="Dask workers", description="Workers of the local Dask cluster.")
     max_concurrency: int = Field(
         1, ge=1, le=1024, title="Max concurrent shards", description="Shards processed at once (threads or Dask tasks)."
+    )
+    smoothing_workers: int | None = Field(
+        None,
+        ge=1,
+        le=1024,
+        title="Smoothing processes",
+        description="Processes that smooth different content images at once (CPU exact smoothing). Empty: the "
+        "cores this worker process may run on (its CPU affinity). Dask workers cannot start processes: there "
+        "smoothing runs in the worker itself (scale with n_workers).",
     )
 
 
