@@ -20,7 +20,7 @@ from spadepis.data.labelmaps import (
     read_label_map,
     resize_nearest,
 )
-from spadepis.data.presets import get_preset, PRESETS
+from spadepis.data.presets import PRESETS, get_preset
 
 
 def _png(path, arr, mode=None):

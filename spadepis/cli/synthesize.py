@@ -97,7 +97,8 @@ def _cmd(args) -> int:
     import torch
 
     from ..data.images import write_png
-    from ..data.labelmaps import get_preset, load_label_and_instance, load_palette
+    from ..data.labelmaps import load_label_and_instance, load_palette
+    from ..data.presets import get_preset
     from ..models.spade import load_synthesizer, to_uint8
 
     _check_args(args)
