@@ -1,13 +1,13 @@
 """Sparse direct solvers for the exact smoothing system: which library factorises it best on a CPU.
 
-The matrix is the one :mod:`spadepis.smoothing` builds (``A = I - beta D^-1/2 W D^-1/2``, symmetric positive
+The matrix is the one :mod:`spadepis.models.smoothing` builds (``A = I - beta D^-1/2 W D^-1/2``, symmetric positive
 definite, 25-point stencil on the pixel grid) for a photo-like content image. Candidates:
 
 * ``superlu_nd``: scipy's SuperLU in the project's former geometric nested-dissection order, symmetric mode
   (what ``spadepis`` used before issue 12; rebuilt here so the comparison stays runnable);
 * ``cholmod``: CHOLMOD (SuiteSparse) through ``cvxopt.cholmod``, supernodal LL^T, AMD order computed once per
   size (``cvxopt.amd.order``) and handed to ``cholmod.symbolic``;
-* ``spadepis``: what :class:`spadepis.smoothing.SmoothingSystem` does now: CHOLMOD as above, the analysis and
+* ``spadepis``: what :class:`spadepis.models.smoothing.SmoothingSystem` does now: CHOLMOD as above, the analysis and
   the factor object kept per grid size and refactorised in place for the next content (the first, analysing,
   factorisation is the "analyse" column; "factor" is a later content's);
 * ``pardiso``: MKL PARDISO through ``pypardiso`` (``mtype=2``: real SPD), phases 11 / 22 / 33;
@@ -93,7 +93,7 @@ def child(solver: str, h: int, w: int, repeat: int, out_npy: str) -> dict:
     import scipy.sparse.linalg
 
     sys.path.insert(0, str(ROOT))
-    from spadepis.smoothing import smoothing_matrix
+    from spadepis.models.smoothing import smoothing_matrix
 
     def rss_mb() -> float:
         return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
@@ -147,7 +147,7 @@ def child(solver: str, h: int, w: int, repeat: int, out_npy: str) -> dict:
             x = np.array(xm)
             solve_s.append(time.perf_counter() - t0)
     elif solver == "spadepis":
-        from spadepis.smoothing import _system_bands, grid_pattern
+        from spadepis.models.smoothing import _system_bands, grid_pattern
 
         bands, _ = _system_bands(content_image(h, w), 0.9999, 1e-7)
         t0 = time.perf_counter()

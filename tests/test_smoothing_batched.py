@@ -9,9 +9,9 @@ import pytest
 import torch
 
 from pipeline_helpers import make_inputs, small_config
-from spadepis import shard as shard_mod
+from spadepis.pipeline import worker as shard_mod
 from spadepis.errors import ConfigError, InputError
-from spadepis.smoothing import (
+from spadepis.models.smoothing import (
     GREY_TOL,
     SmoothingPool,
     SmoothingSystem,
@@ -82,7 +82,7 @@ def test_stencil_solver_meets_its_residual_bound(preconditioner):
     b = torch.from_numpy(rng.random((1, 6, 36, 44))) * degree.sqrt()[:, None]
     solver = StencilSolver(bands, preconditioner=preconditioner)
     x = solver.solve(b)
-    from spadepis.smoothing import _stencil_apply
+    from spadepis.models.smoothing import _stencil_apply
 
     residual = (b - _stencil_apply(bands, x)).flatten(2).norm(dim=2)
     assert float(residual.max()) <= GREY_TOL
@@ -155,7 +155,7 @@ def test_two_process_pool_equals_inline():
 
 def _run_shard(root, tag, **runner):
     cfg = small_config(root, run_id=tag, shard_size=4, batch_size=2, runner={"kind": "thread", **runner})
-    from spadepis.plan import make_plan
+    from spadepis.pipeline.plan import make_plan
 
     shard = make_plan(cfg).shards[0]
     result = shard_mod.process_shard(cfg, shard)
@@ -182,7 +182,7 @@ def test_shard_outputs_identical_with_one_or_two_smoothing_workers(tmp_path):
 def test_shard_gpu_branch_on_cpu_tensors(tmp_path, monkeypatch):
     """The shard's batched GPU smoothing branch, run with the torch solver on CPU tensors: same outputs as the
     direct solver within 1 grey level."""
-    from spadepis.images import read_rgb
+    from spadepis.data.images import read_rgb
 
     root = make_inputs(tmp_path, n_maps=2, n_styles=2)
     _, _, direct = _run_shard(root, "cpu", smoothing_workers=1)

@@ -15,8 +15,9 @@ from PIL import Image
 
 from spadepis.cli import main as cli_main
 from spadepis.errors import CheckpointError, InputError
-from spadepis.labelmaps import build_semantics, get_preset
-from spadepis.spade import (
+from spadepis.data.labelmaps import build_semantics
+from spadepis.data.presets import get_preset
+from spadepis.models.spade import (
     FastSPADE,
     SPADEGenerator,
     expected_state_dict_shapes,

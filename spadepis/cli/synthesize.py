@@ -96,9 +96,10 @@ def _find_instance(folder: Path, stem: str) -> Path | None:
 def _cmd(args) -> int:
     import torch
 
-    from ..images import write_png
-    from ..labelmaps import get_preset, load_label_and_instance, load_palette
-    from ..spade import load_synthesizer, to_uint8
+    from ..data.images import write_png
+    from ..data.labelmaps import load_label_and_instance, load_palette
+    from ..data.presets import get_preset
+    from ..models.spade import load_synthesizer, to_uint8
 
     _check_args(args)
     overrides = dict(label_nc=args.label_nc, contain_dontcare_label=args.dontcare, no_instance=args.no_instance,

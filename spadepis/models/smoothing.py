@@ -64,7 +64,7 @@ import numpy as np
 import scipy.sparse
 import scipy.sparse.linalg
 
-from .errors import ConfigError, InputError
+from ..errors import ConfigError, InputError
 
 __all__ = [
     "SmoothingSystem",
@@ -107,12 +107,12 @@ def _check_rgb_uint8(array: Any, what: str) -> np.ndarray:
     if array.ndim != 3 or array.shape[2] != 3:
         raise InputError(
             f"{what}: expected shape (H, W, 3) RGB, got {array.shape}; convert the image to RGB first "
-            "(spadepis.images.read_rgb does)."
+            "(spadepis.data.images.read_rgb does)."
         )
     if array.dtype != np.uint8:
         raise InputError(
             f"{what}: expected dtype uint8 (0..255), got {array.dtype}; convert with "
-            "spadepis.images.float_to_uint8 for [0, 1] floats."
+            "spadepis.data.images.float_to_uint8 for [0, 1] floats."
         )
     return array
 
@@ -862,7 +862,7 @@ class TorchSmoothingSystem(SmoothingSystem):
 
     def __init__(self, content: np.ndarray, *, device: Any = "auto", tol: float = GREY_TOL,
                  preconditioner: str = "jacobi", maxiter: int = 5000, **kw: Any) -> None:
-        from .devices import resolve_device
+        from ..devices import resolve_device
 
         self.device = resolve_device(device)
         self.preconditioner = preconditioner
@@ -906,7 +906,7 @@ def smooth_batch_torch(
 
     import torch
 
-    from .devices import resolve_device
+    from ..devices import resolve_device
 
     if mode != "exact":
         raise ConfigError(f"smooth_batch_torch: mode {mode!r}; only 'exact' runs on the GPU.")
