@@ -13,11 +13,12 @@ from dataclasses import dataclass
 
 from ..errors import ConfigError
 
-__all__ = ["Preset", "PRESETS", "UPSAMPLING_LAYERS", "get_preset"]
+__all__ = ["Preset", "PRESETS", "UPSAMPLING_LAYERS", "PREPROCESS_MODES", "get_preset"]
 
 UPSAMPLING_LAYERS: dict[str, int] = {"normal": 5, "more": 6, "most": 7}
 """``num_upsampling_layers`` -> number of 2x doublings from the generator's latent grid to its output."""
-_PREPROCESS = ("resize_and_crop", "fixed")
+PREPROCESS_MODES = ("resize_and_crop", "fixed")
+"""How the official loader sizes a label map (see :attr:`Preset.label_size`)."""
 
 
 @dataclass(frozen=True)
@@ -59,9 +60,9 @@ class Preset:
                 f"preset {self.name!r}: num_upsampling_layers={self.num_upsampling_layers!r} must be one of "
                 f"{', '.join(UPSAMPLING_LAYERS)}."
             )
-        if self.preprocess_mode not in _PREPROCESS:
+        if self.preprocess_mode not in PREPROCESS_MODES:
             raise ConfigError(
-                f"preset {self.name!r}: preprocess_mode={self.preprocess_mode!r} must be one of {', '.join(_PREPROCESS)}."
+                f"preset {self.name!r}: preprocess_mode={self.preprocess_mode!r} must be one of {', '.join(PREPROCESS_MODES)}."
             )
         if self.aspect_ratio <= 0:
             raise ConfigError(f"preset {self.name!r}: aspect_ratio={self.aspect_ratio} must be > 0.")
