@@ -15,10 +15,10 @@ from PIL import Image
 
 from pipeline_helpers import make_inputs, small_config
 from spadepis.errors import InputError
-from spadepis.images import open_image, set_max_image_pixels
-from spadepis.plan import make_plan
-from spadepis.shard import process_shard
-from spadepis.storage import RunStorage
+from spadepis.data.images import open_image, set_max_image_pixels
+from spadepis.pipeline.plan import make_plan
+from spadepis.pipeline.worker import process_shard
+from spadepis.pipeline.storage import RunStorage
 
 
 def write_bomb_png(path: Path, side: int = 20000) -> Path:
@@ -73,7 +73,7 @@ def test_long_and_non_ascii_names_get_unique_bounded_readable_ids(tmp_path, caps
     import yaml
 
     from spadepis.cli import main
-    from spadepis.plan import MAX_ID_BYTES
+    from spadepis.pipeline.plan import MAX_ID_BYTES
 
     root = make_inputs(tmp_path, n_maps=2, n_styles=1)
     labels = root / "labels"

@@ -13,7 +13,7 @@ def test_index_failure_does_not_hide_failed_shards(tmp_path, prefect_harness):
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
 
-    from flows.augment import augment
+    from spadepis.flows.augment import augment
 
     cfg = small_config(make_inputs(tmp_path, n_maps=6), models={"smoothing": "none"}, retries={"count": 2, "delay": 0})
     run = tmp_path / "runs" / "t"
@@ -48,7 +48,7 @@ def test_artifact_publishing_times_out_and_the_work_goes_on(prefect_harness, mon
 
     from prefect import flow
 
-    import flows.augment as augment_module
+    import spadepis.flows.augment as augment_module
 
     monkeypatch.setattr(augment_module, "ARTIFACT_TIMEOUT_S", 0.5)
     hung = threading.Event()

@@ -11,16 +11,16 @@ import pytest
 import torch
 
 from pipeline_helpers import make_inputs, small_config
-from spadepis.checkpoints import read_checkpoint
+from spadepis.models.checkpoints import read_checkpoint
 from spadepis.errors import CheckpointError
-from spadepis.plan import make_plan
-from spadepis.shard import process_shard
+from spadepis.pipeline.plan import make_plan
+from spadepis.pipeline.worker import process_shard
 
 
 def test_shard_commit_and_gc_clean_what_crashed_attempts_left(tmp_path, capsys):
     from spadepis.cli import main
     from spadepis.pipeline.lease import RunLease
-    from spadepis.storage import RunStorage
+    from spadepis.pipeline.storage import RunStorage
 
     cfg = small_config(make_inputs(tmp_path, n_maps=4), models={"smoothing": "none"})
     plan = make_plan(cfg)

@@ -16,9 +16,9 @@ import pytest
 
 from pipeline_helpers import make_inputs, small_config
 from spadepis.pipeline.lease import LEASE, LeaseHeldError, LeaseInfo, RunLease
-from spadepis.plan import make_plan
-from spadepis.shard import process_shard
-from spadepis.storage import RunStorage, new_attempt_id
+from spadepis.pipeline.plan import make_plan
+from spadepis.pipeline.worker import process_shard
+from spadepis.pipeline.storage import RunStorage, new_attempt_id
 
 
 @pytest.fixture(params=["local", "memory"])
@@ -115,7 +115,7 @@ def test_committed_shard_files_are_never_rewritten(tmp_path):
     assert again.skipped and again.attempt_id == first.attempt_id
     # even an attempt that got past the resume check (a duplicate) cannot replace the commit
     storage = RunStorage(cfg.run_uri)
-    from spadepis.manifest import rows_to_table
+    from spadepis.pipeline.manifest import rows_to_table
 
     table = storage.read_part(storage.marker(shard.name))
     late = storage.commit_shard(shard.name, "late-attempt", rows_to_table(table.to_pylist()))
@@ -124,7 +124,7 @@ def test_committed_shard_files_are_never_rewritten(tmp_path):
 
 
 def test_flow_refuses_a_folder_held_by_another_run(tmp_path, prefect_harness):
-    from flows.augment import augment
+    from spadepis.flows.augment import augment
 
     cfg = small_config(make_inputs(tmp_path, n_maps=2), models={"smoothing": "none"})
     _write_lease(RunStorage(cfg.run_uri), owner="flow run busy-run", host="gpu-box-7")

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from ..storage import RunStorage
+from .storage import RunStorage
 from .lease import LeaseHeldError, RunLease
 
 __all__ = ["GcReport", "collect_garbage"]

@@ -16,7 +16,7 @@ with ``user:password@``) is refused when the config is read (:func:`literal_secr
 :func:`redact` hides anything secret-looking that still reaches a record (the second line of defence).
 
 The library never imports Prefect: ``{secret: NAME}`` is resolved by a hook the Prefect layer
-registers with :func:`register_secret_resolver` (``tasks/shard.py`` registers Prefect Secret blocks).
+registers with :func:`register_secret_resolver` (``spadepis/tasks/shard.py`` registers Prefect Secret blocks).
 """
 
 from __future__ import annotations

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import PurePosixPath
 from typing import TYPE_CHECKING
 
-from .errors import ConfigError
+from ..errors import ConfigError
 
 if TYPE_CHECKING:
     from .config import RunConfig
@@ -167,7 +167,7 @@ def list_inputs(spec: str, *, field: str = "input", exts: tuple[str, ...] = IMAG
         elif fs.isfile(path):
             uris = [spec]
         else:
-            from .storage import missing_bucket
+            from ..data.buckets import missing_bucket
 
             bucket = missing_bucket(spec)
             if bucket is not None:

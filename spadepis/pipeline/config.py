@@ -24,7 +24,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from .errors import ConfigError
+from ..errors import ConfigError
 
 __all__ = [
     "DatasetConfig",
@@ -159,6 +159,12 @@ class ModelsConfig(_Strict):
         title="Smoothing",
         description="exact: closed-form photorealistic smoothing; fast: guided-filter approximation; none: skip.",
     )
+    smoothing_device: Literal["auto", "cpu", "cuda"] = Field(
+        "auto",
+        title="Smoothing device",
+        description="Where exact smoothing runs. cpu: sparse Cholesky (CHOLMOD) on runner.smoothing_workers "
+        "processes; cuda: batched multigrid-preconditioned CG on the GPU; auto: the run's device.",
+    )
 
 
 class RunnerConfig(_Strict):
@@ -173,6 +179,15 @@ class RunnerConfig(_Strict):
     n_workers: int = Field(1, ge=1, le=1024, title="Dask workers", description="Workers of the local Dask cluster.")
     max_concurrency: int = Field(
         1, ge=1, le=1024, title="Max concurrent shards", description="Shards processed at once (threads or Dask tasks)."
+    )
+    smoothing_workers: int | None = Field(
+        None,
+        ge=1,
+        le=1024,
+        title="Smoothing processes",
+        description="Processes that smooth different content images at once (CPU exact smoothing). Empty: the "
+        "cores this worker process may run on (its CPU affinity). Dask workers cannot start processes: there "
+        "smoothing runs in the worker itself (scale with n_workers).",
     )
 
 
@@ -252,7 +267,7 @@ class RunConfig(_Strict):
 
     @model_validator(mode="after")
     def _no_literal_secrets(self) -> "RunConfig":
-        from .pipeline.secrets import literal_secrets
+        from .secrets import literal_secrets
 
         found = [f for proto, opts in self.storage_options.items() for f in literal_secrets(opts, f"storage_options.{proto}")]
         found += literal_secrets(self.model_dump(mode="json", exclude={"storage_options"}))
@@ -321,7 +336,7 @@ def _format_validation_error(exc: ValidationError, source: str) -> str:
         elif err["type"] == "missing":
             lines.append(f"  {loc}: required field is missing; add it")
         else:
-            from .pipeline.secrets import is_secret_key, redact_url
+            from .secrets import is_secret_key, redact_url
 
             value = err.get("input")
             secret = any(is_secret_key(str(p)) for p in err["loc"])
@@ -402,7 +417,7 @@ def apply_storage_options(config: RunConfig) -> None:
         return
     import fsspec.config
 
-    from .pipeline.secrets import resolve_references
+    from .secrets import resolve_references
 
     for protocol, options in config.storage_options.items():
         resolved = resolve_references(options, f"storage_options.{protocol}")
@@ -459,7 +474,7 @@ def _check_weights(config: RunConfig, problems: list[str]) -> None:
 def _check_output(config: RunConfig, problems: list[str]) -> None:
     import fsspec
 
-    from .storage import is_object_store, missing_bucket
+    from ..data.buckets import is_object_store, missing_bucket
 
     try:
         bucket = missing_bucket(config.run_uri)
@@ -501,7 +516,7 @@ def validate_config(config: RunConfig) -> list[str]:
     except ConfigError as exc:
         problems.append(str(exc))
     try:
-        from .labelmaps import get_preset
+        from ..data.presets import get_preset
 
         get_preset(config.dataset.preset, **config.dataset.preset_overrides)
     except ConfigError as exc:
@@ -531,7 +546,7 @@ def validate_config(config: RunConfig) -> list[str]:
         )
     _check_weights(config, problems)
     try:
-        from .devices import resolve_device
+        from ..devices import resolve_device
 
         resolve_device(config.device)
     except ConfigError as exc:

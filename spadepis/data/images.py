@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from .errors import InputError
+from ..errors import InputError
 
 __all__ = [
     "read_bytes", "open_image", "read_rgb", "encode_png", "write_png", "float_to_uint8",
@@ -111,7 +111,7 @@ def write_png(uri: str | Path, array: np.ndarray) -> bytes:
     uri = str(uri)
     fs, path = fsspec.core.url_to_fs(uri)
     parent = path.rsplit("/", 1)[0] if "/" in path else ""
-    from .storage import is_object_store
+    from .buckets import is_object_store
 
     if parent and not is_object_store(fs):  # never create buckets
         fs.makedirs(parent, exist_ok=True)

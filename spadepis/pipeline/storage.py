@@ -31,9 +31,10 @@ from typing import Any, TypeVar
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from .errors import ConfigError, SpadepisError, StorageError
+from ..errors import ConfigError, SpadepisError, StorageError
 from .manifest import SCHEMA, SCHEMA_VERSION, table_schema_version
-from .pipeline.failures import Failure, classify
+from ..data.buckets import is_object_store, missing_bucket
+from .failures import Failure, classify
 from .plan import shard_name
 
 __all__ = ["RunStorage", "new_attempt_id", "is_object_store", "missing_bucket", "SUCCESS", "INDEX"]
@@ -47,39 +48,6 @@ def new_attempt_id() -> str:
     """Sortable, unique attempt id: ``20250101T120000Z-1a2b3c4d``."""
     now = _dt.datetime.now(_dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
     return f"{now}-{uuid.uuid4().hex[:8]}"
-
-
-_OBJECT_STORES = {"s3", "s3a", "gs", "gcs", "abfs", "abfss", "az", "adl", "oss", "r2", "cos", "obs"}
-
-
-def is_object_store(fs: Any) -> bool:
-    """Whether ``fs`` is a bucket-based object store (where ``makedirs`` may create a bucket)."""
-    protocols = (fs.protocol,) if isinstance(fs.protocol, str) else tuple(fs.protocol)
-    return any(p in _OBJECT_STORES for p in protocols)
-
-
-def missing_bucket(uri: str) -> str | None:
-    """The bucket of ``uri`` when it is on an object store and the bucket does not exist; else ``None``.
-
-    Never creates anything. Other failures (no network, access denied) propagate to the caller.
-    """
-    import fsspec
-
-    fs, path = fsspec.core.url_to_fs(uri)
-    if not is_object_store(fs):
-        return None
-    bucket = path.strip("/").split("/", 1)[0]
-    if not bucket:
-        return None
-    try:
-        fs.invalidate_cache(bucket)
-    except Exception:  # noqa: BLE001 - cache invalidation is an optimisation
-        pass
-    try:
-        fs.ls(bucket, detail=False)
-    except FileNotFoundError:
-        return bucket
-    return None
 
 
 def _storage_error(what: str, exc: BaseException, failure: Failure) -> StorageError:

@@ -10,10 +10,10 @@ import datetime as _dt
 import hashlib
 from typing import Any
 
-from . import __version__
+from .. import __version__
 from .config import RANDOM_INIT, RunConfig
 from .manifest import SCHEMA_VERSION, STAGES
-from .pipeline.secrets import redact
+from .secrets import redact
 from .plan import Plan
 
 __all__ = ["redact", "file_sha256", "run_record", "summary_rows", "samples_markdown"]
