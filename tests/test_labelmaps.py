@@ -189,3 +189,24 @@ def test_grey_plus_alpha_label_map_uses_the_id_channel(tmp_path):
     Image.fromarray(la, mode="LA").save(tmp_path / "la.png")
     preset = get_preset("ade20k", crop_size=32)
     np.testing.assert_array_equal(load_label_map(tmp_path / "la.png", preset), ids.astype(np.int64))
+
+
+def test_as_id_map_is_the_one_coercion():
+    from spadepis.data.labelmaps import as_id_map
+
+    ids = np.array([[0, 1], [2, 3]])
+    for source in (ids.astype(np.uint16), ids.astype(np.float32), torch.from_numpy(ids)[None], ids.astype(bool)):
+        out = as_id_map(source, "map")
+        assert out.dtype == np.int64 and out.shape == (2, 2)
+    np.testing.assert_array_equal(as_id_map(ids.astype(np.float64), "map"), ids)
+    with pytest.raises(InputError, match=r"seg: holds non-integer values"):
+        as_id_map(np.full((2, 2), np.nan), "seg:")
+    with pytest.raises(InputError, match=r"m has dtype <U1"):
+        as_id_map(np.array([["a"]]), "m")
+    with pytest.raises(InputError, match=r"m is empty"):
+        as_id_map(np.zeros((0, 3), np.int64), "m")
+    with pytest.raises(InputError, match=r"expected a 2-D integer label map \(H, W\) of ids; use ids"):
+        as_id_map(np.zeros((2, 2, 3), np.int64), "m", hint="; use ids")
+    # instance maps get the same coercion (integral floats were refused before)
+    inst = load_instance_map(np.array([[1.0, 2.0], [2.0, 2.0]]), get_preset("coco", crop_size=32))
+    assert inst.dtype == np.int64 and inst.shape == (32, 32)
