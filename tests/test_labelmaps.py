@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 
 import numpy as np
@@ -210,3 +211,16 @@ def test_as_id_map_is_the_one_coercion():
     # instance maps get the same coercion (integral floats were refused before)
     inst = load_instance_map(np.array([[1.0, 2.0], [2.0, 2.0]]), get_preset("coco", crop_size=32))
     assert inst.dtype == np.int64 and inst.shape == (32, 32)
+
+
+def test_resized_label_png_keeps_mode_and_matches_resize_nearest(tmp_path):
+    from spadepis.data.labelmaps import resized_label_png
+
+    ids = np.random.default_rng(1).integers(0, 30, (13, 17)).astype(np.uint8)
+    img = Image.fromarray(ids, mode="L").convert("P")
+    img.putpalette([v for i in range(256) for v in (i, 255 - i, i // 2)])
+    img.save(tmp_path / "lab.png")
+    assert resized_label_png(tmp_path / "lab.png", (13, 17)) is None
+    out = Image.open(io.BytesIO(resized_label_png(tmp_path / "lab.png", (40, 25))))
+    assert out.mode == "P" and out.size == (25, 40) and out.getpalette()[:6] == [0, 255, 0, 1, 254, 0]
+    np.testing.assert_array_equal(np.asarray(out), resize_nearest(ids.astype(np.int64), (40, 25)))

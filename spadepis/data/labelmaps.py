@@ -21,6 +21,7 @@ Colour-coded RGB label maps need a palette file, either text (one ``id r g b [na
 
 from __future__ import annotations
 
+import io
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,6 +40,7 @@ __all__ = [
     "as_id_map",
     "read_label_map",
     "resize_nearest",
+    "resized_label_png",
     "load_label_map",
     "load_instance_map",
     "load_label_and_instance",
@@ -235,6 +237,18 @@ def resize_nearest(arr: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     index = Image.fromarray(np.arange(h0 * w0, dtype=np.int32).reshape(h0, w0), mode="I")
     picked = np.asarray(index.resize((w, h), Image.NEAREST)).astype(np.int64)
     return arr.reshape(-1)[picked]
+
+
+def resized_label_png(uri: str | Path, size: tuple[int, int]) -> bytes | None:
+    """The label file at ``uri`` NEAREST-resized to ``size`` (H, W) as PNG bytes, keeping its raw ids, mode and
+    palette (a copy pixel-aligned with an image of that size); ``None`` when it already has that size."""
+    img = open_image(uri)
+    h, w = size
+    if img.size == (w, h):
+        return None
+    buf = io.BytesIO()
+    img.resize((w, h), Image.NEAREST).save(buf, format="PNG")
+    return buf.getvalue()
 
 
 def load_label_map(source: str | Path | np.ndarray, preset: Preset, *, palette=None) -> np.ndarray:
