@@ -35,3 +35,13 @@ def test_weights_rules_come_from_the_stylizer_entries(tmp_path, capsys):
     assert f"--stylizer wct16x needs --weights ({STYLIZERS['wct16x'].weights})" in capsys.readouterr().err
     assert main(args + ["--stylizer", "color", "--weights", "w.pth"]) == 1
     assert "--stylizer color takes no --weights; drop it or pick photowct/wct16x" in capsys.readouterr().err
+
+
+def test_config_literals_come_from_the_registries():
+    from spadepis.data.presets import PRESETS
+    from spadepis.pipeline.config import DatasetConfig, ModelsConfig
+
+    props = ModelsConfig.model_json_schema()["properties"]
+    assert props["stylizer"]["enum"] == list(STYLIZERS) and props["smoothing"]["enum"] == list(SMOOTHERS)
+    assert DatasetConfig.model_json_schema()["properties"]["preset"]["enum"] == list(PRESETS)
+    assert all(n in props["stylizer"]["description"] for n in STYLIZERS)

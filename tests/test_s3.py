@@ -208,7 +208,7 @@ def test_missing_bucket_is_named_by_check_and_run_and_never_created(tmp_path, s3
     import yaml
 
     from spadepis.cli import main
-    from spadepis.pipeline.config import check_config, validate_config
+    from spadepis.pipeline.preflight import check_config, validate_config
     from spadepis.errors import ConfigError, StorageError
     from spadepis.pipeline.worker import is_transient
     from spadepis.pipeline.storage import RunStorage

@@ -33,7 +33,7 @@ def _load(args) -> "object":
 
 
 def _cmd_check(args) -> int:
-    from ..pipeline.config import validate_config
+    from ..pipeline.preflight import validate_config
     from ..pipeline.plan import make_plan
 
     cfg = _load(args)
@@ -69,10 +69,10 @@ def _cmd_check(args) -> int:
 
 def _cmd_run(args) -> int:
     _quiet_prefect_defaults()
-    from ..pipeline.config import check_config
+    from ..pipeline.preflight import check_config
 
     cfg = _load(args)
-    check_config(cfg)  # every problem, before Prefect even starts
+    check_config(cfg)  # every problem, before Prefect even starts (the flow does not check it again)
     from ..flows.augment import augment
 
     result = augment(config=cfg)

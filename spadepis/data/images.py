@@ -11,7 +11,8 @@ from PIL import Image, UnidentifiedImageError
 from ..errors import InputError
 
 __all__ = [
-    "read_bytes", "open_image", "read_rgb", "check_rgb_uint8", "encode_png", "write_png", "float_to_uint8",
+    "read_bytes", "open_image", "read_rgb", "check_rgb_uint8", "fit_size", "downscale_rgb", "encode_png", "write_png",
+    "float_to_uint8",
     "DEFAULT_MAX_IMAGE_PIXELS", "set_max_image_pixels", "max_image_pixels",
 ]
 
@@ -111,6 +112,21 @@ def check_rgb_uint8(image, what: str) -> np.ndarray:
     if image.shape[0] < 1 or image.shape[1] < 1:
         raise InputError(f"{what} is empty (shape {image.shape}).")
     return image
+
+
+def fit_size(w: int, h: int, max_side: int | None) -> tuple[int, int] | None:
+    """``(w, h)`` scaled so that the longer side is ``max_side`` (aspect kept), or ``None`` when it fits."""
+    if not max_side or max(h, w) <= max_side:
+        return None
+    scale = max_side / max(h, w)
+    return max(1, round(w * scale)), max(1, round(h * scale))
+
+
+def downscale_rgb(image: np.ndarray, max_side: int | None) -> np.ndarray:
+    """Bicubic downscale of an ``(H, W, 3)`` image to ``max_side`` (as FastPhotoStyle's memory_limit_image_resize);
+    the same array when it fits."""
+    size = fit_size(image.shape[1], image.shape[0], max_side)
+    return image if size is None else np.asarray(Image.fromarray(image).resize(size, Image.BICUBIC))
 
 
 def encode_png(array: np.ndarray) -> bytes:

@@ -24,12 +24,13 @@ from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact, create_progress_artifact, create_table_artifact, update_progress_artifact
 from prefect.futures import as_completed
 
-from spadepis.pipeline.config import RunConfig, apply_storage_options, check_config
+from spadepis.pipeline.config import RunConfig, apply_storage_options
 from spadepis.errors import SpadepisError
 from spadepis.pipeline.failures import describe
 from spadepis.pipeline.lease import RunLease
 from spadepis.pipeline.manifest import format_summary, summary
 from spadepis.pipeline.plan import make_plan
+from spadepis.pipeline.preflight import check_config
 from spadepis.pipeline.report import run_record, samples_markdown, summary_rows
 from spadepis.pipeline.storage import RunStorage
 from spadepis.tasks.shard import shard_task_for

@@ -2,14 +2,12 @@
 
 The flow ``spadepis-augment`` takes a single :class:`RunConfig`, so the Prefect UI renders it as a
 form and the server rejects bad values. Every model forbids unknown fields, so a typo is refused
-with the field's dotted name. :func:`validate_config` goes further than types: it checks that the
-inputs exist, that weights are where the config says, that the output is writable, and reports
-every problem at once, before any work starts.
+with the field's dotted name. The checks that go further than types (inputs exist, weights are where
+the config says, the output is writable) are in :mod:`.preflight`.
 
 Example
 -------
 >>> cfg = load_config("configs/demo.yaml", overrides=["shard_size=4", "models.smoothing=fast"])
->>> problems = validate_config(cfg)      # [] when the run can start
 """
 
 from __future__ import annotations
@@ -17,14 +15,15 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-import uuid
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from ..data.presets import PRESETS
 from ..errors import ConfigError
+from ..models.registry import SMOOTHERS, STYLIZERS
 
 __all__ = [
     "DatasetConfig",
@@ -39,8 +38,6 @@ __all__ = [
     "parse_config",
     "apply_overrides",
     "config_hash",
-    "validate_config",
-    "check_config",
     "apply_storage_options",
 ]
 
@@ -57,10 +54,10 @@ class _Strict(BaseModel):
 class DatasetConfig(_Strict):
     """Where the label maps (and optional instance maps or source photos) are."""
 
-    preset: Literal["coco", "ade20k", "cityscapes", "custom"] = Field(
+    preset: Literal[tuple(PRESETS)] = Field(  # type: ignore[valid-type]
         "coco",
         title="Dataset preset",
-        description="Label set and preprocessing of the SPADE model: coco, ade20k, cityscapes or custom.",
+        description=f"Label set and preprocessing of the SPADE model: {', '.join(PRESETS)}.",
     )
     preset_overrides: dict[str, Any] = Field(
         default_factory=dict,
@@ -143,10 +140,10 @@ class ModelsConfig(_Strict):
         description="Generator width; the official checkpoints use 64. random-init defaults to 16.",
     )
     synth_seed: int = Field(0, ge=0, title="Random-init seed", description="Seed of the random-init weights.")
-    stylizer: Literal["photowct", "wct16x", "color"] = Field(
+    stylizer: STYLIZERS.literal() = Field(  # type: ignore[valid-type]
         "photowct",
         title="Stylizer",
-        description="photowct (FastPhotoStyle photo_wct.pth), wct16x (pruned WCT encoders/decoders folder) or color.",
+        description=STYLIZERS.help(weights=True) + ".",
     )
     stylizer_weights: str | None = Field(
         None,
@@ -154,10 +151,10 @@ class ModelsConfig(_Strict):
         description="photowct: path/URI of photo_wct.pth; wct16x: folder with encoder_l1..5.pth and decoder_l1..5.pth; "
         "color: leave empty.",
     )
-    smoothing: Literal["exact", "fast", "none"] = Field(
+    smoothing: SMOOTHERS.literal() = Field(  # type: ignore[valid-type]
         "exact",
         title="Smoothing",
-        description="exact: closed-form photorealistic smoothing; fast: guided-filter approximation; none: skip.",
+        description=SMOOTHERS.help() + ".",
     )
     smoothing_device: Literal["auto", "cpu", "cuda"] = Field(
         "auto",
@@ -422,151 +419,3 @@ def apply_storage_options(config: RunConfig) -> None:
     for protocol, options in config.storage_options.items():
         resolved = resolve_references(options, f"storage_options.{protocol}")
         fsspec.config.conf.setdefault(protocol, {}).update(resolved)
-
-
-def _check_weights(config: RunConfig, problems: list[str]) -> None:
-    import fsspec
-
-    m = config.models
-    if not config.stylize_only and m.synth_checkpoint != RANDOM_INIT:
-        try:
-            fs, path = fsspec.core.url_to_fs(m.synth_checkpoint)
-            if not fs.isfile(path):
-                problems.append(
-                    f"models.synth_checkpoint: {m.synth_checkpoint!r} is not a file; point it to the official "
-                    "latest_net_G.pth (e.g. checkpoints/coco_pretrained/latest_net_G.pth) or use 'random-init' for a demo"
-                )
-        except Exception as exc:  # noqa: BLE001 - any failure here is a config problem to report
-            problems.append(f"models.synth_checkpoint: cannot check {m.synth_checkpoint!r}: {exc}")
-    if m.stylizer == "color":
-        if m.stylizer_weights:
-            problems.append("models.stylizer_weights: the color stylizer takes no weights; remove the field")
-        return
-    if not m.stylizer_weights:
-        what = "the path of photo_wct.pth" if m.stylizer == "photowct" else "a folder with encoder_l1..5.pth and decoder_l1..5.pth"
-        problems.append(f"models.stylizer_weights: the {m.stylizer} stylizer needs weights; set it to {what}")
-        return
-    try:
-        fs, path = fsspec.core.url_to_fs(m.stylizer_weights)
-        if m.stylizer == "photowct":
-            if not fs.isfile(path):
-                problems.append(
-                    f"models.stylizer_weights: {m.stylizer_weights!r} is not a file; point it to FastPhotoStyle's photo_wct.pth"
-                )
-        else:
-            if not fs.isdir(path):
-                problems.append(
-                    f"models.stylizer_weights: {m.stylizer_weights!r} is not a folder; point it to the folder holding "
-                    "encoder_l1..5.pth and decoder_l1..5.pth"
-                )
-            else:
-                names = {p.rsplit("/", 1)[-1] for p in fs.ls(path, detail=False)}
-                missing = [
-                    f"{kind}_l{i}.pth" for i in range(1, 6) for kind in ("encoder", "decoder")
-                    if not any(n.startswith(f"{kind}_l{i}") and n.endswith(".pth") for n in names)
-                ]
-                if missing:
-                    problems.append(f"models.stylizer_weights: {m.stylizer_weights!r} lacks {', '.join(missing)}")
-    except Exception as exc:  # noqa: BLE001
-        problems.append(f"models.stylizer_weights: cannot check {m.stylizer_weights!r}: {exc}")
-
-
-def _check_output(config: RunConfig, problems: list[str]) -> None:
-    import fsspec
-
-    from ..data.buckets import is_object_store, missing_bucket
-
-    try:
-        bucket = missing_bucket(config.run_uri)
-    except Exception:  # noqa: BLE001 - reported by the write probe below, with its cause
-        bucket = None
-    if bucket is not None:
-        problems.append(
-            f"output: the bucket {bucket!r} of {config.output!r} does not exist; spadepis never creates buckets: "
-            "create it (e.g. `aws s3 mb s3://" + bucket + "`) or fix the bucket name"
-        )
-        return
-    probe = f"{config.run_uri}/.write-check-{uuid.uuid4().hex[:12]}"
-    try:
-        fs, path = fsspec.core.url_to_fs(probe)
-        parent = path.rsplit("/", 1)[0]
-        if not is_object_store(fs):  # on object stores makedirs would create a missing bucket
-            fs.makedirs(parent, exist_ok=True)
-        with fs.open(path, "wb") as f:
-            f.write(b"ok")
-        fs.rm(path)
-    except Exception as exc:  # noqa: BLE001
-        problems.append(
-            f"output: cannot write under {config.run_uri!r} ({type(exc).__name__}: {exc}); choose a writable folder "
-            "or URI (check the bucket exists and your credentials / storage_options)"
-        )
-
-
-def validate_config(config: RunConfig) -> list[str]:
-    """Every problem that would stop the run, each naming the field and what to do; ``[]`` when fine.
-
-    Checks: the preset and its overrides, the label / instance / photo / style inputs (they exist and
-    are not empty), the weights the models need, the device, the runner, and that the output is writable.
-    """
-    from .plan import list_inputs
-
-    problems: list[str] = []
-    try:
-        apply_storage_options(config)
-    except ConfigError as exc:
-        problems.append(str(exc))
-    try:
-        from ..data.presets import get_preset
-
-        get_preset(config.dataset.preset, **config.dataset.preset_overrides)
-    except ConfigError as exc:
-        problems.append(f"dataset.preset / dataset.preset_overrides: {exc}")
-    except ImportError as exc:  # pragma: no cover - only while the package is incomplete
-        problems.append(f"dataset.preset: cannot import spadepis.labelmaps ({exc}); reinstall spadepis")
-
-    found: dict[str, int] = {}
-    for field, spec in (
-        ("dataset.labels", config.dataset.labels),
-        ("dataset.instances", config.dataset.instances),
-        ("dataset.photos", config.dataset.photos),
-        ("styles.source", config.styles.source),
-    ):
-        if spec is None:
-            continue
-        try:
-            uris = list_inputs(spec, field=field)
-            found[field] = len(uris)
-        except ConfigError as exc:
-            problems.append(str(exc))
-    n_styles = found.get("styles.source")
-    if n_styles is not None and config.styles.per_sample and config.styles.per_sample > n_styles:
-        problems.append(
-            f"styles.per_sample: {config.styles.per_sample} styles per sample asked for but {config.styles.source!r} "
-            f"holds only {n_styles}; lower it or add style photos"
-        )
-    _check_weights(config, problems)
-    try:
-        from ..devices import resolve_device
-
-        resolve_device(config.device)
-    except ConfigError as exc:
-        problems.append(f"device: {exc}")
-    if config.runner.kind == "dask":
-        import importlib.util
-
-        # find_spec, not import: importing prefect_dask would import Prefect into the library.
-        if any(importlib.util.find_spec(name) is None for name in ("distributed", "prefect_dask")):
-            problems.append("runner.kind: 'dask' needs the dask extra: pip install 'spadepis[dask]' (or use kind: thread)")
-    elif config.runner.address:
-        problems.append("runner.address: only used with runner.kind: dask; remove it or set kind: dask")
-    _check_output(config, problems)
-    return problems
-
-
-def check_config(config: RunConfig) -> None:
-    """Raise :class:`ConfigError` listing every problem :func:`validate_config` finds."""
-    problems = validate_config(config)
-    if problems:
-        raise ConfigError(
-            f"{len(problems)} problem(s) in the run configuration; nothing was run:\n" + "\n".join(f"  - {p}" for p in problems)
-        )

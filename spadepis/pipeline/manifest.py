@@ -1,4 +1,4 @@
-"""The manifest: one Parquet row per output image, its explicit schema, readers and a PyTorch Dataset.
+"""The manifest of a run: readers, the summary and a PyTorch Dataset (the schema and row builder: :mod:`.schema`).
 
 A trainer reads a run's ``index.parquet`` (merged from committed shards only)::
 
@@ -6,19 +6,19 @@ A trainer reads a run's ``index.parquet`` (merged from committed shards only)::
     >>> ok = df[df.status == "ok"]                                    # label_uri + image_uri pairs
     >>> ds = AugmentedDataset("s3://bucket/runs/coco-1a2b3c4d5e")     # (image, label, meta) items
 
-Columns are only ever added; ``schema_version`` is stored in every row and in the file's key-value
-metadata (``spadepis.schema_version``).
+The schema names are re-exported here, so a reader needs one import.
 """
 
 from __future__ import annotations
 
-import json
-from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
 from torch.utils.data import Dataset
+
+from .schema import SCHEMA, SCHEMA_VERSION, STAGES, rows_to_table, schema_json, table_schema_version
+from .storage import RunStorage
 
 __all__ = [
     "SCHEMA_VERSION",
@@ -26,86 +26,13 @@ __all__ = [
     "STAGES",
     "rows_to_table",
     "table_schema_version",
+    "schema_json",
     "read_index",
     "read_index_table",
     "summary",
     "format_summary",
     "AugmentedDataset",
 ]
-
-SCHEMA_VERSION = 1
-STAGES = ("t_load_ms", "t_synth_ms", "t_stylize_ms", "t_smooth_ms", "t_write_ms", "t_total_ms")
-
-_FIELDS: list[tuple[str, pa.DataType, bool, str]] = [
-    # identity
-    ("sample_id", pa.string(), False, "sha256(source_id, style_id, seed, config hash)[:20]"),
-    ("run_id", pa.string(), False, "run folder name"),
-    ("shard_id", pa.string(), False, "shard name, e.g. shard=00042"),
-    ("attempt_id", pa.string(), False, "attempt that wrote the committed part"),
-    # source
-    ("dataset", pa.string(), False, "dataset name (config dataset.name or the preset)"),
-    ("preset", pa.string(), False, "SPADE preset (coco, ade20k, cityscapes, custom)"),
-    ("source_id", pa.string(), False, "label map id (file stem)"),
-    ("label_uri", pa.string(), False, "label map pixel-aligned with image_uri: the source label map, or, when its size "
-     "differs from the output's (SPADE preset size, or a stylize-only photo downscaled to dataset.max_side), its "
-     "NEAREST-resized copy labels/shard=NNNNN/<source_id>.png"),
-    ("instance_uri", pa.string(), True, "source instance map, if any"),
-    ("label_nc", pa.int32(), False, "number of label classes of the preset"),
-    # style
-    ("style_id", pa.string(), False, "style photo id (file stem)"),
-    ("style_uri", pa.string(), False, "style photo"),
-    # outputs
-    ("synth_uri", pa.string(), True, "SPADE output (stylize-only runs: the source photo)"),
-    ("image_uri", pa.string(), True, "stylized output; null when status is error"),
-    ("width", pa.int32(), True, "output width (px)"),
-    ("height", pa.int32(), True, "output height (px)"),
-    ("sha256", pa.string(), True, "sha256 of the output PNG's bytes"),
-    # models
-    ("synth_model", pa.string(), False, "e.g. spade-coco, spade-ade20k random-init, none (stylize-only)"),
-    ("synth_weights_sha256", pa.string(), True, "sha256 of the SPADE weights"),
-    ("stylizer", pa.string(), False, "photowct, wct16x or color"),
-    ("stylizer_weights_sha256", pa.string(), True, "sha256 of the stylizer weights (null for color)"),
-    ("smoothing", pa.string(), False, "exact, fast or none"),
-    # timings (ms); shared costs are split evenly over the rows that share them
-    ("t_load_ms", pa.float64(), False, "reading + validating the label/instance map (or photo)"),
-    ("t_synth_ms", pa.float64(), False, "SPADE forward pass (batch time / batch size)"),
-    ("t_stylize_ms", pa.float64(), False, "feature transform incl. style preparation when first used"),
-    ("t_smooth_ms", pa.float64(), False, "smoothing incl. the per-content factorisation"),
-    ("t_write_ms", pa.float64(), False, "PNG encoding + writing"),
-    ("t_total_ms", pa.float64(), False, "sum of the stages"),
-    # status
-    ("status", pa.string(), False, "ok or error"),
-    ("error", pa.string(), True, "what went wrong; null when ok"),
-    # provenance
-    ("created_at", pa.timestamp("us", tz="UTC"), False, "when the row was made"),
-    ("device", pa.string(), False, "device the models ran on"),
-    ("spadepis_version", pa.string(), False, "library version"),
-    ("schema_version", pa.int32(), False, "manifest schema version"),
-]
-
-SCHEMA = pa.schema(
-    [pa.field(name, typ, nullable=nullable, metadata={"description": desc}) for name, typ, nullable, desc in _FIELDS],
-    metadata={"spadepis.schema_version": str(SCHEMA_VERSION)},
-)
-
-
-def rows_to_table(rows: Sequence[dict[str, Any]]) -> pa.Table:
-    """Rows (dicts with every column) -> a table with :data:`SCHEMA`; missing or extra keys are refused."""
-    names = SCHEMA.names
-    for i, row in enumerate(rows):
-        missing = [n for n in names if n not in row]
-        extra = [k for k in row if k not in SCHEMA.names]
-        if missing or extra:
-            raise ValueError(f"manifest row {i}: missing columns {missing}, unknown columns {extra}")
-    columns = {n: [row[n] for row in rows] for n in names}
-    return pa.Table.from_pydict(columns, schema=SCHEMA)
-
-
-def table_schema_version(table_or_schema: pa.Table | pa.Schema) -> int | None:
-    schema = table_or_schema.schema if isinstance(table_or_schema, pa.Table) else table_or_schema
-    raw = (schema.metadata or {}).get(b"spadepis.schema_version")
-    return int(raw) if raw is not None else None
-
 
 # ------------------------------------------------------------------------------------------ reading
 
@@ -115,8 +42,6 @@ def read_index_table(run_uri: str) -> pa.Table:
 
     Only parts named by a shard's ``_SUCCESS.json`` are read, so an interrupted run can be inspected.
     """
-    from .storage import RunStorage
-
     return RunStorage.from_run_uri(run_uri).read_manifest()
 
 
@@ -246,10 +171,3 @@ def _isna(value) -> bool:
         return bool(value is None or (isinstance(value, float) and np.isnan(value)))
     except TypeError:
         return False
-
-
-def schema_json() -> str:
-    """The schema as JSON (name, type, nullable, description), for run.json and docs."""
-    return json.dumps(
-        [{"name": n, "type": str(t), "nullable": nl, "description": d} for n, t, nl, d in _FIELDS], indent=1
-    )

@@ -12,7 +12,7 @@ from typing import Any
 
 from .. import __version__
 from .config import RANDOM_INIT, RunConfig
-from .manifest import SCHEMA_VERSION, STAGES
+from .schema import SCHEMA_VERSION, STAGES
 from .secrets import redact
 from .plan import Plan
 

@@ -32,7 +32,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from ..errors import ConfigError, SpadepisError, StorageError
-from .manifest import SCHEMA, SCHEMA_VERSION, table_schema_version
+from .schema import SCHEMA, SCHEMA_VERSION, table_schema_version
 from ..data.buckets import is_object_store, missing_bucket
 from .failures import Failure, classify
 from .plan import shard_name

@@ -38,7 +38,7 @@ from ..errors import ConfigError, InputError, StorageError
 from ..data.images import encode_png, float_to_uint8, read_rgb, set_max_image_pixels
 from .failures import classify
 from .failures import is_transient as _is_transient
-from .manifest import SCHEMA_VERSION, rows_to_table
+from .schema import SCHEMA_VERSION, rows_to_table
 from .plan import ShardSpec, sample_id
 from .storage import RunStorage, new_attempt_id
 

@@ -1,0 +1,145 @@
+"""The manifest's schema: one Parquet row per output image, its explicit pyarrow schema, and the row builder.
+
+:data:`SCHEMA` names every column with its type, nullability and description; :class:`RowBuilder` makes the
+rows of one shard attempt from it (the columns a shard shares once, the rest per output, every other column
+at its default), and :func:`rows_to_table` turns rows into a table the storage commits. Columns are only
+ever added; ``schema_version`` is stored in every row and in the file's key-value metadata
+(``spadepis.schema_version``). Readers are in :mod:`.manifest`.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+from collections.abc import Sequence
+from typing import Any
+
+import pyarrow as pa
+
+from .. import __version__
+
+__all__ = [
+    "SCHEMA_VERSION",
+    "SCHEMA",
+    "STAGES",
+    "RowBuilder",
+    "rows_to_table",
+    "table_schema_version",
+    "schema_json",
+]
+
+SCHEMA_VERSION = 1
+STAGES = ("t_load_ms", "t_synth_ms", "t_stylize_ms", "t_smooth_ms", "t_write_ms", "t_total_ms")
+
+_FIELDS: list[tuple[str, pa.DataType, bool, str]] = [
+    # identity
+    ("sample_id", pa.string(), False, "sha256(source_id, style_id, seed, config hash)[:20]"),
+    ("run_id", pa.string(), False, "run folder name"),
+    ("shard_id", pa.string(), False, "shard name, e.g. shard=00042"),
+    ("attempt_id", pa.string(), False, "attempt that wrote the committed part"),
+    # source
+    ("dataset", pa.string(), False, "dataset name (config dataset.name or the preset)"),
+    ("preset", pa.string(), False, "SPADE preset (coco, ade20k, cityscapes, custom)"),
+    ("source_id", pa.string(), False, "label map id (file stem)"),
+    ("label_uri", pa.string(), False, "label map pixel-aligned with image_uri: the source label map, or, when its size "
+     "differs from the output's (SPADE preset size, or a stylize-only photo downscaled to dataset.max_side), its "
+     "NEAREST-resized copy labels/shard=NNNNN/<source_id>.png"),
+    ("instance_uri", pa.string(), True, "source instance map, if any"),
+    ("label_nc", pa.int32(), False, "number of label classes of the preset"),
+    # style
+    ("style_id", pa.string(), False, "style photo id (file stem)"),
+    ("style_uri", pa.string(), False, "style photo"),
+    # outputs
+    ("synth_uri", pa.string(), True, "SPADE output (stylize-only runs: the source photo)"),
+    ("image_uri", pa.string(), True, "stylized output; null when status is error"),
+    ("width", pa.int32(), True, "output width (px)"),
+    ("height", pa.int32(), True, "output height (px)"),
+    ("sha256", pa.string(), True, "sha256 of the output PNG's bytes"),
+    # models
+    ("synth_model", pa.string(), False, "e.g. spade-coco, spade-ade20k random-init, none (stylize-only)"),
+    ("synth_weights_sha256", pa.string(), True, "sha256 of the SPADE weights"),
+    ("stylizer", pa.string(), False, "photowct, wct16x or color"),
+    ("stylizer_weights_sha256", pa.string(), True, "sha256 of the stylizer weights (null for color)"),
+    ("smoothing", pa.string(), False, "exact, fast or none"),
+    # timings (ms); shared costs are split evenly over the rows that share them
+    ("t_load_ms", pa.float64(), False, "reading + validating the label/instance map (or photo)"),
+    ("t_synth_ms", pa.float64(), False, "SPADE forward pass (batch time / batch size)"),
+    ("t_stylize_ms", pa.float64(), False, "feature transform incl. style preparation when first used"),
+    ("t_smooth_ms", pa.float64(), False, "smoothing incl. the per-content factorisation"),
+    ("t_write_ms", pa.float64(), False, "PNG encoding + writing"),
+    ("t_total_ms", pa.float64(), False, "sum of the stages"),
+    # status
+    ("status", pa.string(), False, "ok or error"),
+    ("error", pa.string(), True, "what went wrong; null when ok"),
+    # provenance
+    ("created_at", pa.timestamp("us", tz="UTC"), False, "when the row was made"),
+    ("device", pa.string(), False, "device the models ran on"),
+    ("spadepis_version", pa.string(), False, "library version"),
+    ("schema_version", pa.int32(), False, "manifest schema version"),
+]
+
+SCHEMA = pa.schema(
+    [pa.field(name, typ, nullable=nullable, metadata={"description": desc}) for name, typ, nullable, desc in _FIELDS],
+    metadata={"spadepis.schema_version": str(SCHEMA_VERSION)},
+)
+
+
+def rows_to_table(rows: Sequence[dict[str, Any]]) -> pa.Table:
+    """Rows (dicts with every column) -> a table with :data:`SCHEMA`; missing or extra keys are refused."""
+    names = SCHEMA.names
+    for i, row in enumerate(rows):
+        missing = [n for n in names if n not in row]
+        extra = [k for k in row if k not in SCHEMA.names]
+        if missing or extra:
+            raise ValueError(f"manifest row {i}: missing columns {missing}, unknown columns {extra}")
+    columns = {n: [row[n] for row in rows] for n in names}
+    return pa.Table.from_pydict(columns, schema=SCHEMA)
+
+
+def table_schema_version(table_or_schema: pa.Table | pa.Schema) -> int | None:
+    schema = table_or_schema.schema if isinstance(table_or_schema, pa.Table) else table_or_schema
+    raw = (schema.metadata or {}).get(b"spadepis.schema_version")
+    return int(raw) if raw is not None else None
+
+
+_DEFAULTS: dict[str, Any] = {
+    **{name: None for name, _, nullable, _ in _FIELDS if nullable},
+    **dict.fromkeys(STAGES, 0.0),
+    "status": "ok",
+    "spadepis_version": __version__,
+    "schema_version": SCHEMA_VERSION,
+}
+"""Every column's value unless a row says otherwise: null where nullable, 0 ms for the stage timings."""
+
+
+class RowBuilder:
+    """The rows of one shard attempt.
+
+    ``RowBuilder(run_id=..., shard_id=..., ...)`` takes the columns every row of the attempt shares;
+    :meth:`row` adds one output's columns, fills every other column with its default (null, 0 ms,
+    ``status="ok"``, the library and schema versions, ``created_at`` now) and sums ``t_total_ms`` over the
+    stages. A name that is not a column is a ``ValueError`` (a bug, not bad input).
+    """
+
+    def __init__(self, **shared: Any) -> None:
+        self._check(shared)
+        self.shared = shared
+
+    @staticmethod
+    def _check(values: dict[str, Any]) -> None:
+        unknown = sorted(set(values) - set(SCHEMA.names))
+        if unknown:
+            raise ValueError(f"not manifest columns: {', '.join(unknown)} (see spadepis.pipeline.schema.SCHEMA)")
+
+    def row(self, **values: Any) -> dict[str, Any]:
+        self._check(values)
+        row = {**_DEFAULTS, **self.shared, "created_at": _dt.datetime.now(_dt.timezone.utc), **values}
+        row["t_total_ms"] = sum(row[k] for k in STAGES if k != "t_total_ms")
+        return row
+
+
+def schema_json() -> str:
+    """The schema as JSON (name, type, nullable, description), for run.json and docs."""
+    return json.dumps(
+        [{"name": n, "type": str(t), "nullable": nl, "description": d} for n, t, nl, d in _FIELDS], indent=1
+    )
