@@ -46,7 +46,7 @@ def baseline_pair(ckpt: str, label_path: Path, style_path: Path, out_dir: Path, 
     from spadepis.data.images import float_to_uint8, read_rgb, write_png
     from spadepis.data.labelmaps import load_label_map
     from spadepis.data.presets import get_preset
-    from spadepis.pipeline.worker import _read_style
+    from spadepis.pipeline.model_cache import read_style as _read_style
     from spadepis.models.smoothing import prepare_smoother
     from spadepis.models.spade import load_synthesizer, to_uint8
     from spadepis.models.stylizers import load_stylizer

@@ -4,7 +4,7 @@
   index: same sample ids, same image hashes.
 * GPU placement: on a mixed cluster (one worker advertising ``GPU=1``, one not), model tasks of a
   CUDA run go to the GPU worker only; a CPU run's tasks go anywhere.
-* Models are loaded once per worker process (the module-level cache in ``spadepis.pipeline.worker``).
+* Models are loaded once per worker process (the module-level cache in ``spadepis.pipeline.model_cache``).
 """
 
 from __future__ import annotations

@@ -30,7 +30,7 @@ def test_styles_come_from_the_installed_package(tmp_path):
 def test_demo_command_end_to_end(tmp_path, prefect_harness, capsys):
     from spadepis.cli import main
     from spadepis.devices import resolve_device
-    from spadepis.pipeline.worker import get_synthesizer
+    from spadepis.pipeline.model_cache import get_synthesizer
 
     assert main(["demo", "--out", str(tmp_path), "--n-maps", "2"]) == 0
     out = capsys.readouterr().out

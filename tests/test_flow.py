@@ -9,7 +9,7 @@ from pipeline_helpers import make_inputs, small_config
 from spadepis.data.images import read_rgb
 from spadepis.pipeline.manifest import read_index
 from spadepis.pipeline.plan import make_plan
-from spadepis.pipeline.worker import model_info
+from spadepis.pipeline.model_cache import model_info
 from spadepis.pipeline.storage import RunStorage
 
 

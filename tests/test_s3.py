@@ -210,7 +210,7 @@ def test_missing_bucket_is_named_by_check_and_run_and_never_created(tmp_path, s3
     from spadepis.cli import main
     from spadepis.pipeline.preflight import check_config, validate_config
     from spadepis.errors import ConfigError, StorageError
-    from spadepis.pipeline.worker import is_transient
+    from spadepis.pipeline.failures import is_transient
     from spadepis.pipeline.storage import RunStorage
 
     direct = boto3.client("s3", endpoint_url=f"http://127.0.0.1:{s3['port']}", aws_access_key_id="testing",

@@ -10,7 +10,7 @@ import pytest
 
 from spadepis.errors import ConfigError, InputError, StorageError
 from spadepis.pipeline.manifest import SCHEMA, SCHEMA_VERSION, rows_to_table, table_schema_version
-from spadepis.pipeline.worker import is_transient
+from spadepis.pipeline.failures import is_transient
 from spadepis.pipeline.storage import RunStorage, new_attempt_id
 
 

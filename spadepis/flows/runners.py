@@ -10,7 +10,7 @@ not fixed in the ``@flow`` decorator::
   (Prefect's default pool is unbounded; a GPU box must not run 50 shards at once).
 * ``kind: dask``: ``prefect_dask.DaskTaskRunner`` on a ``distributed.LocalCluster`` of
   ``runner.n_workers`` worker *processes* (one thread each: one shard at a time per process, and the
-  models cached in ``spadepis.pipeline.worker`` are loaded once per process), or on the existing scheduler at
+  models cached in ``spadepis.pipeline.model_cache`` are loaded once per process), or on the existing scheduler at
   ``runner.address``.
 * GPU placement: when the run's device is CUDA, model tasks are submitted with the Dask annotation
   ``resources={"GPU": 1}``, so a scheduler only hands them to workers started with

@@ -1,6 +1,6 @@
 """The work of one shard, without any orchestration: load, synthesize, stylize, smooth, write, commit.
 
-:func:`process_shard` is what a Prefect task (``tasks/shard.py``) or any other runner calls. It
+:func:`process_shard` is what a Prefect task (``spadepis/tasks/shard.py``) or any other runner calls. It
 
 1. returns at once when the shard is already committed (resume);
 2. loads and validates every label map (a bad item becomes ``status="error"`` rows; the shard goes on);
@@ -13,52 +13,34 @@
    process and style), smooths, and writes ``images/<shard>/<source_id>__<style_id>.png``;
 5. writes the manifest part, then the ``_SUCCESS.json`` marker naming it: the commit.
 
-Models live in a module-level cache, so a worker process loads each model once and reuses it for
-every shard it runs. Transient failures (storage, CUDA out-of-memory) propagate so that the caller
-retries the shard; :func:`is_transient` tells them apart from bugs and configuration errors.
+The pieces it uses, in the order data flows: :mod:`.items` (one source and its loading),
+:mod:`.model_cache` (models and style statistics, built once per process), :mod:`.schema` (the
+:class:`~.schema.RowBuilder` of the manifest rows) and :mod:`.writer` (the files and the commit).
+Transient failures (storage, CUDA out-of-memory) propagate so that the caller retries the shard;
+:func:`spadepis.pipeline.failures.is_transient` tells them apart from bugs and configuration errors.
 """
 
 from __future__ import annotations
 
-import datetime as _dt
 import hashlib
-import io
-import threading
 import time
-from collections import OrderedDict, deque
-from collections.abc import Callable
+from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
-from .. import __version__
-from .config import RANDOM_INIT, RunConfig, apply_storage_options
-from ..errors import ConfigError, InputError, StorageError
-from ..data.images import encode_png, float_to_uint8, read_rgb, set_max_image_pixels
-from .failures import classify
-from .failures import is_transient as _is_transient
-from .schema import SCHEMA_VERSION, rows_to_table
+from ..data.images import encode_png, float_to_uint8, set_max_image_pixels
+from ..errors import ConfigError, InputError
+from .config import RunConfig, apply_storage_options
+from .items import Item, load_item
+from .model_cache import get_style_cache, get_stylizer, get_synthesizer, run_preset
 from .plan import ShardSpec, sample_id
+from .schema import RowBuilder
 from .storage import RunStorage, new_attempt_id
+from .writer import ShardWriter
 
-__all__ = [
-    "ShardResult",
-    "process_shard",
-    "is_transient",
-    "get_synthesizer",
-    "get_stylizer",
-    "get_style_cache",
-    "clear_model_cache",
-    "model_info",
-]
-
-_LOCK = threading.RLock()
-_MODELS: dict[tuple, Any] = {}
-_STYLES: OrderedDict[tuple, Any] = OrderedDict()
-_STYLES_PENDING: dict[tuple, threading.Event] = {}  # styles being prepared right now (one thread each)
-_STYLE_CACHE_MAX = 256
-_MODEL_LOADS = {"synthesizer": 0, "stylizer": 0, "style": 0}
+__all__ = ["ShardResult", "process_shard"]
 
 
 @dataclass
@@ -77,231 +59,14 @@ class ShardResult:
     samples: list[dict[str, str]] = field(default_factory=list)
 
 
-# ------------------------------------------------------------------------------------ model cache
-
-
-def _preset(config: RunConfig):
-    from ..data.presets import get_preset
-
-    return get_preset(config.dataset.preset, **config.dataset.preset_overrides)
-
-
-def get_synthesizer(config: RunConfig, device):
-    """The SPADE synthesizer of ``config`` on ``device``, loaded once per process."""
-    from ..models.spade import load_synthesizer, random_synthesizer
-
-    m = config.models
-    preset = _preset(config)
-    key = ("spade", m.synth_checkpoint, preset, m.ngf, m.synth_seed if m.synth_checkpoint == RANDOM_INIT else None, str(device))
-    with _LOCK:
-        synth = _MODELS.get(key)
-        if synth is None:
-            if m.synth_checkpoint == RANDOM_INIT:
-                synth = random_synthesizer(preset, ngf=m.ngf or 16, seed=m.synth_seed, device=device)
-            else:
-                synth = load_synthesizer(m.synth_checkpoint, preset, ngf=m.ngf, device=device)
-            _MODELS[key] = synth
-            _MODEL_LOADS["synthesizer"] += 1
-        return synth
-
-
-def get_stylizer(config: RunConfig, device):
-    """The stylizer of ``config`` on ``device``, loaded once per process."""
-    from ..models.stylizers import load_stylizer
-
-    m = config.models
-    key = ("stylizer", m.stylizer, m.stylizer_weights, str(device))
-    with _LOCK:
-        stylizer = _MODELS.get(key)
-        if stylizer is None:
-            stylizer = load_stylizer(m.stylizer, m.stylizer_weights, device=device)
-            _MODELS[key] = stylizer
-            _MODEL_LOADS["stylizer"] += 1
-        return stylizer
-
-
-def _fit_size(w: int, h: int, max_side: int | None) -> tuple[int, int] | None:
-    """``(w, h)`` scaled so that the longer side is ``max_side`` (aspect kept), or ``None`` when it fits."""
-    if not max_side or max(h, w) <= max_side:
-        return None
-    scale = max_side / max(h, w)
-    return max(1, round(w * scale)), max(1, round(h * scale))
-
-
-def _downscale_rgb(img: np.ndarray, max_side: int | None) -> np.ndarray:
-    """Bicubic downscale of an ``(H, W, 3)`` image to ``max_side`` (as FastPhotoStyle's memory_limit_image_resize)."""
-    from PIL import Image
-
-    size = _fit_size(img.shape[1], img.shape[0], max_side)
-    return img if size is None else np.asarray(Image.fromarray(img).resize(size, Image.BICUBIC))
-
-
-def _read_style(uri: str, max_side: int | None) -> np.ndarray:
-    return _downscale_rgb(read_rgb(uri), max_side)
-
-
-def get_style_cache(config: RunConfig, device, style_id: str, uri: str) -> tuple[Any, float]:
-    """``(cache, ms spent)``: the style's features/colouring, computed once per process and style.
-
-    A style that cannot be read raises :class:`InputError` (remembered, so it is not re-read).
-    """
-    m = config.models
-    key = (m.stylizer, m.stylizer_weights, str(device), uri, config.styles.max_side)
-    while True:
-        with _LOCK:
-            hit = _STYLES.get(key)
-            if hit is not None:
-                _STYLES.move_to_end(key)
-                if isinstance(hit, InputError):
-                    raise hit
-                return hit, 0.0
-            pending = _STYLES_PENDING.get(key)
-            if pending is None:  # this thread prepares the style; others wait for it
-                pending = _STYLES_PENDING[key] = threading.Event()
-                break
-        pending.wait()  # then look again (if the preparing thread failed transiently, try ourselves)
-    t = time.perf_counter()
-    try:
-        stylizer = get_stylizer(config, device)
-        try:
-            cache = stylizer.prepare_style(_read_style(uri, config.styles.max_side), style_id=style_id)
-        except InputError as exc:
-            err = InputError(f"style {style_id!r}: {exc}")
-            with _LOCK:
-                _STYLES[key] = err
-            raise err from None
-        with _LOCK:
-            _STYLES[key] = cache
-            _MODEL_LOADS["style"] += 1
-            while len(_STYLES) > _STYLE_CACHE_MAX:
-                _STYLES.popitem(last=False)
-    finally:
-        with _LOCK:
-            _STYLES_PENDING.pop(key, None)
-        pending.set()
-    return cache, (time.perf_counter() - t) * 1000.0
-
-
-def clear_model_cache() -> None:
-    with _LOCK:
-        _MODELS.clear()
-        _STYLES.clear()
-        for k in _MODEL_LOADS:
-            _MODEL_LOADS[k] = 0
-
-
-def model_info() -> dict[str, int]:
-    """How many models / style caches this process has built (tests check "loaded once")."""
-    with _LOCK:
-        return dict(_MODEL_LOADS)
-
-
-# ------------------------------------------------------------------------------------ errors
-
-
-def is_transient(exc: BaseException | None) -> bool:
-    """Whether retrying the shard may help: storage and connection errors, CUDA out-of-memory, a lost worker.
-
-    Bad inputs, configuration and checkpoint errors, programming errors, and local failures a retry would
-    repeat (disk full, permission, name too long, a file in the way, a missing bucket) are not transient.
-    The exception's ``__cause__``/``__context__`` chain is searched too (``spadepis.pipeline.failures``).
-    """
-    return _is_transient(exc)
-
-
 # ------------------------------------------------------------------------------------ the shard
-
-
-@dataclass
-class _Item:
-    source: Any
-    styles: tuple[str, ...]
-    labels: np.ndarray | None = None
-    instances: np.ndarray | None = None
-    content: np.ndarray | None = None
-    error: str | None = None
-    t_load: float = 0.0
-    t_synth: float = 0.0
-    t_write_source: float = 0.0  # writing this source's synth image or resized label map
-    synth_uri: str | None = None
-    label_png: bytes | None = None  # the label map resized to the outputs' size, to write
-    label_uri: str | None = None  # where label_png was written (the rows' label_uri); None: the source's
-
-    @property
-    def row_label_uri(self) -> str:
-        """The label map the rows name: the aligned copy when one was written, else the source's."""
-        return self.label_uri or self.source.label_uri
-
-
-def _write_item(storage: RunStorage, rel: str, data: bytes) -> str:
-    """Write one item's output; a name the storage refuses becomes that item's :class:`InputError` (an error
-    row), so one bad name never takes its neighbours down. Other failures propagate (the shard is retried)."""
-    try:
-        return storage.write_bytes(rel, data)
-    except StorageError as exc:
-        if classify(exc).kind != "name-too-long":
-            raise
-        raise InputError(f"{storage.uri(rel)}: the storage refuses this file name ({exc.__cause__}); rename the input "
-                         "file (shorter, plainer name)") from exc
 
 
 def _ms(t0: float) -> float:
     return (time.perf_counter() - t0) * 1000.0
 
 
-def _aligned_label_png(label_uri: str, size: tuple[int, int]) -> bytes | None:
-    """The label file NEAREST-resized to ``size`` (H, W) as PNG bytes, keeping its raw ids, mode and palette
-    (so ``label_uri`` and ``image_uri`` are pixel-aligned); ``None`` when it already has that size."""
-    from PIL import Image
-
-    from ..data.images import open_image
-
-    img = open_image(label_uri)
-    h, w = size
-    if img.size == (w, h):
-        return None
-    buf = io.BytesIO()
-    img.resize((w, h), Image.NEAREST).save(buf, format="PNG")
-    return buf.getvalue()
-
-
-def _load_item(item: _Item, config: RunConfig, preset) -> None:
-    from ..data.labelmaps import load_label_and_instance, read_label_map
-
-    src = item.source
-    t0 = time.perf_counter()
-    try:
-        if config.stylize_only:
-            photo = read_rgb(src.photo_uri)
-            label = read_label_map(src.label_uri, preset)
-            if label.shape != photo.shape[:2]:
-                raise InputError(
-                    f"{src.label_uri}: label map is {label.shape[1]}x{label.shape[0]} but its photo {src.photo_uri} is "
-                    f"{photo.shape[1]}x{photo.shape[0]} (WxH); pair each photo with its own label map"
-                )
-            resized = _downscale_rgb(photo, config.dataset.max_side)
-            if resized is not photo:  # keep the label map pixel-aligned with the (smaller) outputs
-                from ..data.labelmaps import resize_nearest
-
-                label = resize_nearest(label, resized.shape[:2])
-                item.label_png = _aligned_label_png(src.label_uri, resized.shape[:2])
-            item.labels, item.content = label, resized
-            item.synth_uri = src.photo_uri
-        else:
-            item.labels, item.instances = load_label_and_instance(src.label_uri, src.instance_uri, preset)
-            # SPADE outputs have the preset's size; a label file of another size gets an aligned copy
-            item.label_png = _aligned_label_png(src.label_uri, item.labels.shape)
-            if not preset.no_instance and item.instances is None:
-                raise InputError(
-                    f"{src.label_uri}: no instance map for source {src.source_id!r}, but preset {preset.name!r} uses "
-                    "instance maps; set dataset.instances (matched by file stem) or preset_overrides: {no_instance: true}"
-                )
-    except InputError as exc:
-        item.error = str(exc)
-    item.t_load = _ms(t0)
-
-
-def _synthesize_batch(synth, batch: list[_Item], storage: RunStorage, shard_name: str) -> None:
+def _synthesize_batch(synth, batch: list[Item], writer: ShardWriter) -> None:
     """SPADE for one batch of items; each content image is written to ``synth/<shard>/<source_id>.png``."""
     from ..models.spade import to_uint8
 
@@ -314,7 +79,7 @@ def _synthesize_batch(synth, batch: list[_Item], storage: RunStorage, shard_name
         it.content, it.t_synth = np.ascontiguousarray(img), dt
         t0 = time.perf_counter()
         try:
-            it.synth_uri = _write_item(storage, storage.synth_rel(shard_name, it.source.source_id), encode_png(it.content))
+            it.synth_uri = writer.write_synth(it.source.source_id, encode_png(it.content))
         except InputError as exc:
             it.error = str(exc)
         it.t_write_source = _ms(t0)
@@ -350,12 +115,11 @@ def process_shard(
     shard: ShardSpec,
     *,
     attempt_id: str | None = None,
-    on_output: Callable[[int], None] | None = None,
 ) -> ShardResult:
     """Process and commit one shard of ``config`` (see the module docstring). Idempotent per shard.
 
-    ``on_output(n)`` is called after every ``n`` outputs (progress bars). Raises on transient failures
-    (:class:`StorageError`, CUDA out-of-memory) so the caller retries; bad items become error rows.
+    Raises on transient failures (:class:`StorageError`, CUDA out-of-memory) so the caller retries; bad
+    items become error rows. Progress is the caller's: one result per shard.
     """
     from ..devices import resolve_device
     from ..models.smoothing import default_smoothing_workers, smooth_batch_torch, smoothing_pool
@@ -370,10 +134,10 @@ def process_shard(
         return ShardResult(shard.name, True, existing.get("rows", 0), existing.get("ok", 0), existing.get("error", 0),
                            existing.get("attempt_id"), existing.get("part"), 0.0)
     attempt_id = attempt_id or new_attempt_id()
+    writer = ShardWriter(storage, shard.name, attempt_id)
     device = resolve_device(config.device)
-    preset = _preset(config)
+    preset = run_preset(config)
     chash = config.config_hash
-    run_id = config.resolved_run_id
     m = config.models
 
     stylizer = get_stylizer(config, device)
@@ -383,60 +147,30 @@ def process_shard(
         synth = get_synthesizer(config, device)
         synth_model, synth_sha = synth.model_name, synth.sha256
 
-    items = [_Item(src, styles) for src, styles in zip(shard.sources, shard.style_ids)]
+    items = [Item(src, styles) for src, styles in zip(shard.sources, shard.style_ids)]
     for item in items:
-        _load_item(item, config, preset)
+        load_item(item, config, preset)
         if item.label_png is not None and item.error is None:
             t0 = time.perf_counter()
             try:
-                item.label_uri = _write_item(storage, storage.label_rel(shard.name, item.source.source_id), item.label_png)
+                item.label_uri = writer.write_label(item.source.source_id, item.label_png)
             except InputError as exc:
                 item.error = str(exc)
             item.label_png, item.t_write_source = None, _ms(t0)
 
     samples: list[dict[str, str]] = []
-    now = lambda: _dt.datetime.now(_dt.timezone.utc)  # noqa: E731
+    rows = RowBuilder(
+        run_id=config.resolved_run_id, shard_id=shard.name, attempt_id=attempt_id, dataset=config.dataset_name,
+        preset=preset.name, label_nc=preset.label_nc, synth_model=synth_model, synth_weights_sha256=synth_sha,
+        stylizer=m.stylizer, stylizer_weights_sha256=stylizer.weights_sha256, smoothing=m.smoothing, device=str(device),
+    )
 
-    def row(item: _Item, style_id: str, **kw) -> dict[str, Any]:
-        base = {
-            "sample_id": sample_id(item.source.source_id, style_id, config.seed, chash),
-            "run_id": run_id,
-            "shard_id": shard.name,
-            "attempt_id": attempt_id,
-            "dataset": config.dataset_name,
-            "preset": preset.name,
-            "source_id": item.source.source_id,
-            "label_uri": item.row_label_uri,
-            "instance_uri": item.source.instance_uri,
-            "label_nc": preset.label_nc,
-            "style_id": style_id,
-            "style_uri": shard.style_uri(style_id),
-            "synth_uri": item.synth_uri,
-            "image_uri": None,
-            "width": None,
-            "height": None,
-            "sha256": None,
-            "synth_model": synth_model,
-            "synth_weights_sha256": synth_sha,
-            "stylizer": m.stylizer,
-            "stylizer_weights_sha256": stylizer.weights_sha256,
-            "smoothing": m.smoothing,
-            "t_load_ms": 0.0,
-            "t_synth_ms": 0.0,
-            "t_stylize_ms": 0.0,
-            "t_smooth_ms": 0.0,
-            "t_write_ms": 0.0,
-            "t_total_ms": 0.0,
-            "status": "ok",
-            "error": None,
-            "created_at": now(),
-            "device": str(device),
-            "spadepis_version": __version__,
-            "schema_version": SCHEMA_VERSION,
-        }
-        base.update(kw)
-        base["t_total_ms"] = sum(base[k] for k in ("t_load_ms", "t_synth_ms", "t_stylize_ms", "t_smooth_ms", "t_write_ms"))
-        return base
+    def row(item: Item, style_id: str, **kw) -> dict[str, Any]:
+        return rows.row(
+            sample_id=sample_id(item.source.source_id, style_id, config.seed, chash), source_id=item.source.source_id,
+            label_uri=item.row_label_uri, instance_uri=item.source.instance_uri, style_id=style_id,
+            style_uri=shard.style_uri(style_id), synth_uri=item.synth_uri, **kw,
+        )
 
     # Stage thread: stylize and smooth one SPADE batch while the main thread synthesizes the next. CPU exact
     # smoothing of different contents runs on the smoothing pool's processes (factorisations in parallel);
@@ -449,17 +183,12 @@ def process_shard(
     pending: deque = deque()  # (index, item, styles, stylize ms, future), in submission order
     max_pending = 2 * (pool.workers if pool is not None else 1)
 
-    def progress(n: int) -> None:
-        if on_output and n:
-            on_output(n)
-
-    def stylize_item(idx: int, item: _Item) -> tuple[list[int], list[np.ndarray], list[float]]:
+    def stylize_item(idx: int, item: Item) -> tuple[list[int], list[np.ndarray], list[float]]:
         """The item's stylized images (style positions, uint8 images, ms each); error rows for failures."""
         k = max(1, len(item.styles))
         shared = {"t_load_ms": item.t_load / k, "t_synth_ms": item.t_synth / k}
         if item.error is not None:
             item_rows[idx].extend((j, row(item, s, status="error", error=item.error, **shared)) for j, s in enumerate(item.styles))
-            progress(len(item.styles))
             return [], [], []
         ok, inits, t_sty = [], [], []
         for j, style_id in enumerate(item.styles):
@@ -470,13 +199,12 @@ def process_shard(
                 t_sty.append(_ms(t0) + t_cache)
             except InputError as exc:
                 item_rows[idx].append((j, row(item, style_id, status="error", error=str(exc), **shared)))
-                progress(1)
             else:
                 ok.append(j)
                 inits.append(init)
         return ok, inits, t_sty
 
-    def finish(idx: int, item: _Item, ok: list[int], t_sty: list[float], smoothed) -> None:
+    def finish(idx: int, item: Item, ok: list[int], t_sty: list[float], smoothed) -> None:
         """Write the smoothed outputs of one item and make its rows. ``smoothed``: a future of smooth_content."""
         k = max(1, len(item.styles))
         shared = {"t_load_ms": item.t_load / k, "t_synth_ms": item.t_synth / k}
@@ -486,7 +214,6 @@ def process_shard(
             item_rows[idx].extend(
                 (j, row(item, item.styles[j], status="error", error=f"smoothing: {exc}", **shared)) for j in ok
             )
-            progress(len(ok))
             return
         t_sm = (prep_s + smooth_s) * 1000.0 / max(1, len(ok))
         for j, t_st, out in zip(ok, t_sty, results):
@@ -496,7 +223,7 @@ def process_shard(
                     raise InputError(f"smoothing: {out}")
                 t0 = time.perf_counter()
                 data = encode_png(out)
-                uri = _write_item(storage, storage.image_rel(shard.name, item.source.source_id, style_id), data)
+                uri = writer.write_image(item.source.source_id, style_id, data)
                 t_wr = _ms(t0) + item.t_write_source / k
             except InputError as exc:
                 item_rows[idx].append((j, row(item, style_id, status="error", error=str(exc), **shared)))
@@ -510,14 +237,13 @@ def process_shard(
                     samples.append({"source_id": item.source.source_id, "style_id": style_id,
                                     "label_uri": item.row_label_uri,
                                     "synth_uri": item.synth_uri or "", "image_uri": uri})
-            progress(1)
 
     def drain(block_until: int) -> None:
         """Finish pending items in order: done ones, and any beyond ``block_until`` still pending."""
         while pending and (len(pending) > block_until or pending[0][4].done()):
             finish(*pending.popleft())
 
-    def stage(batch: list[tuple[int, _Item]]) -> None:
+    def stage(batch: list[tuple[int, Item]]) -> None:
         stylized = [(idx, item, *stylize_item(idx, item)) for idx, item in batch]
         if smooth_device is not None:  # one batched GPU solve for the whole batch
             todo = [(idx, item, ok, inits, t) for idx, item, ok, inits, t in stylized if ok]
@@ -544,7 +270,7 @@ def process_shard(
         for b in range(0, len(good), config.batch_size):
             batch = good[b : b + config.batch_size]
             if synth is not None:
-                _synthesize_batch(synth, [it for _, it in batch], storage, shard.name)
+                _synthesize_batch(synth, [it for _, it in batch], writer)
             if any(f.done() and f.exception() is not None for f in stage_futures):
                 break  # a transient failure downstream: stop synthesizing, re-raise below
             stage_futures.append(stage_runner.submit(stage, batch))
@@ -553,10 +279,8 @@ def process_shard(
     for f in stage_futures:
         f.result()  # re-raises a stage failure (transient: the caller retries the shard)
     drain(0)
-    rows = [r for per_item in item_rows for _, r in sorted(per_item, key=lambda jr: jr[0])]
-
-    table = rows_to_table(rows)
-    marker = storage.commit_shard(shard.name, attempt_id, table, extra={"device": str(device), "wall_s": time.perf_counter() - t_start})
+    shard_rows = [r for per_item in item_rows for _, r in sorted(per_item, key=lambda jr: jr[0])]
+    marker = writer.commit(shard_rows, extra={"device": str(device), "wall_s": time.perf_counter() - t_start})
     return ShardResult(
         shard=shard.name,
         skipped=False,
@@ -566,6 +290,6 @@ def process_shard(
         attempt_id=attempt_id,
         part=marker["part"],
         wall_s=time.perf_counter() - t_start,
-        errors=sorted({r["error"] for r in rows if r["error"]})[:10],
+        errors=sorted({r["error"] for r in shard_rows if r["error"]})[:10],
         samples=samples,
     )

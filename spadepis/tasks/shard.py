@@ -17,7 +17,8 @@ from prefect.cache_policies import NO_CACHE
 from spadepis.pipeline.config import RunConfig
 from spadepis.pipeline.plan import ShardSpec
 from spadepis.pipeline.secrets import register_secret_resolver
-from spadepis.pipeline.worker import ShardResult, is_transient, process_shard
+from spadepis.pipeline.failures import is_transient
+from spadepis.pipeline.worker import ShardResult, process_shard
 from spadepis.pipeline.storage import new_attempt_id
 
 __all__ = ["process_shard_task", "retry_transient", "shard_task_for", "load_secret_block"]
@@ -35,7 +36,7 @@ register_secret_resolver(load_secret_block)
 
 
 def retry_transient(task: Any, task_run: Any, state: Any) -> bool:
-    """``retry_condition_fn``: retry only when the failure is transient (see ``spadepis.pipeline.worker.is_transient``)."""
+    """``retry_condition_fn``: retry only when the failure is transient (see ``spadepis.pipeline.failures.is_transient``)."""
     exc = state.data if isinstance(getattr(state, "data", None), BaseException) else None
     if exc is None:
         try:

@@ -1,0 +1,83 @@
+"""One source of a shard on its way through the worker, and its loading.
+
+An :class:`Item` holds what the stages know about one source (label map, instance map, content image,
+the URIs written so far, its timings, or the error that turned its rows into error rows).
+:func:`load_item` reads and validates it:
+
+* SPADE runs: the label map (and instance map) at the preset's size (official NEAREST resize); a label file
+  of another size gets a pixel-aligned copy to write (``label_png``);
+* stylize-only runs (``dataset.photos``): the photo is the content; a photo larger than
+  ``dataset.max_side`` is downscaled, and its label map NEAREST-resized with it (again with a copy to write).
+
+A bad input becomes ``item.error`` (its rows become error rows; the shard goes on).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from ..data.images import downscale_rgb, read_rgb
+from ..data.labelmaps import load_label_and_instance, read_label_map, resize_nearest, resized_label_png
+from ..data.presets import Preset
+from ..errors import InputError
+from .config import RunConfig
+
+__all__ = ["Item", "load_item"]
+
+
+@dataclass
+class Item:
+    source: Any
+    styles: tuple[str, ...]
+    labels: np.ndarray | None = None
+    instances: np.ndarray | None = None
+    content: np.ndarray | None = None
+    error: str | None = None
+    t_load: float = 0.0
+    t_synth: float = 0.0
+    t_write_source: float = 0.0  # writing this source's synth image or resized label map
+    synth_uri: str | None = None
+    label_png: bytes | None = None  # the label map resized to the outputs' size, to write
+    label_uri: str | None = None  # where label_png was written (the rows' label_uri); None: the source's
+
+    @property
+    def row_label_uri(self) -> str:
+        """The label map the rows name: the aligned copy when one was written, else the source's."""
+        return self.label_uri or self.source.label_uri
+
+
+def load_item(item: Item, config: RunConfig, preset: Preset) -> None:
+    """Fill ``item``'s maps and content (or its ``error``) and ``t_load`` (ms); see the module docstring."""
+    src = item.source
+    t0 = time.perf_counter()
+    try:
+        if config.stylize_only:
+            photo = read_rgb(src.photo_uri)
+            label = read_label_map(src.label_uri, preset)
+            if label.shape != photo.shape[:2]:
+                raise InputError(
+                    f"{src.label_uri}: label map is {label.shape[1]}x{label.shape[0]} but its photo {src.photo_uri} is "
+                    f"{photo.shape[1]}x{photo.shape[0]} (WxH); pair each photo with its own label map"
+                )
+            resized = downscale_rgb(photo, config.dataset.max_side)
+            if resized is not photo:  # keep the label map pixel-aligned with the (smaller) outputs
+                label = resize_nearest(label, resized.shape[:2])
+                item.label_png = resized_label_png(src.label_uri, resized.shape[:2])
+            item.labels, item.content = label, resized
+            item.synth_uri = src.photo_uri
+        else:
+            item.labels, item.instances = load_label_and_instance(src.label_uri, src.instance_uri, preset)
+            # SPADE outputs have the preset's size; a label file of another size gets an aligned copy
+            item.label_png = resized_label_png(src.label_uri, item.labels.shape)
+            if not preset.no_instance and item.instances is None:
+                raise InputError(
+                    f"{src.label_uri}: no instance map for source {src.source_id!r}, but preset {preset.name!r} uses "
+                    "instance maps; set dataset.instances (matched by file stem) or preset_overrides: {no_instance: true}"
+                )
+    except InputError as exc:
+        item.error = str(exc)
+    item.t_load = (time.perf_counter() - t0) * 1000.0
