@@ -10,7 +10,9 @@
 3. runs SPADE in batches of ``config.batch_size`` and writes ``synth/<shard>/<source_id>.png``;
 4. for each synthesized image, prepares the smoother once (the exact system is factorised once per
    content image) and, for each of its styles, stylizes with the style's cache (prepared once per
-   process and style), smooths, and writes ``images/<shard>/<source_id>__<style_id>.png``;
+   process and style; label-aware with the source's label map at output size when the style has a
+   label map, ``styles.unmatched`` for the classes it lacks), smooths, scores the output
+   (:mod:`spadepis.pipeline.quality`, ``t_quality_ms``) and writes ``images/<shard>/<source_id>__<style_id>.png``;
 5. writes the manifest part, then the ``_SUCCESS.json`` marker naming it: the commit.
 
 Models live in a module-level cache, so a worker process loads each model once and reuses it for
@@ -138,13 +140,25 @@ def _read_style(uri: str, max_side: int | None) -> np.ndarray:
     return _downscale_rgb(read_rgb(uri), max_side)
 
 
-def get_style_cache(config: RunConfig, device, style_id: str, uri: str) -> tuple[Any, float]:
+def _read_style_labels(config: RunConfig, label_uri: str, size_hw: tuple[int, int]) -> np.ndarray:
+    """The style's label map in the dataset's label space, NEAREST-resized to the (downscaled) style photo."""
+    from .labelmaps import read_label_map, resize_nearest
+
+    label = read_label_map(label_uri, _preset(config))
+    return resize_nearest(label, size_hw)
+
+
+def get_style_cache(config: RunConfig, device, style_id: str, uri: str, label_uri: str | None = None) -> tuple[Any, float]:
     """``(cache, ms spent)``: the style's features/colouring, computed once per process and style.
 
+    With ``label_uri`` (``styles.labels``) the per-region statistics are prepared too (label-aware
+    transfer), and ``cache.meta["quality"]`` holds the style's colour statistics for the ``q_*`` scores.
     A style that cannot be read raises :class:`InputError` (remembered, so it is not re-read).
     """
+    from .pipeline.quality import style_quality_stats
+
     m = config.models
-    key = (m.stylizer, m.stylizer_weights, str(device), uri, config.styles.max_side)
+    key = (m.stylizer, m.stylizer_weights, str(device), uri, config.styles.max_side, label_uri)
     while True:
         with _LOCK:
             hit = _STYLES.get(key)
@@ -162,7 +176,11 @@ def get_style_cache(config: RunConfig, device, style_id: str, uri: str) -> tuple
     try:
         stylizer = get_stylizer(config, device)
         try:
-            cache = stylizer.prepare_style(_read_style(uri, config.styles.max_side), style_id=style_id)
+            style = _read_style(uri, config.styles.max_side)
+            seg = _read_style_labels(config, label_uri, style.shape[:2]) if label_uri else None
+            cache = stylizer.prepare_style(style, seg, style_id=style_id)
+            if isinstance(getattr(cache, "meta", None), dict):
+                cache.meta["quality"] = style_quality_stats(style, seg)
         except InputError as exc:
             err = InputError(f"style {style_id!r}: {exc}")
             with _LOCK:
@@ -385,6 +403,8 @@ def process_shard(
             "label_nc": preset.label_nc,
             "style_id": style_id,
             "style_uri": shard.style_uri(style_id),
+            "style_score": None,
+            "style_rank": None,
             "synth_uri": item.synth_uri,
             "image_uri": None,
             "width": None,
@@ -400,7 +420,12 @@ def process_shard(
             "t_stylize_ms": 0.0,
             "t_smooth_ms": 0.0,
             "t_write_ms": 0.0,
+            "t_quality_ms": 0.0,
             "t_total_ms": 0.0,
+            "q_structure": None,
+            "q_style": None,
+            "q_coverage": None,
+            "q_clipped": None,
             "status": "ok",
             "error": None,
             "created_at": now(),
@@ -409,14 +434,21 @@ def process_shard(
             "schema_version": SCHEMA_VERSION,
         }
         base.update(kw)
-        base["t_total_ms"] = sum(base[k] for k in ("t_load_ms", "t_synth_ms", "t_stylize_ms", "t_smooth_ms", "t_write_ms"))
+        base["t_total_ms"] = sum(
+            base[k] for k in ("t_load_ms", "t_synth_ms", "t_stylize_ms", "t_smooth_ms", "t_quality_ms", "t_write_ms")
+        )
         return base
 
-    for item in items:
+    from .pipeline.quality import row_quality
+    from .pipeline.styles import ignored_labels
+
+    ignore = ignored_labels(config, preset)
+    for i_item, item in enumerate(items):
+        scores = {sid: dict(zip(("style_score", "style_rank"), shard.score_of(i_item, j))) for j, sid in enumerate(item.styles)}
         k = max(1, len(item.styles))
         shared = {"t_load_ms": item.t_load / k, "t_synth_ms": item.t_synth / k}
         if item.error is not None:
-            rows.extend(row(item, s, status="error", error=item.error, **shared) for s in item.styles)
+            rows.extend(row(item, s, status="error", error=item.error, **shared, **scores[s]) for s in item.styles)
             if on_output:
                 on_output(len(item.styles))
             continue
@@ -425,31 +457,36 @@ def process_shard(
             smoother = prepare_smoother(item.content, m.smoothing)
             prep_ms = _ms(t0) / k
         except InputError as exc:
-            rows.extend(row(item, s, status="error", error=f"smoothing: {exc}", **shared) for s in item.styles)
+            rows.extend(row(item, s, status="error", error=f"smoothing: {exc}", **shared, **scores[s]) for s in item.styles)
             if on_output:
                 on_output(len(item.styles))
             continue
         for style_id in item.styles:
             try:
-                cache, t_cache = get_style_cache(config, device, style_id, shard.style_uri(style_id))
+                style_item = shard.style_item(style_id)
+                cache, t_cache = get_style_cache(config, device, style_id, style_item.uri, style_item.label_uri)
+                seg = item.labels if cache.has_seg else None  # label-aware when both maps exist
                 t0 = time.perf_counter()
-                raw = stylizer.stylize(item.content, cache, None)
+                raw = stylizer.stylize(item.content, cache, seg, unmatched=config.styles.unmatched)
                 init = float_to_uint8(raw)
                 t_sty = _ms(t0) + t_cache
                 t0 = time.perf_counter()
                 out = smoother(init)
                 t_sm = _ms(t0) + prep_ms
                 t0 = time.perf_counter()
+                quality = row_quality(item.content, out, seg, cache.meta["quality"], ignore=ignore)
+                t_q = _ms(t0)
+                t0 = time.perf_counter()
                 data = encode_png(out)
                 uri = storage.write_bytes(storage.image_rel(shard.name, item.source.source_id, style_id), data)
                 t_wr = _ms(t0) + item.t_write_source / k
             except InputError as exc:
-                rows.append(row(item, style_id, status="error", error=str(exc), **shared))
+                rows.append(row(item, style_id, status="error", error=str(exc), **shared, **scores[style_id]))
             else:
                 rows.append(row(
                     item, style_id, image_uri=uri, width=int(out.shape[1]), height=int(out.shape[0]),
                     sha256=hashlib.sha256(data).hexdigest(), t_stylize_ms=t_sty, t_smooth_ms=t_sm, t_write_ms=t_wr,
-                    **shared,
+                    t_quality_ms=t_q, **quality, **shared, **scores[style_id],
                 ))
                 if len(samples) < 4:
                     samples.append({"source_id": item.source.source_id, "style_id": style_id,
