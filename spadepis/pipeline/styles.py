@@ -33,8 +33,9 @@ Selection (``styles.select``)
 * ``all``: every style (minus the source's own photo);
 * ``random``: ``per_sample`` styles drawn by a hash of (seed, source id) (today's ``per_sample``);
 * ``semantic``: styles are ranked by ``s`` (ties: style id order), then ``per_sample`` of the ``top_m``
-  best (default ``4 x per_sample``) are drawn uniformly without replacement by a hash of (seed, source id):
-  seeded diversity by top-m sampling, no cap per style. ``style_rank`` is the chosen style's rank
+  best (default ``4 x per_sample``) are drawn uniformly without replacement, keyed by sha256(seed, source
+  id) (the positions with the smallest SplitMix64(key + j)): seeded diversity by top-m sampling, no cap
+  per style; a source's draw depends only on its id, the seed and the pool. ``style_rank`` is the chosen style's rank
   (0 = best) among the whole pool for that source, ``style_score`` its score.
 
 The scores are computed with elementwise float32 operations in a fixed order (no BLAS reductions), so
@@ -80,7 +81,7 @@ __all__ = [
 
 STYLE_INDEX = "style_index.parquet"
 SOURCE_INDEX = "source_index.parquet"
-_CHUNK_ELEMENTS = 1 << 22  # label maps x styles per score chunk (16 MiB of float32)
+_CHUNK_ELEMENTS = 1 << 20  # label maps x styles per score chunk (4 MiB of float32)
 
 
 # ----------------------------------------------------------------------------------------- the index
@@ -313,11 +314,6 @@ def coverage_scores(P: np.ndarray, Q: np.ndarray) -> np.ndarray:
     return num
 
 
-def _draw_rng(seed: int, source_id: str, what: str) -> random.Random:
-    digest = hashlib.sha256(f"{what}\x00{seed}\x00{source_id}".encode()).digest()
-    return random.Random(int.from_bytes(digest[:8], "big"))
-
-
 @dataclass
 class Selection:
     """Per source: chosen style indices (into the pool), their scores (NaN: not ranked) and ranks (-1: none)."""
@@ -337,8 +333,9 @@ def _ranks_of(row: np.ndarray, cols: np.ndarray) -> np.ndarray:
     return out
 
 
-def _top_m(block: np.ndarray, m: int) -> list[np.ndarray]:
-    """Per row, the indices of the ``m`` best finite entries, best first (ties: lower index first)."""
+def _top_m(block: np.ndarray, m: int) -> np.ndarray:
+    """Per row, the indices of the ``m`` best finite entries, best first (ties: lower index first); ``-1`` pads
+    rows with fewer finite entries. ``(B, min(m, S))`` int64."""
     b, s = block.shape
     m = min(m, s)
     cand = np.argpartition(-block, m - 1, axis=1)[:, :m]
@@ -348,15 +345,40 @@ def _top_m(block: np.ndarray, m: int) -> list[np.ndarray]:
     vals = np.take_along_axis(vals, order, axis=1)
     thr = vals[:, -1]
     n_ge = np.count_nonzero(block >= thr[:, None], axis=1)
-    out = []
-    for r in range(b):
-        if n_ge[r] > m:  # a tie straddles the boundary: resolve it by index, exactly
-            idx = np.flatnonzero(block[r] >= thr[r])
-            idx = idx[np.lexsort((idx, -block[r, idx]))][:m]
-        else:
-            idx = cand[r]
-        out.append(idx[np.isfinite(block[r, idx])])
-    return out
+    for r in np.flatnonzero(n_ge > m):  # a tie straddles the boundary: resolve it by index, exactly
+        idx = np.flatnonzero(block[r] >= thr[r])
+        cand[r] = idx[np.lexsort((idx, -block[r, idx]))][:m]
+    cand[~np.isfinite(np.take_along_axis(block, cand, axis=1))] = -1
+    return cand
+
+
+_MASK64 = np.uint64(0xFFFFFFFFFFFFFFFF)
+
+
+def _splitmix64(x: np.ndarray) -> np.ndarray:
+    """SplitMix64 finaliser on uint64 arrays (wrapping arithmetic): a counter-based hash, same on every machine."""
+    with np.errstate(over="ignore"):
+        z = x + np.uint64(0x9E3779B97F4A7C15)
+        z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+        z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+        return z ^ (z >> np.uint64(31))
+
+
+def _draw_positions(source_ids: list[str], seed: int, n_cand: np.ndarray, m: int, k: int) -> np.ndarray:
+    """Per source, ``min(k, n_cand)`` distinct positions in ``0..n_cand-1``, uniformly, sorted; ``-1`` pads.
+
+    The key of a source is sha256(seed, source id), so its draw depends on nothing else; the positions
+    are the ``k`` smallest of SplitMix64(key + j), j < n_cand.
+    """
+    keys = np.array([int.from_bytes(hashlib.sha256(f"semantic\x00{seed}\x00{sid}".encode()).digest()[:8], "big")
+                     for sid in source_ids], dtype=np.uint64)
+    with np.errstate(over="ignore"):
+        u = _splitmix64(keys[:, None] + np.arange(m, dtype=np.uint64)[None, :])
+    u[np.arange(m)[None, :] >= n_cand[:, None]] = _MASK64  # not a candidate
+    order = np.argsort(u, axis=1, kind="stable")[:, :k]
+    order = np.sort(order, axis=1)
+    order[np.arange(k)[None, :] >= np.minimum(n_cand, k)[:, None]] = -1
+    return order
 
 
 def select_styles(
@@ -373,8 +395,8 @@ def select_styles(
 ) -> Selection:
     """Choose styles for every source (see the module docstring). ``P``/``Q`` normalised fractions or ``None``.
 
-    Without ``P``/``Q`` there are no scores (``random``/``all`` only). Vectorised in chunks of sources;
-    the only per-source Python work is the seeded draw.
+    Without ``P``/``Q`` there are no scores (``random``/``all`` only). ``semantic`` is vectorised in chunks of
+    sources (scores, top m, the seeded draw); the only per-source Python work is hashing its id.
     """
     n_styles = len(style_ids)
     pos = {sid: i for i, sid in enumerate(style_ids)}
@@ -391,35 +413,45 @@ def select_styles(
         block = None
         if scored:
             block = coverage_scores(P[start:stop], Q)
-            block[:, ~valid] = -np.inf
+            if not valid.all():
+                block[:, ~valid] = -np.inf
             rows = np.arange(stop - start)
             has_self = self_col[start:stop] >= 0
             block[rows[has_self], self_col[start:stop][has_self]] = -np.inf
-        tops = _top_m(block, m) if mode == "semantic" else None
-        for r in range(stop - start):
-            sid = source_ids[start + r]
-            if mode == "semantic":
-                cand = tops[r]
-                rng = _draw_rng(seed, sid, "semantic")
-                picks = sorted(rng.sample(range(len(cand)), min(k or len(cand), len(cand))))
-                cols = cand[picks]
-                ranks = np.asarray(picks, dtype=np.int64)
-            else:
-                own = int(self_col[start + r])
-                n_pool = n_styles - (own >= 0)
-                if mode == "random" and k is not None and k < n_pool:
-                    # today's per_sample draw (same hash, same call); with the source's own photo in the pool, one
-                    # more is drawn and the own photo dropped (the first k others of a random order: uniform)
-                    digest = hashlib.sha256(f"{seed}\x00{sid}".encode()).digest()
-                    rng = random.Random(int.from_bytes(digest[:8], "big"))
-                    if own < 0:
-                        names = rng.sample(style_ids, k)
-                    else:
-                        names = [n for n in rng.sample(style_ids, k + 1) if n != sid][:k]
-                    cols = np.array(sorted(pos[n] for n in names), dtype=np.int64)
+        ids = source_ids[start:stop]
+        if mode == "semantic":
+            tops = _top_m(block, m)  # (B, m) best first
+            n_cand = np.count_nonzero(tops >= 0, axis=1)
+            picks = _draw_positions(ids, seed, n_cand, tops.shape[1], min(k or tops.shape[1], tops.shape[1]))
+            cols = np.where(picks >= 0, np.take_along_axis(tops, np.maximum(picks, 0), axis=1), -1)
+            vals = np.where(cols >= 0, np.take_along_axis(block, np.maximum(cols, 0), axis=1), np.nan).astype(np.float64)
+            if (picks >= 0).all():
+                out.styles.extend(map(tuple, cols.tolist()))
+                out.scores.extend(map(tuple, vals.tolist()))
+                out.ranks.extend(map(tuple, picks.tolist()))
+                continue
+            for r in range(stop - start):
+                keep = picks[r] >= 0
+                out.styles.append(tuple(cols[r, keep].tolist()))
+                out.scores.append(tuple(vals[r, keep].tolist()))
+                out.ranks.append(tuple(picks[r, keep].tolist()))
+            continue
+        for r, sid in enumerate(ids):
+            own = int(self_col[start + r])
+            n_pool = n_styles - (own >= 0)
+            if mode == "random" and k is not None and k < n_pool:
+                # today's per_sample draw (same hash, same call); with the source's own photo in the pool, one
+                # more is drawn and the own photo dropped (the first k others of a random order: uniform)
+                digest = hashlib.sha256(f"{seed}\x00{sid}".encode()).digest()
+                rng = random.Random(int.from_bytes(digest[:8], "big"))
+                if own < 0:
+                    names = rng.sample(style_ids, k)
                 else:
-                    cols = np.array([i for i in range(n_styles) if i != own], dtype=np.int64)
-                ranks = _ranks_of(block[r], cols) if block is not None else np.full(len(cols), -1)
+                    names = [n for n in rng.sample(style_ids, k + 1) if n != sid][:k]
+                cols = np.array(sorted(pos[n] for n in names), dtype=np.int64)
+            else:
+                cols = np.array([i for i in range(n_styles) if i != own], dtype=np.int64)
+            ranks = _ranks_of(block[r], cols) if block is not None else np.full(len(cols), -1)
             scores = block[r, cols].astype(np.float64) if block is not None else np.full(len(cols), np.nan)
             scores[~np.isfinite(scores)] = np.nan
             out.styles.append(tuple(int(c) for c in cols))
