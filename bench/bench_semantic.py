@@ -7,7 +7,7 @@ both arms, since both have the label maps). Prints, per arm, the mean and p10 of
 ``q_coverage``, ``q_style``, ``q_structure`` (and ``q_clipped``, style reuse and the share of
 ``t_quality_ms`` in ``t_total_ms``), and writes a contact sheet per arm (:mod:`spadepis.pipeline.style_sheet`).
 
-The shards run through :func:`spadepis.shard.process_shard` (the flow's task body) without Prefect.
+The shards run through :func:`spadepis.pipeline.worker.process_shard` (the flow's task body) without Prefect.
 
     python bench/bench_semantic.py --limit 24                     # the first 24 val photos (CPU: ~40 min loaded)
     python bench/bench_semantic.py --photos P --labels L --style-photos SP --style-labels SL --limit 50
@@ -59,7 +59,7 @@ def _args() -> argparse.Namespace:
 
 
 def _config(a: argparse.Namespace, select: str):
-    from spadepis.config import parse_config
+    from spadepis.pipeline.config import parse_config
 
     return parse_config({
         "dataset": {"preset": "custom", "preset_overrides": {"label_nc": a.label_nc, "contain_dontcare_label": False,
@@ -98,9 +98,9 @@ def _scale(spec: str) -> None:
 
 
 def _run_arm(a: argparse.Namespace, select: str) -> tuple[object, float]:
-    from spadepis.plan import make_plan
-    from spadepis.shard import process_shard
-    from spadepis.storage import RunStorage
+    from spadepis.pipeline.plan import make_plan
+    from spadepis.pipeline.worker import process_shard
+    from spadepis.pipeline.storage import RunStorage
 
     cfg = _config(a, select)
     t = time.perf_counter()
@@ -130,7 +130,7 @@ def main() -> None:
         _scale(a.scale)
     if a.skip_runs:
         return
-    from spadepis.manifest import read_index
+    from spadepis.pipeline.manifest import read_index
     from spadepis.pipeline.style_sheet import style_sheet
 
     print(f"content {a.photos} (+{a.labels}), limit {a.limit or 'none'}; style pool {a.style_photos} (+{a.style_labels}); "

@@ -14,14 +14,14 @@ import pytest
 from PIL import Image
 
 from conftest import shared_path
-from spadepis.config import config_hash, parse_config, validate_config
-from spadepis.images import float_to_uint8, read_rgb
-from spadepis.manifest import AugmentedDataset, read_index, summary, format_summary
+from spadepis.pipeline.config import config_hash, parse_config, validate_config
+from spadepis.data.images import float_to_uint8, read_rgb
+from spadepis.pipeline.manifest import AugmentedDataset, read_index, summary, format_summary
 from spadepis.pipeline.quality import q_structure, row_quality, style_quality_stats
 from spadepis.pipeline.styles import STYLE_INDEX, coverage_scores, normalised_fractions, read_style_index, select_styles
-from spadepis.plan import make_plan
-from spadepis.shard import clear_model_cache, get_style_cache, get_stylizer, process_shard
-from spadepis.stylizers import load_stylizer
+from spadepis.pipeline.plan import make_plan
+from spadepis.pipeline.worker import clear_model_cache, get_style_cache, get_stylizer, process_shard
+from spadepis.models.stylizers import load_stylizer
 
 LABEL_NC = 4
 SIZE = 64
@@ -270,8 +270,8 @@ def test_schema_upgrade_old_parts_readable_and_mergeable(tmp_path):
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from spadepis.manifest import SCHEMA_VERSION, table_schema_version
-    from spadepis.storage import RunStorage
+    from spadepis.pipeline.manifest import SCHEMA_VERSION, table_schema_version
+    from spadepis.pipeline.storage import RunStorage
 
     root = make_pool(tmp_path, n=3)
     data = _config(root, per_sample=1, top_m=1)

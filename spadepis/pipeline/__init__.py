@@ -1,0 +1,3 @@
+"""Pipeline layer: run config (:mod:`.config`), plan (:mod:`.plan`), the shard worker (:mod:`.worker`), manifest schema and
+readers (:mod:`.manifest`), run storage and the commit protocol (:mod:`.storage`), run records (:mod:`.report`), the demo (:mod:`.demo`); style pools, the style index and
+selection (:mod:`.styles`), per-row quality scores (:mod:`.quality`), the contact sheet with scores (:mod:`.style_sheet`)."""

@@ -146,7 +146,7 @@ def row_quality(
     ignore: list[int] | tuple[int, ...] = (),
 ) -> dict[str, float | None]:
     """The four ``q_*`` columns of one output (``content``/``output`` ``(H, W, 3)`` uint8, ``content_seg`` ``(H, W)``)."""
-    from ..wct import usable_labels
+    from ..models.wct import usable_labels
 
     lab = rgb_to_lab(output)
     labelled = content_seg is not None and style.label_counts is not None

@@ -53,8 +53,8 @@ def label_colours(label: np.ndarray) -> np.ndarray:
 
 def style_sheet(run_uri: str, out_path: str | Path, *, max_rows: int = 8, tile: int = 160, sources: list[str] | None = None) -> Path:
     """Write the sheet of a run (ok rows only) and return its path; ``sources`` picks which sources to show."""
-    from ..images import open_image, read_rgb
-    from ..manifest import read_index
+    from ..data.images import open_image, read_rgb
+    from .manifest import read_index
 
     df = read_index(run_uri)
     ok = df[df["status"] == "ok"].copy()

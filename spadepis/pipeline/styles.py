@@ -60,9 +60,11 @@ import numpy as np
 from ..errors import ConfigError, InputError
 
 if TYPE_CHECKING:
-    from ..config import RunConfig
-    from ..labelmaps import Preset
-    from ..plan import SourceItem, StyleItem
+    from ..data.presets import Preset
+
+# This module sits below config, plan and storage (plan calls it), so it takes the config, sources and
+# styles as plain objects (``RunConfig``, ``SourceItem``, ``StyleItem``) and reads / writes the index with
+# fsspec itself: importing those modules would close an import cycle.
 
 __all__ = [
     "STYLE_INDEX",
@@ -150,7 +152,7 @@ class ClassIndex:
         )
 
 
-def ignored_labels(config: "RunConfig", preset: "Preset") -> list[int]:
+def ignored_labels(config: Any, preset: "Preset") -> list[int]:
     """``styles.ignore_labels``, or the preset's dontcare id (``label_nc``) when it has one."""
     if config.styles.ignore_labels is not None:
         return sorted({int(v) for v in config.styles.ignore_labels})
@@ -173,7 +175,7 @@ def _image_size(uri: str) -> tuple[int, int]:
 
 
 def _one(label_uri: str | None, photo_uri: str | None, preset: "Preset", n_labels: int) -> tuple[int, int, np.ndarray, str | None]:
-    from ..labelmaps import read_label_map
+    from ..data.labelmaps import read_label_map
 
     zeros = np.zeros(n_labels, np.float32)
     if label_uri is None:
@@ -247,13 +249,11 @@ def load_or_build_index(
     """The index stored at ``<run_uri>/<name>`` when its inputs are the same, else built and stored there."""
     import pyarrow.parquet as pq
 
-    from ..storage import RunStorage
-
     key = _index_key(kind, preset, list(ids), list(uris), list(label_uris))
-    storage = RunStorage(run_uri) if run_uri else None
-    if storage is not None:
+    uri = f"{str(run_uri).rstrip('/')}/{name}" if run_uri else None
+    if uri is not None:
         try:
-            table = pq.read_table(io.BytesIO(storage.read_bytes(name)))
+            table = pq.read_table(io.BytesIO(_read(uri)))
             if (table.schema.metadata or {}).get(b"spadepis.index_key", b"").decode() == key:
                 return ClassIndex.from_table(table)
         except FileNotFoundError:
@@ -261,20 +261,49 @@ def load_or_build_index(
         except Exception:  # noqa: BLE001 - a torn or foreign file is rebuilt
             pass
     index = build_class_index(kind, ids, uris, label_uris, preset, photo_uris=photo_uris)
-    if storage is not None:
+    if uri is not None:
         buf = io.BytesIO()
         pq.write_table(index.to_table(), buf, compression="zstd")
-        storage.write_bytes(name, buf.getvalue(), atomic=True)
+        _write(uri, buf.getvalue())
     return index
+
+
+def _read(uri: str) -> bytes:
+    import fsspec
+
+    with fsspec.open(uri, "rb") as f:
+        return f.read()
+
+
+def _write(uri: str, data: bytes) -> None:
+    """Write ``data`` (parents created); on local disks through a temporary file and a rename."""
+    import uuid
+
+    import fsspec
+
+    from ..errors import StorageError
+
+    try:
+        fs, path = fsspec.core.url_to_fs(uri)
+        fs.makedirs(path.rsplit("/", 1)[0], exist_ok=True)
+        protocol = fs.protocol if isinstance(fs.protocol, str) else fs.protocol[0]
+        if protocol in ("file", "local"):
+            tmp = f"{path}.tmp-{uuid.uuid4().hex[:8]}"
+            with open(tmp, "wb") as f:
+                f.write(data)
+            os.replace(tmp, path)
+        else:
+            with fs.open(path, "wb") as f:
+                f.write(data)
+    except Exception as exc:  # noqa: BLE001 - storage failures are transient for the caller
+        raise StorageError(f"writing {uri} failed ({type(exc).__name__}: {exc}); check the output and credentials") from exc
 
 
 def read_style_index(run_uri: str):
     """A run's style index as a pandas DataFrame (one row per style; ``fractions`` per label id)."""
     import pyarrow.parquet as pq
 
-    from ..storage import RunStorage
-
-    return pq.read_table(io.BytesIO(RunStorage(run_uri).read_bytes(STYLE_INDEX))).to_pandas()
+    return pq.read_table(io.BytesIO(_read(f"{str(run_uri).rstrip('/')}/{STYLE_INDEX}"))).to_pandas()
 
 
 # ----------------------------------------------------------------------------------------- scores
@@ -463,14 +492,14 @@ def select_styles(
 # ----------------------------------------------------------------------------------------- the plan
 
 
-def plan_selection(
-    config: "RunConfig", sources: "tuple[SourceItem, ...]", styles: "tuple[StyleItem, ...]", *, run_uri: str | None = None
-) -> tuple[Selection, dict[str, Any]]:
+def plan_selection(config: Any, sources: Any, styles: Any, *, run_uri: str | None = None) -> tuple[Selection, dict[str, Any]]:
     """Choose the styles of every source of a run; builds (or reuses) the run's style and source indexes.
+
+    ``config`` is a ``RunConfig``, ``sources`` and ``styles`` the plan's ``SourceItem`` / ``StyleItem`` tuples.
 
     Returns the selection and a small record (index URIs, counts) for run.json and logs.
     """
-    from ..labelmaps import get_preset
+    from ..data.presets import get_preset
 
     st = config.styles
     mode = st.effective_select()

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import PurePosixPath
 from typing import TYPE_CHECKING
 
-from .errors import ConfigError
+from ..errors import ConfigError
 
 if TYPE_CHECKING:
     from .config import RunConfig
@@ -253,7 +253,7 @@ def make_plan(config: "RunConfig") -> Plan:
     style_ids = sorted(styles_by_id)
     styles = tuple(StyleItem(s, styles_by_id[s], style_labels.get(s)) for s in style_ids)
     by_id = {s.style_id: s for s in styles}
-    from .pipeline.styles import plan_selection
+    from .styles import plan_selection
 
     selection, _ = plan_selection(config, sources, styles, run_uri=config.run_uri)
     chosen = [tuple(style_ids[j] for j in cols) for cols in selection.styles]
