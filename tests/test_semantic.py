@@ -144,8 +144,9 @@ def test_old_configs_keep_their_hash_and_plan(tmp_path):
     root = make_inputs(tmp_path, n_maps=6, n_styles=4)
     old = small_config(root, styles={"source": str(root / "styles"), "per_sample": 2})
     new = small_config(root, styles={"source": str(root / "styles"), "per_sample": 2, "select": "random"})
-    data = old.model_dump(mode="json", exclude={"output", "run_id", "device", "runner", "retries", "batch_size",
-                                                 "storage_options"})
+    from spadepis.pipeline.config import _EXECUTION_ONLY
+
+    data = old.model_dump(mode="json", exclude=set(_EXECUTION_ONLY))
     data["dataset"].pop("max_side")
     for k in ("labels", "select", "top_m", "unmatched", "ignore_labels"):
         data["styles"].pop(k)
