@@ -69,6 +69,7 @@ CLASSES = ("sky", "building", "pole", "road", "pavement", "tree", "sign", "fence
 VOID = 11
 N_CLASSES = len(CLASSES)
 REPORT_CLASSES = ("road", "car", "pedestrian", "sky", "building")
+ARMS = ("a-real", "b-aug", "c-filtered", "b-random")
 DAY_SEQUENCES = ("0006R0", "0016E5")
 DUSK_SEQUENCE = "0001TP"
 IMAGE_EXTS = (".jpg", ".jpeg", ".png")
@@ -182,14 +183,14 @@ def _supports_semantic() -> bool:
     return "select" in StylesConfig.model_fields
 
 
-def run_config(train_dir: Path, pool: dict[str, Any], out: Path, args) -> dict[str, Any]:
+def run_config(train_dir: Path, pool: dict[str, Any], out: Path, args, select: str) -> dict[str, Any]:
     """The stylize-only run config (a plain dict, written as YAML for ``spadepis run``)."""
     styles: dict[str, Any] = {"source": pool["photos"], "per_sample": args.k, "max_side": args.style_max_side}
     if _supports_semantic():
-        styles["select"] = args.select
+        styles["select"] = select
         styles["labels"] = pool["labels"]
         styles["ignore_labels"] = [VOID]
-    elif args.select != "random":
+    elif select != "random":
         raise SystemExit("--select semantic needs styles.select (issue 13) in this spadepis; use --select random")
     return {
         "dataset": {
@@ -210,14 +211,14 @@ def run_config(train_dir: Path, pool: dict[str, Any], out: Path, args) -> dict[s
     }
 
 
-def run_spadepis(config: dict[str, Any], work: Path, threads: int) -> dict[str, Any]:
+def run_spadepis(config: dict[str, Any], work: Path, threads: int, name: str = "run.yaml") -> dict[str, Any]:
     """``spadepis run`` in a subprocess (its own threads); returns the run URI and the wall time."""
     import yaml
 
     from spadepis.config import parse_config
 
     cfg = parse_config(config, source="bench config")
-    path = work / "run.yaml"
+    path = work / name
     path.write_text(yaml.safe_dump(config, sort_keys=False))
     env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""),
                OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads), OPENBLAS_NUM_THREADS=str(threads))
@@ -508,7 +509,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--style-dir", type=Path, action="append", default=None,
                     help="extra style photos without label maps (repeatable; default: ../shared coco_stuff train/val "
                     "and wct2_examples/style)")
-    ap.add_argument("--arms", default="a-real,b-aug,c-filtered", help="comma list of a-real, b-aug, c-filtered")
+    ap.add_argument("--arms", default="a-real,b-aug,c-filtered",
+                    help="comma list of a-real, b-aug, c-filtered, b-random (b-aug with select: random, a second run)")
     ap.add_argument("--seeds", type=int, default=3)
     ap.add_argument("--steps", type=int, default=None, help="optimisation steps per training (full 600, quick 60)")
     ap.add_argument("--batch", type=int, default=8)
@@ -526,7 +528,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--smoothing", choices=["exact", "fast", "none"], default="exact")
     ap.add_argument("--run-max-side", type=int, default=160, help="dataset.max_side of the spadepis run (default 160)")
     ap.add_argument("--style-max-side", type=int, default=320, help="styles.max_side of the spadepis run")
-    ap.add_argument("--reuse-run", default=None, help="an existing stylize-only run (URI) of the training frames")
+    ap.add_argument("--reuse-run", default=None, help="an existing stylize-only run (URI) of the training frames "
+                    "(made with --select; arms b-aug, c-filtered)")
+    ap.add_argument("--reuse-random-run", default=None, help="the same for arm b-random (select: random)")
     ap.add_argument("--eval-photos", action="append", help="extra evaluation photos (repeatable, paired with --eval-labels)")
     ap.add_argument("--eval-labels", action="append", help="label maps (CamVid ids) of the --eval-photos of the same rank")
     ap.add_argument("--eval-name", action="append", help="name of the extra evaluation set of the same rank")
@@ -541,9 +545,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     torch.set_num_threads(args.threads)
     arms = [a.strip() for a in args.arms.split(",") if a.strip()]
-    unknown = [a for a in arms if a not in ("a-real", "b-aug", "c-filtered")]
+    unknown = [a for a in arms if a not in ARMS]
     if unknown:
-        raise SystemExit(f"--arms: unknown arm(s) {unknown}; use a-real, b-aug, c-filtered")
+        raise SystemExit(f"--arms: unknown arm(s) {unknown}; use {', '.join(ARMS)}")
+    if "b-random" in arms and args.select == "random":
+        raise SystemExit("--arms b-random compares random with semantic selection; it needs --select semantic")
     if not re.match(r"^\d+x\d+$", args.size):
         raise SystemExit(f"--size {args.size!r}: expected HxW, e.g. 120x160")
     size = tuple(int(v) for v in args.size.split("x"))
@@ -569,27 +575,30 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     work = args.work / ("quick" if args.quick else "full")
     work.mkdir(parents=True, exist_ok=True)
-    need_aug = any(a != "a-real" for a in arms)
-    run_info: dict[str, Any] = {}
     pool: dict[str, Any] = {}
-    if need_aug:
-        if args.reuse_run:
-            run_uri, wall = args.reuse_run, None
-            print(f"reusing the spadepis run {run_uri}")
+    runs: dict[str, dict[str, Any]] = {}  # select -> run info
+    wanted = {args.select for a in arms if a in ("b-aug", "c-filtered")} | ({"random"} if "b-random" in arms else set())
+    for select in sorted(wanted):
+        reuse = args.reuse_random_run if (select == "random" and args.select != "random") else args.reuse_run
+        if reuse:
+            run_uri, wall = reuse, None
+            print(f"reusing the spadepis run {run_uri} (select: {select})")
         else:
             link_frames(train_frames, work / "train" / "photos", work / "train" / "labels")
-            extra = args.style_dir if args.style_dir is not None else [
-                ROOT.parent / "shared" / "data" / "coco_stuff" / "train_img",
-                ROOT.parent / "shared" / "data" / "coco_stuff" / "val_img",
-                ROOT.parent / "shared" / "data" / "wct2_examples" / "style"]
-            pool = build_style_pool(work, split["style"], extra)
-            print(f"style pool: {len(pool['camvid_frames'])} CamVid day frames with label maps + "
-                  f"{len(pool['unlabelled_photos'])} photos without (coco_stuff, wct2_examples)")
-            cfg = run_config(work / "train", pool, work / "runs", args)
-            res = run_spadepis(cfg, work, args.threads)
+            if not pool:
+                extra = args.style_dir if args.style_dir is not None else [
+                    ROOT.parent / "shared" / "data" / "coco_stuff" / "train_img",
+                    ROOT.parent / "shared" / "data" / "coco_stuff" / "val_img",
+                    ROOT.parent / "shared" / "data" / "wct2_examples" / "style"]
+                pool = build_style_pool(work, split["style"], extra)
+                print(f"style pool: {len(pool['camvid_frames'])} CamVid day frames with label maps + "
+                      f"{len(pool['unlabelled_photos'])} photos without (coco_stuff, wct2_examples)")
+            cfg = run_config(work / "train", pool, work / "runs", args, select)
+            res = run_spadepis(cfg, work, args.threads, f"run-{select}.yaml")
             run_uri, wall = res["run_uri"], res["wall_s"]
-        run_info = run_throughput(run_uri, wall)
-        print("spadepis run:", json.dumps(run_info))
+        runs[select] = run_throughput(run_uri, wall)
+        print(f"spadepis run ({select}):", json.dumps(runs[select]), flush=True)
+    run_info = runs.get(args.select, {})
 
     t0 = time.perf_counter()
     real_x, real_y = load_frames(train_frames, size)
@@ -597,6 +606,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     aug: dict[str, tuple[Any, Any, list[str]]] = {}
     if "b-aug" in arms:
         aug["b-aug"] = load_augmented(augmented_dataset(run_info["run_uri"], None), size)
+    if "b-random" in arms:
+        aug["b-random"] = load_augmented(augmented_dataset(runs["random"]["run_uri"], None), size)
     if "c-filtered" in arms:
         try:
             aug["c-filtered"] = load_augmented(augmented_dataset(run_info["run_uri"], args.filter), size)
@@ -623,7 +634,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "seeds": list(range(args.seeds)), "threads": args.threads, "torch": torch.__version__,
         "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores", "load_avg_start": load,
         "split": {name: [f.id for f in frames] for name, frames in split.items()} | {"train_used": sorted(train_ids)},
-        "style_pool": pool, "spadepis_run": run_info,
+        "style_pool": pool, "spadepis_run": run_info, "spadepis_runs": runs,
         "eval_sets": list(evals), "arms": {},
     }
     for arm in arms:
@@ -647,8 +658,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     table = format_table(results)
     print()
     print(table)
-    if run_info:
-        print(f"\nspadepis run: {run_info['ok']} outputs ({run_info['size']}, {run_info['stylizer']} + {run_info['smoothing']} "
+    for select, run_info in runs.items():
+        print(f"\nspadepis run (select: {select}): {run_info['ok']} outputs ({run_info['size']}, {run_info['stylizer']} + {run_info['smoothing']} "
               f"smoothing), {run_info['ms_per_output_p50']:.0f} ms/output p50 (stages), "
               + (f"{run_info['outputs_per_s_wall']:.2f} outputs/s over the whole `spadepis run` ({run_info['wall_s']:.0f} s incl. "
                  "Prefect start)" if run_info.get("wall_s") else "reused run"))
