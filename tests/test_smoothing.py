@@ -14,9 +14,9 @@ import scipy.sparse.linalg
 
 from conftest import shared_path
 from spadepis.errors import ConfigError, InputError
-from spadepis.images import read_rgb, write_png
-from spadepis import smoothing
-from spadepis.smoothing import (
+from spadepis.data.images import read_rgb, write_png
+from spadepis.models import smoothing
+from spadepis.models.smoothing import (
     SmoothingSystem,
     guided_filter_smooth,
     matting_affinity,
@@ -313,7 +313,7 @@ def test_cli_smooth(tmp_path, capsys):
 
 def test_torch_cg_path_agrees_with_direct_solve():
     """The CUDA path (25-band stencil + CG) on the CPU, on a tiny image: same V as the direct solve."""
-    from spadepis.smoothing import TorchSmoothingSystem
+    from spadepis.models.smoothing import TorchSmoothingSystem
 
     content = _smooth_image(8, 9, seed=16)
     init = _rng_image(8, 9, seed=17)
@@ -328,7 +328,7 @@ def test_torch_cg_path_agrees_with_direct_solve():
 
 def test_fast_smoother_reuses_the_guide_for_every_style():
     """prepare_smoother('fast') computes the guide's statistics once; each style equals the one-shot filter."""
-    from spadepis.smoothing import GuidedFilter, guided_filter_smooth, prepare_smoother
+    from spadepis.models.smoothing import GuidedFilter, guided_filter_smooth, prepare_smoother
 
     rng = np.random.default_rng(3)
     content = rng.integers(0, 256, (33, 41, 3), dtype=np.uint8)

@@ -60,7 +60,7 @@ import numpy as np
 import scipy.sparse
 import scipy.sparse.linalg
 
-from .errors import ConfigError, InputError
+from ..errors import ConfigError, InputError
 
 __all__ = [
     "SmoothingSystem",
@@ -431,7 +431,7 @@ class TorchSmoothingSystem(SmoothingSystem):
 
     def __init__(self, content: np.ndarray, *, device: Any = "auto", rtol: float = 1e-11,
                  maxiter: int = 50000, **kw: Any) -> None:
-        from .devices import resolve_device
+        from ..devices import resolve_device
 
         self.device = resolve_device(device)
         self.rtol = float(rtol)

@@ -24,7 +24,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from .errors import ConfigError
+from ..errors import ConfigError
 
 __all__ = [
     "DatasetConfig",
@@ -434,7 +434,7 @@ def validate_config(config: RunConfig) -> list[str]:
     problems: list[str] = []
     apply_storage_options(config)
     try:
-        from .labelmaps import get_preset
+        from ..data.presets import get_preset
 
         get_preset(config.dataset.preset, **config.dataset.preset_overrides)
     except ConfigError as exc:
@@ -464,7 +464,7 @@ def validate_config(config: RunConfig) -> list[str]:
         )
     _check_weights(config, problems)
     try:
-        from .devices import resolve_device
+        from ..devices import resolve_device
 
         resolve_device(config.device)
     except ConfigError as exc:

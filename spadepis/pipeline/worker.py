@@ -32,10 +32,10 @@ from typing import Any
 
 import numpy as np
 
-from . import __version__
+from .. import __version__
 from .config import RANDOM_INIT, RunConfig, apply_storage_options
-from .errors import InputError, SpadepisError, StorageError
-from .images import encode_png, float_to_uint8, read_rgb
+from ..errors import InputError, SpadepisError, StorageError
+from ..data.images import encode_png, float_to_uint8, read_rgb
 from .manifest import SCHEMA_VERSION, rows_to_table
 from .plan import ShardSpec, sample_id
 from .storage import RunStorage, new_attempt_id
@@ -79,14 +79,14 @@ class ShardResult:
 
 
 def _preset(config: RunConfig):
-    from .labelmaps import get_preset
+    from ..data.presets import get_preset
 
     return get_preset(config.dataset.preset, **config.dataset.preset_overrides)
 
 
 def get_synthesizer(config: RunConfig, device):
     """The SPADE synthesizer of ``config`` on ``device``, loaded once per process."""
-    from .spade import load_synthesizer, random_synthesizer
+    from ..models.spade import load_synthesizer, random_synthesizer
 
     m = config.models
     preset = _preset(config)
@@ -105,7 +105,7 @@ def get_synthesizer(config: RunConfig, device):
 
 def get_stylizer(config: RunConfig, device):
     """The stylizer of ``config`` on ``device``, loaded once per process."""
-    from .stylizers import load_stylizer
+    from ..models.stylizers import load_stylizer
 
     m = config.models
     key = ("stylizer", m.stylizer, m.stylizer_weights, str(device))
@@ -257,7 +257,7 @@ def _aligned_label_png(label_uri: str, size: tuple[int, int]) -> bytes | None:
     (so ``label_uri`` and ``image_uri`` are pixel-aligned); ``None`` when it already has that size."""
     from PIL import Image
 
-    from .images import open_image
+    from ..data.images import open_image
 
     img = open_image(label_uri)
     h, w = size
@@ -269,7 +269,7 @@ def _aligned_label_png(label_uri: str, size: tuple[int, int]) -> bytes | None:
 
 
 def _load_item(item: _Item, config: RunConfig, preset) -> None:
-    from .labelmaps import load_label_and_instance, read_label_map
+    from ..data.labelmaps import load_label_and_instance, read_label_map
 
     src = item.source
     t0 = time.perf_counter()
@@ -284,7 +284,7 @@ def _load_item(item: _Item, config: RunConfig, preset) -> None:
                 )
             resized = _downscale_rgb(photo, config.dataset.max_side)
             if resized is not photo:  # keep the label map pixel-aligned with the (smaller) outputs
-                from .labelmaps import resize_nearest
+                from ..data.labelmaps import resize_nearest
 
                 label = resize_nearest(label, resized.shape[:2])
                 item.label_png = _aligned_label_png(src.label_uri, resized.shape[:2])
@@ -316,8 +316,8 @@ def process_shard(
     ``on_output(n)`` is called after every ``n`` outputs (progress bars). Raises on transient failures
     (:class:`StorageError`, CUDA out-of-memory) so the caller retries; bad items become error rows.
     """
-    from .devices import resolve_device
-    from .smoothing import prepare_smoother
+    from ..devices import resolve_device
+    from ..models.smoothing import prepare_smoother
 
     t_start = time.perf_counter()
     config = config.resolved()
@@ -351,7 +351,7 @@ def process_shard(
 
     # SPADE, batched.
     if synth is not None:
-        from .spade import to_uint8
+        from ..models.spade import to_uint8
 
         good = [it for it in items if it.error is None]
         for b in range(0, len(good), config.batch_size):
