@@ -380,7 +380,7 @@ class TrainSettings:
     width: int = 16
 
 
-def train(real_x, real_y, aug_x, aug_y, settings: TrainSettings, seed: int):
+def train(real_x, real_y, aug_x, aug_y, settings: TrainSettings, seed: int, log_every: int = 0):
     """Train from scratch; every step draws ``n_aug = round(batch * aug_fraction)`` augmentation images
     (none when ``aug_x`` is empty or None) and real frames for the rest. Returns (model, losses)."""
     import torch
@@ -395,7 +395,8 @@ def train(real_x, real_y, aug_x, aug_y, settings: TrainSettings, seed: int):
     n_real = settings.batch - n_aug
     losses = []
     model.train()
-    for _ in range(settings.steps):
+    t0 = time.perf_counter()
+    for step in range(settings.steps):
         ri = torch.randint(len(real_x), (n_real,), generator=gen)
         xs, ys = [real_x[ri]], [real_y[ri]]
         if n_aug:
@@ -411,6 +412,9 @@ def train(real_x, real_y, aug_x, aug_y, settings: TrainSettings, seed: int):
         opt.step()
         sched.step()
         losses.append(loss.item())
+        if log_every and (step + 1) % log_every == 0:
+            print(f"  step {step + 1}/{settings.steps}: loss {sum(losses[-log_every:]) / log_every:.3f}, "
+                  f"{(time.perf_counter() - t0) / (step + 1):.2f} s/step", flush=True)
     return model, losses
 
 
@@ -537,6 +541,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--work", type=Path, default=ROOT / "bench" / "results" / "downstream-work")
     ap.add_argument("--json", type=Path, default=None, help="default bench/results/downstream[-quick].json")
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--log-every", type=int, default=100, help="print the loss every N steps (0: never)")
     args = ap.parse_args(argv)
 
     for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
@@ -642,7 +647,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         r = {"n_real": len(real_x), "n_aug": 0 if ax is None else len(ax), "eval": {n: [] for n in evals}, "train_s": []}
         for seed in range(args.seeds):
             t0 = time.perf_counter()
-            model, losses = train(real_x, real_y, ax, ay, settings, seed)
+            model, losses = train(real_x, real_y, ax, ay, settings, seed, log_every=args.log_every)
             r["train_s"].append(time.perf_counter() - t0)
             line = [f"{arm} seed {seed}: {steps} steps in {r['train_s'][-1]:.0f} s, loss {losses[0]:.2f} -> {sum(losses[-10:]) / len(losses[-10:]):.2f}"]
             for name, (ex, ey) in evals.items():
