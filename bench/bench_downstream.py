@@ -516,7 +516,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--arms", default="a-real,b-aug,c-filtered",
                     help="comma list of a-real, b-aug, c-filtered, b-random (b-aug with select: random, a second run)")
     ap.add_argument("--seeds", type=int, default=3)
-    ap.add_argument("--steps", type=int, default=None, help="optimisation steps per training (full 600, quick 60)")
+    ap.add_argument("--steps", type=int, default=None, help="optimisation steps per training (full 600, quick 80)")
     ap.add_argument("--batch", type=int, default=8)
     ap.add_argument("--aug-fraction", type=float, default=0.25, help="share of each batch taken from spadepis outputs")
     ap.add_argument("--lr", type=float, default=3e-3)
@@ -524,7 +524,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--size", default="120x160", help="training/eval resolution HxW (default 120x160)")
     ap.add_argument("--k", type=int, default=None, help="styles per training frame (full 2, quick 1)")
     ap.add_argument("--select", choices=["semantic", "random"], default="semantic")
-    ap.add_argument("--filter", default="q_structure >= 0.5 and q_clipped <= 0.05",
+    ap.add_argument("--filter", default="q_structure >= 0.6 and q_clipped <= 0.05",
                     help="arm c: AugmentedDataset(where=...) query on the manifest's quality columns")
     ap.add_argument("--stylizer", choices=["wct16x", "photowct", "color"], default=None,
                     help="default wct16x with ../shared/weights/wct_16x when present, else color")
@@ -558,7 +558,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not re.match(r"^\d+x\d+$", args.size):
         raise SystemExit(f"--size {args.size!r}: expected HxW, e.g. 120x160")
     size = tuple(int(v) for v in args.size.split("x"))
-    steps = args.steps or (60 if args.quick else 600)
+    steps = args.steps or (80 if args.quick else 600)
     k = args.k or (1 if args.quick else 2)
     args.k = k
     if args.stylizer is None:
