@@ -541,6 +541,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--work", type=Path, default=ROOT / "bench" / "results" / "downstream-work")
     ap.add_argument("--json", type=Path, default=None, help="default bench/results/downstream[-quick].json")
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--limit", type=int, default=None, help="at most N training frames, evenly spaced (trials)")
     ap.add_argument("--log-every", type=int, default=100, help="print the loss every N steps (0: never)")
     args = ap.parse_args(argv)
 
@@ -571,6 +572,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     split = split_camvid(args.camvid)
     train_frames = split["train"][::4] if args.quick else split["train"]
+    if args.limit:
+        train_frames = train_frames[:: max(1, len(train_frames) // args.limit)][: args.limit]
     eval_sets = _eval_sets(args, split)
     load = os.getloadavg()
     print(f"torch {torch.__version__}, {torch.get_num_threads()} torch threads, OMP/MKL/OpenBLAS {args.threads}; "
