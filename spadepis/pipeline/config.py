@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from ..errors import ConfigError
 
@@ -32,6 +32,7 @@ __all__ = [
     "ModelsConfig",
     "RunnerConfig",
     "RetriesConfig",
+    "LeaseConfig",
     "RunConfig",
     "RANDOM_INIT",
     "load_config",
@@ -123,6 +124,44 @@ class StylesConfig(_Strict):
         title="Style max side",
         description="Downscale style photos whose longer side exceeds this (pixels); empty keeps them as they are.",
     )
+    labels: str | None = Field(
+        None,
+        title="Style label maps",
+        description="Folder, glob or list file of label maps of the style photos, in the dataset's label space, paired "
+        "with styles.source by id (file stem, dataset.strip_suffixes removed). Enables semantic selection, "
+        "label-aware transfer and the q_coverage score. Optional.",
+    )
+    select: Literal["all", "random", "semantic"] | None = Field(
+        None,
+        title="Style selection",
+        description="all: every style for every sample; random: per_sample styles chosen by seed; semantic: the "
+        "per_sample styles whose class composition best covers the label map's (needs styles.labels), drawn by seed "
+        "among the top_m. Empty: random when per_sample is set, else all.",
+    )
+    top_m: int | None = Field(
+        None,
+        ge=1,
+        le=100_000,
+        title="Semantic candidates",
+        description="select: semantic draws per_sample styles (seeded, without replacement) among the top_m best "
+        "scored ones, so one great style is not given to every sample. Empty: 4 x per_sample.",
+    )
+    unmatched: Literal["keep", "global"] = Field(
+        "keep",
+        title="Unmatched classes",
+        description="Label-aware transfer: content pixels whose class has no usable style region keep the content's "
+        "own features (keep, the reference's behaviour) or get the style's global statistics (global).",
+    )
+    ignore_labels: list[int] | None = Field(
+        None,
+        title="Labels ignored by the scores",
+        description="Label ids left out of style_score and q_coverage (e.g. void / unlabelled). Empty: the preset's "
+        "dontcare id, if any.",
+    )
+
+    def effective_select(self) -> str:
+        """``select``, or what an older config meant: random with per_sample, else all."""
+        return self.select or ("random" if self.per_sample else "all")
 
 
 class ModelsConfig(_Strict):
@@ -158,6 +197,12 @@ class ModelsConfig(_Strict):
         title="Smoothing",
         description="exact: closed-form photorealistic smoothing; fast: guided-filter approximation; none: skip.",
     )
+    smoothing_device: Literal["auto", "cpu", "cuda"] = Field(
+        "auto",
+        title="Smoothing device",
+        description="Where exact smoothing runs. cpu: sparse Cholesky (CHOLMOD) on runner.smoothing_workers "
+        "processes; cuda: batched multigrid-preconditioned CG on the GPU; auto: the run's device.",
+    )
 
 
 class RunnerConfig(_Strict):
@@ -173,6 +218,15 @@ class RunnerConfig(_Strict):
     max_concurrency: int = Field(
         1, ge=1, le=1024, title="Max concurrent shards", description="Shards processed at once (threads or Dask tasks)."
     )
+    smoothing_workers: int | None = Field(
+        None,
+        ge=1,
+        le=1024,
+        title="Smoothing processes",
+        description="Processes that smooth different content images at once (CPU exact smoothing). Empty: the "
+        "cores this worker process may run on (its CPU affinity). Dask workers cannot start processes: there "
+        "smoothing runs in the worker itself (scale with n_workers).",
+    )
 
 
 class RetriesConfig(_Strict):
@@ -181,6 +235,19 @@ class RetriesConfig(_Strict):
     count: int = Field(3, ge=0, le=20, title="Retries", description="Retries of a shard after a transient failure.")
     delay: float = Field(
         2.0, ge=0, le=3600, title="Retry delay (s)", description="First delay; doubles at each retry (exponential backoff)."
+    )
+
+
+class LeaseConfig(_Strict):
+    """The run folder's lease: one run at a time writes into <output>/<run_id>/."""
+
+    ttl_s: float = Field(
+        120.0, ge=5, le=86400, title="Lease TTL (s)",
+        description="A lease not renewed for this long (the holder was killed) is taken over; renewed every ttl/4.",
+    )
+    wait_s: float = Field(
+        0.0, ge=0, le=7 * 86400, title="Wait for the lease (s)",
+        description="When another run holds the folder: 0 refuses at once (naming it), N waits up to N seconds.",
     )
 
 
@@ -204,11 +271,19 @@ class RunConfig(_Strict):
     device: str = Field("auto", title="Device", description="auto (CUDA when present), cpu, cuda or cuda:N.")
     runner: RunnerConfig = Field(default_factory=RunnerConfig)
     retries: RetriesConfig = Field(default_factory=RetriesConfig)
+    lease: LeaseConfig = Field(default_factory=LeaseConfig)
+    max_image_pixels: int = Field(
+        89_478_485, ge=1, le=10**10, title="Max image pixels",
+        description="Images (label and instance maps, photos, styles) with more pixels (width x height) are refused, "
+        "naming the file: a label map becomes an error row, a style's pairs become error rows. Guards against "
+        "decompression bombs; the default is PIL's.",
+    )
     storage_options: dict[str, dict[str, Any]] = Field(
         default_factory=dict,
         title="Storage options",
-        description="fsspec options per protocol, e.g. {s3: {endpoint_url: 'http://127.0.0.1:9000'}}. "
-        "Prefer environment variables for secrets.",
+        description="fsspec options per protocol, e.g. {s3: {endpoint_url: 'http://127.0.0.1:9000'}}. Credentials only "
+        "by reference: {env: VARIABLE} (the worker's environment) or {secret: BLOCK} (a Prefect Secret block); "
+        "literal secrets are refused.",
     )
 
     @field_validator("run_id")
@@ -227,6 +302,22 @@ class RunConfig(_Strict):
         if not re.match(r"^(auto|cpu|cuda(:\d+)?|mps)$", value):
             raise ValueError(f"device {value!r} is not one of auto, cpu, cuda, cuda:N")
         return value
+
+    @model_validator(mode="after")
+    def _no_literal_secrets(self) -> "RunConfig":
+        from .secrets import literal_secrets
+
+        found = [f for proto, opts in self.storage_options.items() for f in literal_secrets(opts, f"storage_options.{proto}")]
+        found += literal_secrets(self.model_dump(mode="json", exclude={"storage_options"}))
+        if found:
+            raise ValueError(
+                f"literal credentials in {', '.join(found)}: a config travels as the Prefect flow parameter and into "
+                "run.json, so it must not hold secrets. Write a reference instead: {env: AWS_SECRET_ACCESS_KEY} (read "
+                "from the environment of the process doing the I/O) or {secret: my-block} (a Prefect Secret block), "
+                "or leave the key out and let the storage library find credentials (AWS_* variables, ~/.aws, roles); "
+                "URLs must not carry user:password@"
+            )
+        return self
 
     @property
     def stylize_only(self) -> bool:
@@ -256,7 +347,15 @@ class RunConfig(_Strict):
 
 # Fields that change nothing in the outputs: left out of the config hash, so the same work on another
 # machine, with another runner or another output location, gets the same sample ids.
-_EXECUTION_ONLY = {"output", "run_id", "device", "runner", "retries", "batch_size", "storage_options"}
+_EXECUTION_ONLY = {
+    "output", "run_id", "device", "runner", "retries", "batch_size", "storage_options", "lease",
+    "max_image_pixels",  # a guard: raising it only turns refusals into outputs
+}
+
+
+# styles fields added with semantic selection: left out of the hash while they keep the meaning an older
+# config had, so runs made before they existed keep their run id and sample ids (and resume).
+_STYLES_DEFAULTS = {"labels": None, "top_m": None, "unmatched": "keep", "ignore_labels": None}
 
 
 def config_hash(config: RunConfig) -> str:
@@ -264,6 +363,12 @@ def config_hash(config: RunConfig) -> str:
     exclude: dict[str, Any] = dict.fromkeys(_EXECUTION_ONLY, True)
     if not config.stylize_only:  # dataset.max_side only acts on stylize-only photos
         exclude["dataset"] = {"max_side"}
+    st = config.styles
+    same = {k for k, v in _STYLES_DEFAULTS.items() if getattr(st, k) == v}
+    if st.select is None or st.select == ("random" if st.per_sample else "all"):
+        same.add("select")
+    if same:
+        exclude["styles"] = same
     data = config.model_dump(mode="json", exclude=exclude)
     return hashlib.sha256(json.dumps(data, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
 
@@ -280,8 +385,11 @@ def _format_validation_error(exc: ValidationError, source: str) -> str:
         elif err["type"] == "missing":
             lines.append(f"  {loc}: required field is missing; add it")
         else:
+            from .secrets import is_secret_key, redact_url
+
             value = err.get("input")
-            shown = f" (got {value!r})" if not isinstance(value, dict) else ""
+            secret = any(is_secret_key(str(p)) for p in err["loc"])
+            shown = f" (got {redact_url(repr(value))})" if not isinstance(value, dict) and not secret else ""
             lines.append(f"  {loc}: {err['msg']}{shown}")
     return "\n".join(lines)
 
@@ -349,13 +457,20 @@ def load_config(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -
 
 
 def apply_storage_options(config: RunConfig) -> None:
-    """Make ``config.storage_options`` the fsspec defaults of this process (workers call it too)."""
+    """Make ``config.storage_options`` the fsspec defaults of this process (workers call it too).
+
+    Credential references (``{env: NAME}``, ``{secret: BLOCK}``) are resolved here, in the process that
+    does the I/O; their values live only in this process's fsspec defaults (see ``spadepis.pipeline.secrets``).
+    """
     if not config.storage_options:
         return
     import fsspec.config
 
+    from .secrets import resolve_references
+
     for protocol, options in config.storage_options.items():
-        fsspec.config.conf.setdefault(protocol, {}).update(options)
+        resolved = resolve_references(options, f"storage_options.{protocol}")
+        fsspec.config.conf.setdefault(protocol, {}).update(resolved)
 
 
 def _check_weights(config: RunConfig, problems: list[str]) -> None:
@@ -408,11 +523,24 @@ def _check_weights(config: RunConfig, problems: list[str]) -> None:
 def _check_output(config: RunConfig, problems: list[str]) -> None:
     import fsspec
 
+    from ..data.buckets import is_object_store, missing_bucket
+
+    try:
+        bucket = missing_bucket(config.run_uri)
+    except Exception:  # noqa: BLE001 - reported by the write probe below, with its cause
+        bucket = None
+    if bucket is not None:
+        problems.append(
+            f"output: the bucket {bucket!r} of {config.output!r} does not exist; spadepis never creates buckets: "
+            "create it (e.g. `aws s3 mb s3://" + bucket + "`) or fix the bucket name"
+        )
+        return
     probe = f"{config.run_uri}/.write-check-{uuid.uuid4().hex[:12]}"
     try:
         fs, path = fsspec.core.url_to_fs(probe)
         parent = path.rsplit("/", 1)[0]
-        fs.makedirs(parent, exist_ok=True)
+        if not is_object_store(fs):  # on object stores makedirs would create a missing bucket
+            fs.makedirs(parent, exist_ok=True)
         with fs.open(path, "wb") as f:
             f.write(b"ok")
         fs.rm(path)
@@ -432,7 +560,10 @@ def validate_config(config: RunConfig) -> list[str]:
     from .plan import list_inputs
 
     problems: list[str] = []
-    apply_storage_options(config)
+    try:
+        apply_storage_options(config)
+    except ConfigError as exc:
+        problems.append(str(exc))
     try:
         from ..data.presets import get_preset
 
@@ -462,6 +593,7 @@ def validate_config(config: RunConfig) -> list[str]:
             f"styles.per_sample: {config.styles.per_sample} styles per sample asked for but {config.styles.source!r} "
             f"holds only {n_styles}; lower it or add style photos"
         )
+    problems.extend(_check_selection(config))
     _check_weights(config, problems)
     try:
         from ..devices import resolve_device
@@ -479,6 +611,32 @@ def validate_config(config: RunConfig) -> list[str]:
         problems.append("runner.address: only used with runner.kind: dask; remove it or set kind: dask")
     _check_output(config, problems)
     return problems
+
+
+def _check_selection(config: RunConfig) -> list[str]:
+    st = config.styles
+    out = []
+    if st.labels is not None:
+        from .plan import list_inputs
+
+        try:
+            list_inputs(st.labels, field="styles.labels")
+        except ConfigError as exc:
+            out.append(str(exc))
+    sel = st.effective_select()
+    if sel == "all" and st.per_sample:
+        out.append("styles.per_sample: select: all uses every style; remove per_sample or choose select: random / semantic")
+    if sel in ("random", "semantic") and not st.per_sample:
+        out.append(f"styles.per_sample: select: {sel} needs the number of styles per sample; set per_sample (e.g. 2)")
+    if sel == "semantic" and st.labels is None:
+        out.append("styles.labels: select: semantic ranks styles by their label maps; set styles.labels (label maps of "
+                   "the style photos, same ids) or use select: random")
+    if st.top_m is not None:
+        if sel != "semantic":
+            out.append("styles.top_m: only used with select: semantic; remove it")
+        elif st.per_sample and st.top_m < st.per_sample:
+            out.append(f"styles.top_m: {st.top_m} is below per_sample ({st.per_sample}); set top_m >= per_sample")
+    return out
 
 
 def check_config(config: RunConfig) -> None:

@@ -1,14 +1,14 @@
 """Deterministic planning: which sources, which styles, which shards, which sample ids.
 
 The same config gives the same plan on any machine: sources are sorted by id, shards have a fixed
-size, the styles of a sample are chosen by a hash of (seed, source id), and every
-``sample_id`` is a hash of (source id, style id, seed, config hash).
+size, the styles of a sample are chosen by :mod:`spadepis.pipeline.styles` (``styles.select``: all,
+random by a hash of (seed, source id), or semantic by the style index), and every ``sample_id`` is a
+hash of (source id, style id, seed, config hash).
 """
 
 from __future__ import annotations
 
 import hashlib
-import random
 import re
 from dataclasses import dataclass, field
 from pathlib import PurePosixPath
@@ -29,11 +29,14 @@ __all__ = [
     "sample_id",
     "list_inputs",
     "make_plan",
+    "safe_id",
+    "renamed_inputs",
+    "storage_name_problems",
+    "MAX_ID_BYTES",
 ]
 
 IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 _LIST_EXTS = (".txt", ".lst", ".list")
-_SAFE_ID = re.compile(r"[^A-Za-z0-9._-]+")
 
 
 def shard_name(index: int) -> str:
@@ -63,6 +66,8 @@ class SourceItem:
 class StyleItem:
     style_id: str
     uri: str
+    label_uri: str | None = None
+    """The style's label map (``styles.labels``), when it has one."""
 
 
 @dataclass(frozen=True)
@@ -75,6 +80,10 @@ class ShardSpec:
     """Style ids for each source, in the same order as ``sources``."""
     styles: tuple[StyleItem, ...] = ()
     """The styles this shard uses (id and URI)."""
+    style_scores: tuple[tuple[float, ...], ...] = ()
+    """Coverage score of each chosen style (NaN when not scored), aligned with ``style_ids``; empty: none."""
+    style_ranks: tuple[tuple[int, ...], ...] = ()
+    """Rank of each chosen style for its source (0 = best, -1 when not ranked), aligned with ``style_ids``."""
 
     @property
     def name(self) -> str:
@@ -84,11 +93,21 @@ class ShardSpec:
     def n_samples(self) -> int:
         return sum(len(s) for s in self.style_ids)
 
-    def style_uri(self, style_id: str) -> str:
+    def style_item(self, style_id: str) -> StyleItem:
         for style in self.styles:
             if style.style_id == style_id:
-                return style.uri
+                return style
         raise KeyError(f"style {style_id!r} is not used by {self.name}")
+
+    def style_uri(self, style_id: str) -> str:
+        return self.style_item(style_id).uri
+
+    def score_of(self, i: int, j: int) -> tuple[float | None, int | None]:
+        """``(style_score, style_rank)`` of the ``j``-th style of the ``i``-th source; ``None`` when not scored."""
+        if not self.style_scores:
+            return None, None
+        score, rank = self.style_scores[i][j], self.style_ranks[i][j]
+        return (None if score != score else float(score)), (None if rank < 0 else int(rank))
 
 
 @dataclass(frozen=True)
@@ -164,6 +183,11 @@ def list_inputs(spec: str, *, field: str = "input", exts: tuple[str, ...] = IMAG
         elif fs.isfile(path):
             uris = [spec]
         else:
+            from ..data.buckets import missing_bucket
+
+            bucket = missing_bucket(spec)
+            if bucket is not None:
+                raise ConfigError(f"{field}: the bucket {bucket!r} of {spec!r} does not exist; fix the bucket name")
             raise ConfigError(f"{field}: {spec!r} does not exist; give a folder, a glob or a list file")
     except ConfigError:
         raise
@@ -176,6 +200,34 @@ def _stem(uri: str) -> str:
     return PurePosixPath(uri.split("://", 1)[-1]).stem
 
 
+MAX_ID_BYTES = 96
+"""Longest id (UTF-8 bytes) before shortening: ``<source>__<style>.png`` stays far below the usual 255-byte
+limit on a file name (ext4, XFS, APFS, NTFS) and S3's 1024-byte keys."""
+
+
+def safe_id(stem: str) -> str:
+    """The id a file stem gets: readable, unique and bounded.
+
+    Letters and digits of any script (NFC-normalised), ``.``, ``_`` and ``-`` are kept; every other run of
+    characters becomes ``_``. When that changed the stem or it is longer than :data:`MAX_ID_BYTES`, the id
+    is the (shortened) readable part plus ``-`` and 8 hex of the stem's sha256, so two names never collapse
+    into one and ids stay bounded.
+
+    >>> safe_id("aachen_000000_000019"), safe_id("猫"), safe_id("a b")
+    ('aachen_000000_000019', '猫', 'a_b-c8687a08')
+    """
+    import unicodedata
+
+    norm = unicodedata.normalize("NFC", stem)
+    kept = re.sub(r"[^\w.-]+", "_", norm).strip(".") or "_"
+    if kept == stem and len(kept.encode()) <= MAX_ID_BYTES:
+        return kept
+    digest = hashlib.sha256(stem.encode("utf-8", "surrogatepass")).hexdigest()[:8]
+    room = MAX_ID_BYTES - 9
+    short = kept.encode()[:room].decode("utf-8", "ignore")
+    return f"{short}-{digest}"
+
+
 def _source_id(uri: str, strip: tuple[str, ...] = ()) -> str:
     stem = _stem(uri)
     changed = True
@@ -184,7 +236,42 @@ def _source_id(uri: str, strip: tuple[str, ...] = ()) -> str:
         for suffix in strip:
             if suffix and stem.endswith(suffix) and len(stem) > len(suffix):
                 stem, changed = stem[: -len(suffix)], True
-    return _SAFE_ID.sub("_", stem)
+    return safe_id(stem)
+
+
+def renamed_inputs(plan: "Plan") -> list[tuple[str, str]]:
+    """``(file name, id)`` of every source and style stored under another id than its file stem
+    (characters a file name cannot safely hold, or a name longer than :data:`MAX_ID_BYTES`)."""
+    out = []
+    for uri, sid in [(s.label_uri, s.source_id) for s in plan.sources] + [(s.uri, s.style_id) for s in plan.styles]:
+        stem = _stem(uri)
+        if not stem.startswith(sid):  # a stripped suffix (_labelIds) leaves a prefix of the stem
+            out.append((uri.rsplit("/", 1)[-1], sid))
+    return out
+
+
+def storage_name_problems(plan: "Plan", run_uri: str) -> list[str]:
+    """Output names under ``run_uri`` that the storage cannot hold: a file name over 255 bytes, a local path
+    over 4096 bytes or an object key over 1024 bytes (the run folder's own path is usually the cause)."""
+    problems = []
+    local = "://" not in run_uri or run_uri.startswith("file://")
+    limit = 4096 if local else 1024
+    for shard in plan.shards:
+        for src, styles in zip(shard.sources, shard.style_ids):
+            for style in styles or ("",):
+                rel = f"images/{shard.name}/{src.source_id}__{style}.png"
+                name = rel.rsplit("/", 1)[-1]
+                full = f"{run_uri}/{rel}".split("://", 1)[-1]
+                if len(name.encode()) > 255:
+                    problems.append(f"source {src.source_id!r} x style {style!r}: output file name {name!r} is over 255 bytes")
+                elif len(full.encode()) > limit:
+                    problems.append(
+                        f"output: paths under {run_uri!r} reach {len(full.encode())} bytes, over the {limit}-byte limit of "
+                        "the storage; choose a shorter output / run_id"
+                    )
+                if len(problems) >= 5:
+                    return problems
+    return problems
 
 
 def _ids_by_stem(uris: list[str], field: str, strip: tuple[str, ...] = ()) -> dict[str, str]:
@@ -197,14 +284,6 @@ def _ids_by_stem(uris: list[str], field: str, strip: tuple[str, ...] = ()) -> di
             )
         out[key] = uri
     return out
-
-
-def _choose_styles(source_id: str, style_ids: list[str], k: int | None, seed: int) -> tuple[str, ...]:
-    if k is None or k >= len(style_ids):
-        return tuple(style_ids)
-    digest = hashlib.sha256(f"{seed}\x00{source_id}".encode()).digest()
-    rng = random.Random(int.from_bytes(digest[:8], "big"))
-    return tuple(sorted(rng.sample(style_ids, k)))
 
 
 def make_plan(config: "RunConfig") -> Plan:
@@ -235,10 +314,21 @@ def make_plan(config: "RunConfig") -> Plan:
         SourceItem(s, labels[s], instances.get(s) if instances else None, photos.get(s) if photos else None)
         for s in source_ids
     )
-    styles_by_id = _ids_by_stem(list_inputs(config.styles.source, field="styles.source"), "styles.source")
+    # With style label maps, style ids follow the dataset's id rules (so photo and label map pair up, and a
+    # pool made of the dataset's own photos has the sources' ids); without, they stay plain file stems.
+    style_strip = strip if config.styles.labels is not None else ()
+    styles_by_id = _ids_by_stem(list_inputs(config.styles.source, field="styles.source"), "styles.source", style_strip)
+    style_labels: dict[str, str] = {}
+    if config.styles.labels is not None:
+        style_labels = _ids_by_stem(list_inputs(config.styles.labels, field="styles.labels"), "styles.labels", strip)
     style_ids = sorted(styles_by_id)
-    styles = tuple(StyleItem(s, styles_by_id[s]) for s in style_ids)
-    chosen = [_choose_styles(s.source_id, style_ids, config.styles.per_sample, config.seed) for s in sources]
+    styles = tuple(StyleItem(s, styles_by_id[s], style_labels.get(s)) for s in style_ids)
+    by_id = {s.style_id: s for s in styles}
+    from .styles import plan_selection
+
+    selection, _ = plan_selection(config, sources, styles, run_uri=config.run_uri)
+    chosen = [tuple(style_ids[j] for j in cols) for cols in selection.styles]
+    scored = config.styles.labels is not None
     size = config.shard_size
     shards = []
     for i in range(0, len(sources), size):
@@ -249,7 +339,9 @@ def make_plan(config: "RunConfig") -> Plan:
                 index=i // size,
                 sources=sources[i : i + size],
                 style_ids=chunk,
-                styles=tuple(StyleItem(sid, styles_by_id[sid]) for sid in used),
+                styles=tuple(by_id[sid] for sid in used),
+                style_scores=tuple(selection.scores[i : i + size]) if scored else (),
+                style_ranks=tuple(selection.ranks[i : i + size]) if scored else (),
             )
         )
     return Plan(

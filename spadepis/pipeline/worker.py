@@ -10,7 +10,9 @@
 3. runs SPADE in batches of ``config.batch_size`` and writes ``synth/<shard>/<source_id>.png``;
 4. for each synthesized image, prepares the smoother once (the exact system is factorised once per
    content image) and, for each of its styles, stylizes with the style's cache (prepared once per
-   process and style), smooths, and writes ``images/<shard>/<source_id>__<style_id>.png``;
+   process and style; label-aware with the source's label map at output size when the style has a
+   label map, ``styles.unmatched`` for the classes it lacks), smooths, scores the output
+   (:mod:`spadepis.pipeline.quality`, ``t_quality_ms``) and writes ``images/<shard>/<source_id>__<style_id>.png``;
 5. writes the manifest part, then the ``_SUCCESS.json`` marker naming it: the commit.
 
 Models live in a module-level cache, so a worker process loads each model once and reuses it for
@@ -25,7 +27,7 @@ import hashlib
 import io
 import threading
 import time
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -34,8 +36,10 @@ import numpy as np
 
 from .. import __version__
 from .config import RANDOM_INIT, RunConfig, apply_storage_options
-from ..errors import InputError, SpadepisError, StorageError
-from ..data.images import encode_png, float_to_uint8, read_rgb
+from ..errors import ConfigError, InputError, StorageError
+from ..data.images import encode_png, float_to_uint8, read_rgb, set_max_image_pixels
+from .failures import classify
+from .failures import is_transient as _is_transient
 from .manifest import SCHEMA_VERSION, rows_to_table
 from .plan import ShardSpec, sample_id
 from .storage import RunStorage, new_attempt_id
@@ -138,13 +142,25 @@ def _read_style(uri: str, max_side: int | None) -> np.ndarray:
     return _downscale_rgb(read_rgb(uri), max_side)
 
 
-def get_style_cache(config: RunConfig, device, style_id: str, uri: str) -> tuple[Any, float]:
+def _read_style_labels(config: RunConfig, label_uri: str, size_hw: tuple[int, int]) -> np.ndarray:
+    """The style's label map in the dataset's label space, NEAREST-resized to the (downscaled) style photo."""
+    from ..data.labelmaps import read_label_map, resize_nearest
+
+    label = read_label_map(label_uri, _preset(config))
+    return resize_nearest(label, size_hw)
+
+
+def get_style_cache(config: RunConfig, device, style_id: str, uri: str, label_uri: str | None = None) -> tuple[Any, float]:
     """``(cache, ms spent)``: the style's features/colouring, computed once per process and style.
 
+    With ``label_uri`` (``styles.labels``) the per-region statistics are prepared too (label-aware
+    transfer), and ``cache.meta["quality"]`` holds the style's colour statistics for the ``q_*`` scores.
     A style that cannot be read raises :class:`InputError` (remembered, so it is not re-read).
     """
+    from .quality import style_quality_stats
+
     m = config.models
-    key = (m.stylizer, m.stylizer_weights, str(device), uri, config.styles.max_side)
+    key = (m.stylizer, m.stylizer_weights, str(device), uri, config.styles.max_side, label_uri)
     while True:
         with _LOCK:
             hit = _STYLES.get(key)
@@ -162,7 +178,11 @@ def get_style_cache(config: RunConfig, device, style_id: str, uri: str) -> tuple
     try:
         stylizer = get_stylizer(config, device)
         try:
-            cache = stylizer.prepare_style(_read_style(uri, config.styles.max_side), style_id=style_id)
+            style = _read_style(uri, config.styles.max_side)
+            seg = _read_style_labels(config, label_uri, style.shape[:2]) if label_uri else None
+            cache = stylizer.prepare_style(style, seg, style_id=style_id)
+            if isinstance(getattr(cache, "meta", None), dict):
+                cache.meta["quality"] = style_quality_stats(style, seg)
         except InputError as exc:
             err = InputError(f"style {style_id!r}: {exc}")
             with _LOCK:
@@ -200,28 +220,11 @@ def model_info() -> dict[str, int]:
 def is_transient(exc: BaseException | None) -> bool:
     """Whether retrying the shard may help: storage and connection errors, CUDA out-of-memory, a lost worker.
 
-    Bad inputs, configuration and checkpoint errors, and programming errors are not transient.
-    The exception's ``__cause__``/``__context__`` chain is searched too.
+    Bad inputs, configuration and checkpoint errors, programming errors, and local failures a retry would
+    repeat (disk full, permission, name too long, a file in the way, a missing bucket) are not transient.
+    The exception's ``__cause__``/``__context__`` chain is searched too (``spadepis.pipeline.failures``).
     """
-    seen = set()
-    while exc is not None and id(exc) not in seen:
-        seen.add(id(exc))
-        if isinstance(exc, StorageError):
-            return True
-        if isinstance(exc, SpadepisError):  # InputError, ConfigError, CheckpointError: retrying won't help
-            return False
-        name = type(exc).__name__
-        module = type(exc).__module__ or ""
-        if name in ("OutOfMemoryError", "KilledWorker", "CommClosedError") or "out of memory" in str(exc).lower():
-            return True
-        if isinstance(exc, (ConnectionError, TimeoutError)):
-            return True
-        if isinstance(exc, OSError) and not isinstance(exc, (FileNotFoundError, IsADirectoryError, NotADirectoryError, PermissionError)):
-            return True
-        if module.startswith(("botocore", "aiobotocore", "aiohttp", "s3fs", "urllib3", "requests", "gcsfs")):
-            return True
-        exc = exc.__cause__ or exc.__context__
-    return False
+    return _is_transient(exc)
 
 
 # ------------------------------------------------------------------------------------ the shard
@@ -246,6 +249,18 @@ class _Item:
     def row_label_uri(self) -> str:
         """The label map the rows name: the aligned copy when one was written, else the source's."""
         return self.label_uri or self.source.label_uri
+
+
+def _write_item(storage: RunStorage, rel: str, data: bytes) -> str:
+    """Write one item's output; a name the storage refuses becomes that item's :class:`InputError` (an error
+    row), so one bad name never takes its neighbours down. Other failures propagate (the shard is retried)."""
+    try:
+        return storage.write_bytes(rel, data)
+    except StorageError as exc:
+        if classify(exc).kind != "name-too-long":
+            raise
+        raise InputError(f"{storage.uri(rel)}: the storage refuses this file name ({exc.__cause__}); rename the input "
+                         "file (shorter, plainer name)") from exc
 
 
 def _ms(t0: float) -> float:
@@ -304,6 +319,50 @@ def _load_item(item: _Item, config: RunConfig, preset) -> None:
     item.t_load = _ms(t0)
 
 
+def _synthesize_batch(synth, batch: list[_Item], storage: RunStorage, shard_name: str) -> None:
+    """SPADE for one batch of items; each content image is written to ``synth/<shard>/<source_id>.png``."""
+    from ..models.spade import to_uint8
+
+    t0 = time.perf_counter()
+    labels = np.stack([it.labels for it in batch])
+    inst = np.stack([it.instances for it in batch]) if batch[0].instances is not None else None
+    images = to_uint8(synth.synthesize(labels, inst))
+    dt = _ms(t0) / len(batch)
+    for it, img in zip(batch, images):
+        it.content, it.t_synth = np.ascontiguousarray(img), dt
+        t0 = time.perf_counter()
+        try:
+            it.synth_uri = _write_item(storage, storage.synth_rel(shard_name, it.source.source_id), encode_png(it.content))
+        except InputError as exc:
+            it.error = str(exc)
+        it.t_write_source = _ms(t0)
+
+
+def _smoothing_device(config: RunConfig, device):
+    """The torch device exact smoothing runs on, or ``None`` for the CPU (CHOLMOD on the smoothing pool)."""
+    from ..devices import resolve_device
+
+    m = config.models
+    if m.smoothing != "exact":
+        return None
+    dev = device if m.smoothing_device == "auto" else resolve_device(m.smoothing_device)
+    return dev if dev.type != "cpu" else None
+
+
+def _done(content: np.ndarray, inits: list[np.ndarray]):
+    """A finished future of ``smooth_content`` for mode ``none`` (no smoothing: nothing to run in parallel)."""
+    from concurrent.futures import Future
+
+    from ..models.smoothing import smooth_content
+
+    fut: Future = Future()
+    try:
+        fut.set_result(smooth_content(content, inits, "none"))
+    except Exception as exc:
+        fut.set_exception(exc)
+    return fut
+
+
 def process_shard(
     config: RunConfig,
     shard: ShardSpec,
@@ -317,11 +376,12 @@ def process_shard(
     (:class:`StorageError`, CUDA out-of-memory) so the caller retries; bad items become error rows.
     """
     from ..devices import resolve_device
-    from ..models.smoothing import prepare_smoother
+    from ..models.smoothing import default_smoothing_workers, smooth_batch_torch, smoothing_pool
 
     t_start = time.perf_counter()
     config = config.resolved()
     apply_storage_options(config)
+    set_max_image_pixels(config.max_image_pixels)
     storage = RunStorage(config.run_uri)
     existing = storage.marker(shard.name)
     if existing is not None:
@@ -346,28 +406,12 @@ def process_shard(
         _load_item(item, config, preset)
         if item.label_png is not None and item.error is None:
             t0 = time.perf_counter()
-            item.label_uri = storage.write_bytes(storage.label_rel(shard.name, item.source.source_id), item.label_png)
+            try:
+                item.label_uri = _write_item(storage, storage.label_rel(shard.name, item.source.source_id), item.label_png)
+            except InputError as exc:
+                item.error = str(exc)
             item.label_png, item.t_write_source = None, _ms(t0)
 
-    # SPADE, batched.
-    if synth is not None:
-        from ..models.spade import to_uint8
-
-        good = [it for it in items if it.error is None]
-        for b in range(0, len(good), config.batch_size):
-            batch = good[b : b + config.batch_size]
-            t0 = time.perf_counter()
-            labels = np.stack([it.labels for it in batch])
-            inst = np.stack([it.instances for it in batch]) if batch[0].instances is not None else None
-            images = to_uint8(synth.synthesize(labels, inst))
-            dt = _ms(t0) / len(batch)
-            for it, img in zip(batch, images):
-                it.content, it.t_synth = np.ascontiguousarray(img), dt
-                t0 = time.perf_counter()
-                it.synth_uri = storage.write_bytes(storage.synth_rel(shard.name, it.source.source_id), encode_png(it.content))
-                it.t_write_source = _ms(t0)
-
-    rows: list[dict[str, Any]] = []
     samples: list[dict[str, str]] = []
     now = lambda: _dt.datetime.now(_dt.timezone.utc)  # noqa: E731
 
@@ -385,6 +429,8 @@ def process_shard(
             "label_nc": preset.label_nc,
             "style_id": style_id,
             "style_uri": shard.style_uri(style_id),
+            "style_score": None,
+            "style_rank": None,
             "synth_uri": item.synth_uri,
             "image_uri": None,
             "width": None,
@@ -400,7 +446,12 @@ def process_shard(
             "t_stylize_ms": 0.0,
             "t_smooth_ms": 0.0,
             "t_write_ms": 0.0,
+            "t_quality_ms": 0.0,
             "t_total_ms": 0.0,
+            "q_structure": None,
+            "q_style": None,
+            "q_coverage": None,
+            "q_clipped": None,
             "status": "ok",
             "error": None,
             "created_at": now(),
@@ -409,54 +460,146 @@ def process_shard(
             "schema_version": SCHEMA_VERSION,
         }
         base.update(kw)
-        base["t_total_ms"] = sum(base[k] for k in ("t_load_ms", "t_synth_ms", "t_stylize_ms", "t_smooth_ms", "t_write_ms"))
+        base["t_total_ms"] = sum(
+            base[k] for k in ("t_load_ms", "t_synth_ms", "t_stylize_ms", "t_smooth_ms", "t_quality_ms", "t_write_ms")
+        )
         return base
 
-    for item in items:
+    from .quality import row_quality
+    from .styles import ignored_labels
+
+    ignore = ignored_labels(config, preset)
+    segs: dict[tuple[int, int], tuple[Any, Any]] = {}  # (item, style position) -> (content seg or None, style stats)
+
+    def sel(idx: int, j: int) -> dict[str, Any]:
+        score, rank = shard.score_of(idx, j)
+        return {"style_score": score, "style_rank": rank}
+
+    # Stage thread: stylize and smooth one SPADE batch while the main thread synthesizes the next. CPU exact
+    # smoothing of different contents runs on the smoothing pool's processes (factorisations in parallel);
+    # GPU smoothing solves every content and style of a batch in one batched call.
+    smooth_device = _smoothing_device(config, device)
+    pool = None
+    if smooth_device is None and m.smoothing != "none":
+        pool = smoothing_pool(config.runner.smoothing_workers or default_smoothing_workers())
+    item_rows: list[list[tuple[int, dict[str, Any]]]] = [[] for _ in items]
+    pending: deque = deque()  # (index, item, styles, stylize ms, future), in submission order
+    max_pending = 2 * (pool.workers if pool is not None else 1)
+
+    def progress(n: int) -> None:
+        if on_output and n:
+            on_output(n)
+
+    def stylize_item(idx: int, item: _Item) -> tuple[list[int], list[np.ndarray], list[float]]:
+        """The item's stylized images (style positions, uint8 images, ms each); error rows for failures."""
         k = max(1, len(item.styles))
         shared = {"t_load_ms": item.t_load / k, "t_synth_ms": item.t_synth / k}
         if item.error is not None:
-            rows.extend(row(item, s, status="error", error=item.error, **shared) for s in item.styles)
-            if on_output:
-                on_output(len(item.styles))
-            continue
-        t0 = time.perf_counter()
-        try:
-            smoother = prepare_smoother(item.content, m.smoothing)
-            prep_ms = _ms(t0) / k
-        except InputError as exc:
-            rows.extend(row(item, s, status="error", error=f"smoothing: {exc}", **shared) for s in item.styles)
-            if on_output:
-                on_output(len(item.styles))
-            continue
-        for style_id in item.styles:
+            item_rows[idx].extend(
+                (j, row(item, s, status="error", error=item.error, **shared, **sel(idx, j))) for j, s in enumerate(item.styles)
+            )
+            progress(len(item.styles))
+            return [], [], []
+        ok, inits, t_sty = [], [], []
+        for j, style_id in enumerate(item.styles):
             try:
-                cache, t_cache = get_style_cache(config, device, style_id, shard.style_uri(style_id))
+                style_item = shard.style_item(style_id)
+                cache, t_cache = get_style_cache(config, device, style_id, style_item.uri, style_item.label_uri)
+                seg = item.labels if cache.has_seg else None  # label-aware when both maps exist
                 t0 = time.perf_counter()
-                raw = stylizer.stylize(item.content, cache, None)
-                init = float_to_uint8(raw)
-                t_sty = _ms(t0) + t_cache
+                init = float_to_uint8(stylizer.stylize(item.content, cache, seg, unmatched=config.styles.unmatched))
+                t_sty.append(_ms(t0) + t_cache)
+                segs[(idx, j)] = (seg, cache.meta["quality"])
+            except InputError as exc:
+                item_rows[idx].append((j, row(item, style_id, status="error", error=str(exc), **shared, **sel(idx, j))))
+                progress(1)
+            else:
+                ok.append(j)
+                inits.append(init)
+        return ok, inits, t_sty
+
+    def finish(idx: int, item: _Item, ok: list[int], t_sty: list[float], smoothed) -> None:
+        """Write the smoothed outputs of one item and make its rows. ``smoothed``: a future of smooth_content."""
+        k = max(1, len(item.styles))
+        shared = {"t_load_ms": item.t_load / k, "t_synth_ms": item.t_synth / k}
+        try:
+            results, prep_s, smooth_s = smoothed.result()
+        except (InputError, ConfigError) as exc:
+            item_rows[idx].extend(
+                (j, row(item, item.styles[j], status="error", error=f"smoothing: {exc}", **shared, **sel(idx, j))) for j in ok
+            )
+            progress(len(ok))
+            return
+        t_sm = (prep_s + smooth_s) * 1000.0 / max(1, len(ok))
+        for j, t_st, out in zip(ok, t_sty, results):
+            style_id = item.styles[j]
+            try:
+                if isinstance(out, str):
+                    raise InputError(f"smoothing: {out}")
                 t0 = time.perf_counter()
-                out = smoother(init)
-                t_sm = _ms(t0) + prep_ms
+                seg, style_stats = segs.pop((idx, j))
+                quality = row_quality(item.content, out, seg, style_stats, ignore=ignore)
+                t_q = _ms(t0)
                 t0 = time.perf_counter()
                 data = encode_png(out)
-                uri = storage.write_bytes(storage.image_rel(shard.name, item.source.source_id, style_id), data)
+                uri = _write_item(storage, storage.image_rel(shard.name, item.source.source_id, style_id), data)
                 t_wr = _ms(t0) + item.t_write_source / k
             except InputError as exc:
-                rows.append(row(item, style_id, status="error", error=str(exc), **shared))
+                item_rows[idx].append((j, row(item, style_id, status="error", error=str(exc), **shared, **sel(idx, j))))
             else:
-                rows.append(row(
+                item_rows[idx].append((j, row(
                     item, style_id, image_uri=uri, width=int(out.shape[1]), height=int(out.shape[0]),
-                    sha256=hashlib.sha256(data).hexdigest(), t_stylize_ms=t_sty, t_smooth_ms=t_sm, t_write_ms=t_wr,
-                    **shared,
-                ))
+                    sha256=hashlib.sha256(data).hexdigest(), t_stylize_ms=t_st, t_smooth_ms=t_sm, t_write_ms=t_wr,
+                    t_quality_ms=t_q, **quality, **shared, **sel(idx, j),
+                )))
                 if len(samples) < 4:
                     samples.append({"source_id": item.source.source_id, "style_id": style_id,
                                     "label_uri": item.row_label_uri,
                                     "synth_uri": item.synth_uri or "", "image_uri": uri})
-            if on_output:
-                on_output(1)
+            progress(1)
+
+    def drain(block_until: int) -> None:
+        """Finish pending items in order: done ones, and any beyond ``block_until`` still pending."""
+        while pending and (len(pending) > block_until or pending[0][4].done()):
+            finish(*pending.popleft())
+
+    def stage(batch: list[tuple[int, _Item]]) -> None:
+        stylized = [(idx, item, *stylize_item(idx, item)) for idx, item in batch]
+        if smooth_device is not None:  # one batched GPU solve for the whole batch
+            todo = [(idx, item, ok, inits, t) for idx, item, ok, inits, t in stylized if ok]
+            futures = smooth_batch_torch([(it.content, inits) for _, it, _, inits, _ in todo], m.smoothing, smooth_device)
+            for (idx, item, ok, _, t_sty), fut in zip(todo, futures):
+                finish(idx, item, ok, t_sty, fut)
+            return
+        for idx, item, ok, inits, t_sty in stylized:
+            if not ok:
+                continue
+            fut = pool.submit(item.content, inits, m.smoothing) if pool is not None else _done(item.content, inits)
+            pending.append((idx, item, ok, t_sty, fut))
+            drain(max_pending)
+
+    from concurrent.futures import ThreadPoolExecutor
+
+    indexed = list(enumerate(items))
+    good = [(i, it) for i, it in indexed if it.error is None]
+    stage_runner = ThreadPoolExecutor(1, thread_name_prefix=f"spadepis-{shard.name}")
+    stage_futures = []
+    try:
+        # items with a load error make their rows at once
+        stage_futures.append(stage_runner.submit(stage, [(i, it) for i, it in indexed if it.error is not None]))
+        for b in range(0, len(good), config.batch_size):
+            batch = good[b : b + config.batch_size]
+            if synth is not None:
+                _synthesize_batch(synth, [it for _, it in batch], storage, shard.name)
+            if any(f.done() and f.exception() is not None for f in stage_futures):
+                break  # a transient failure downstream: stop synthesizing, re-raise below
+            stage_futures.append(stage_runner.submit(stage, batch))
+    finally:
+        stage_runner.shutdown(wait=True)
+    for f in stage_futures:
+        f.result()  # re-raises a stage failure (transient: the caller retries the shard)
+    drain(0)
+    rows = [r for per_item in item_rows for _, r in sorted(per_item, key=lambda jr: jr[0])]
 
     table = rows_to_table(rows)
     marker = storage.commit_shard(shard.name, attempt_id, table, extra={"device": str(device), "wall_s": time.perf_counter() - t_start})
