@@ -11,22 +11,35 @@ The schema names are re-exported here, so a reader needs one import.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
 from torch.utils.data import Dataset
 
-from .schema import SCHEMA, SCHEMA_VERSION, STAGES, rows_to_table, schema_json, table_schema_version
+from .schema import (
+    QUALITY,
+    SCHEMA,
+    SCHEMA_VERSION,
+    STAGES,
+    rows_to_table,
+    schema_json,
+    table_schema_version,
+    upgrade_table,
+)
 from .storage import RunStorage
 
 __all__ = [
     "SCHEMA_VERSION",
     "SCHEMA",
     "STAGES",
+    "QUALITY",
     "rows_to_table",
+    "upgrade_table",
     "table_schema_version",
     "schema_json",
+    "filter_rows",
     "read_index",
     "read_index_table",
     "summary",
@@ -42,7 +55,7 @@ def read_index_table(run_uri: str) -> pa.Table:
 
     Only parts named by a shard's ``_SUCCESS.json`` are read, so an interrupted run can be inspected.
     """
-    return RunStorage.from_run_uri(run_uri).read_manifest()
+    return upgrade_table(RunStorage.from_run_uri(run_uri).read_manifest())
 
 
 def read_index(run_uri: str):
@@ -70,8 +83,17 @@ def summary(source, *, wall_s: float | None = None, max_errors: int = 20) -> dic
     err = df[df["status"] != "ok"] if len(df) else df
     stages = {}
     for stage in STAGES:
-        vals = ok[stage].to_numpy(dtype=float) if len(ok) else np.array([])
+        vals = ok[stage].to_numpy(dtype=float) if (len(ok) and stage in ok) else np.array([])
+        vals = vals[np.isfinite(vals)]
         stages[stage] = {"p50": _pct(vals, 50), "p95": _pct(vals, 95), "mean": float(vals.mean()) if vals.size else float("nan")}
+    quality = {}
+    for col in QUALITY:
+        vals = ok[col].to_numpy(dtype=float) if (len(ok) and col in ok) else np.array([])
+        vals = vals[np.isfinite(vals)]
+        quality[col] = {"n": int(vals.size), "mean": float(vals.mean()) if vals.size else float("nan"),
+                        **{f"p{q}": _pct(vals, q) for q in (10, 50, 90)},
+                        "min": float(vals.min()) if vals.size else float("nan"),
+                        "max": float(vals.max()) if vals.size else float("nan")}
     serial_s = float(ok["t_total_ms"].sum()) / 1000.0 if len(ok) else 0.0
     basis = wall_s if wall_s else serial_s
     out = {
@@ -82,6 +104,7 @@ def summary(source, *, wall_s: float | None = None, max_errors: int = 20) -> dic
         "sources": int(df["source_id"].nunique()) if len(df) else 0,
         "styles": int(df["style_id"].nunique()) if len(df) else 0,
         "stages": stages,
+        "quality": quality,
         "wall_s": wall_s,
         "serial_s": serial_s,
         "outputs_per_s": (len(ok) / basis) if basis else float("nan"),
@@ -108,6 +131,14 @@ def format_summary(s: dict[str, Any]) -> str:
     lines.append(f"{'stage':<14}{'p50 ms':>10}{'p95 ms':>10}{'mean ms':>10}")
     for stage, v in s["stages"].items():
         lines.append(f"{stage:<14}{v['p50']:>10.1f}{v['p95']:>10.1f}{v['mean']:>10.1f}")
+    quality = s.get("quality") or {}
+    if any(v["n"] for v in quality.values()):
+        lines.append(f"{'score':<14}{'n':>7}{'mean':>8}{'min':>8}{'p10':>8}{'p50':>8}{'p90':>8}{'max':>8}")
+        for col, v in quality.items():
+            if v["n"]:
+                lines.append(f"{col:<14}{v['n']:>7}" + "".join(f"{v[k]:>8.3f}" for k in ("mean", "min", "p10", "p50", "p90", "max")))
+            else:
+                lines.append(f"{col:<14}{0:>7}   (null: {'needs styles.labels' if col in ('style_score', 'q_coverage') else 'older run'})")
     models = s.get("models") or {}
     if models:
         lines.append("models: " + "; ".join(f"{k}={','.join(v)}" for k, v in models.items() if v))
@@ -129,15 +160,20 @@ class AugmentedDataset(Dataset):
       the pipeline; an older or hand-made row is nearest-resized to the image size, as SPADE's preprocessing does);
     * ``meta``: the manifest row as a dict (``created_at`` as ISO text).
 
-    ``source`` is a run URI or a DataFrame of manifest rows.
+    ``source`` is a run URI or a DataFrame of manifest rows. ``where`` keeps only some rows: a pandas
+    query string on the columns (``"q_structure >= 0.6 and q_coverage >= 0.8"``; a null score fails every
+    comparison, so rows without label maps drop out of a ``q_coverage`` filter) or a callable taking the
+    row as a dict and returning a bool.
     """
 
-    def __init__(self, source, *, status: str = "ok"):
+    def __init__(self, source, *, status: str = "ok", where: str | Callable[[dict], bool] | None = None):
         import pandas as pd
 
         df = read_index(source) if isinstance(source, str) else pd.DataFrame(source)
         if status is not None:
             df = df[df["status"] == status]
+        if where is not None:
+            df = filter_rows(df, where)
         self.frame = df.reset_index(drop=True)
 
     def __len__(self) -> int:
@@ -164,6 +200,22 @@ class AugmentedDataset(Dataset):
             torch.from_numpy(label),
             meta,
         )
+
+
+def filter_rows(df, where: str | Callable[[dict], bool]):
+    """Rows of ``df`` matching ``where`` (a pandas query string or a callable on the row dict)."""
+    if callable(where):
+        keep = [bool(where(row)) for row in df.to_dict("records")]
+        return df[np.array(keep, dtype=bool)] if len(df) else df
+    if not isinstance(where, str):
+        raise TypeError(f"where must be a query string or a callable on the row, got {type(where).__name__}")
+    try:
+        return df.query(where, engine="python")
+    except Exception as exc:  # noqa: BLE001 - pandas raises many kinds; say what the columns are
+        raise ValueError(
+            f"where={where!r} is not a valid filter ({type(exc).__name__}: {exc}); write a pandas query on the manifest "
+            f"columns, e.g. \"q_structure >= 0.6 and q_coverage >= 0.8\" (columns: {', '.join(df.columns)})"
+        ) from None
 
 
 def _isna(value) -> bool:

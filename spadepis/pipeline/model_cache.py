@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from ..data.images import downscale_rgb, read_rgb
+from ..data.labelmaps import read_label_map, resize_nearest
 from ..data.presets import Preset, get_preset
 from ..errors import InputError
 from .config import RANDOM_INIT, RunConfig
@@ -26,6 +27,7 @@ __all__ = [
     "get_synthesizer",
     "get_stylizer",
     "read_style",
+    "read_style_labels",
     "get_style_cache",
     "clear_model_cache",
     "model_info",
@@ -83,13 +85,22 @@ def read_style(uri: str, max_side: int | None) -> np.ndarray:
     return downscale_rgb(read_rgb(uri), max_side)
 
 
-def get_style_cache(config: RunConfig, device, style_id: str, uri: str) -> tuple[Any, float]:
+def read_style_labels(config: RunConfig, label_uri: str, size_hw: tuple[int, int]) -> np.ndarray:
+    """The style's label map in the dataset's label space, NEAREST-resized to the (downscaled) style photo."""
+    return resize_nearest(read_label_map(label_uri, run_preset(config)), size_hw)
+
+
+def get_style_cache(config: RunConfig, device, style_id: str, uri: str, label_uri: str | None = None) -> tuple[Any, float]:
     """``(cache, ms spent)``: the style's features/colouring, computed once per process and style.
 
+    With ``label_uri`` (``styles.labels``) the per-region statistics are prepared too (label-aware
+    transfer), and ``cache.meta["quality"]`` holds the style's colour statistics for the ``q_*`` scores.
     A style that cannot be read raises :class:`InputError` (remembered, so it is not re-read).
     """
+    from .quality import style_quality_stats
+
     m = config.models
-    key = (m.stylizer, m.stylizer_weights, str(device), uri, config.styles.max_side)
+    key = (m.stylizer, m.stylizer_weights, str(device), uri, config.styles.max_side, label_uri)
     while True:
         with _LOCK:
             hit = _STYLES.get(key)
@@ -107,7 +118,11 @@ def get_style_cache(config: RunConfig, device, style_id: str, uri: str) -> tuple
     try:
         stylizer = get_stylizer(config, device)
         try:
-            cache = stylizer.prepare_style(read_style(uri, config.styles.max_side), style_id=style_id)
+            style = read_style(uri, config.styles.max_side)
+            seg = read_style_labels(config, label_uri, style.shape[:2]) if label_uri else None
+            cache = stylizer.prepare_style(style, seg, style_id=style_id)
+            if isinstance(getattr(cache, "meta", None), dict):
+                cache.meta["quality"] = style_quality_stats(style, seg)
         except InputError as exc:
             err = InputError(f"style {style_id!r}: {exc}")
             with _LOCK:

@@ -136,6 +136,7 @@ def validate_config(config: RunConfig) -> list[str]:
             f"styles.per_sample: {config.styles.per_sample} styles per sample asked for but {config.styles.source!r} "
             f"holds only {n_styles}; lower it or add style photos"
         )
+    problems.extend(_check_selection(config))
     _check_weights(config, problems)
     try:
         resolve_device(config.device)
@@ -151,6 +152,30 @@ def validate_config(config: RunConfig) -> list[str]:
         problems.append("runner.address: only used with runner.kind: dask; remove it or set kind: dask")
     _check_output(config, problems)
     return problems
+
+
+def _check_selection(config: RunConfig) -> list[str]:
+    st = config.styles
+    out = []
+    if st.labels is not None:
+        try:
+            list_inputs(st.labels, field="styles.labels")
+        except ConfigError as exc:
+            out.append(str(exc))
+    sel = st.effective_select()
+    if sel == "all" and st.per_sample:
+        out.append("styles.per_sample: select: all uses every style; remove per_sample or choose select: random / semantic")
+    if sel in ("random", "semantic") and not st.per_sample:
+        out.append(f"styles.per_sample: select: {sel} needs the number of styles per sample; set per_sample (e.g. 2)")
+    if sel == "semantic" and st.labels is None:
+        out.append("styles.labels: select: semantic ranks styles by their label maps; set styles.labels (label maps of "
+                   "the style photos, same ids) or use select: random")
+    if st.top_m is not None:
+        if sel != "semantic":
+            out.append("styles.top_m: only used with select: semantic; remove it")
+        elif st.per_sample and st.top_m < st.per_sample:
+            out.append(f"styles.top_m: {st.top_m} is below per_sample ({st.per_sample}); set top_m >= per_sample")
+    return out
 
 
 _PASSED: set[str] = set()

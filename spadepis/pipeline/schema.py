@@ -22,14 +22,20 @@ __all__ = [
     "SCHEMA_VERSION",
     "SCHEMA",
     "STAGES",
+    "QUALITY",
     "RowBuilder",
     "rows_to_table",
+    "upgrade_table",
     "table_schema_version",
     "schema_json",
 ]
 
-SCHEMA_VERSION = 1
-STAGES = ("t_load_ms", "t_synth_ms", "t_stylize_ms", "t_smooth_ms", "t_write_ms", "t_total_ms")
+SCHEMA_VERSION = 2
+"""1: the original columns. 2: ``style_score``, ``style_rank``, ``q_structure``, ``q_style``, ``q_coverage``,
+``q_clipped``, ``t_quality_ms`` (null in rows of older runs, which :func:`upgrade_table` fills in)."""
+STAGES = ("t_load_ms", "t_synth_ms", "t_stylize_ms", "t_smooth_ms", "t_quality_ms", "t_write_ms", "t_total_ms")
+QUALITY = ("style_score", "q_structure", "q_style", "q_coverage", "q_clipped")
+"""Per-row scores (see :mod:`spadepis.pipeline.quality` and :mod:`spadepis.pipeline.styles`)."""
 
 _FIELDS: list[tuple[str, pa.DataType, bool, str]] = [
     # identity
@@ -49,6 +55,10 @@ _FIELDS: list[tuple[str, pa.DataType, bool, str]] = [
     # style
     ("style_id", pa.string(), False, "style photo id (file stem)"),
     ("style_uri", pa.string(), False, "style photo"),
+    ("style_score", pa.float64(), True, "coverage score of the style for this label map, in [0, 1], higher is better; "
+     "null without label maps for both (styles.labels)"),
+    ("style_rank", pa.int32(), True, "rank of the style among the pool for this source by style_score (0 = best); "
+     "null when not scored"),
     # outputs
     ("synth_uri", pa.string(), True, "SPADE output (stylize-only runs: the source photo)"),
     ("image_uri", pa.string(), True, "stylized output; null when status is error"),
@@ -67,7 +77,16 @@ _FIELDS: list[tuple[str, pa.DataType, bool, str]] = [
     ("t_stylize_ms", pa.float64(), False, "feature transform incl. style preparation when first used"),
     ("t_smooth_ms", pa.float64(), False, "smoothing incl. the per-content factorisation"),
     ("t_write_ms", pa.float64(), False, "PNG encoding + writing"),
+    ("t_quality_ms", pa.float64(), True, "computing the q_* scores (null in runs before schema 2)"),
     ("t_total_ms", pa.float64(), False, "sum of the stages"),
+    # quality (schema 2): computed from the arrays in memory, no extra weights
+    ("q_structure", pa.float64(), True, "content structure kept: gradient-magnitude SSIM of content vs output, "
+     "weighted to where either has edges; [-1, 1] (in practice [0, 1]), higher is better, 1 = identical edges"),
+    ("q_style", pa.float64(), True, "closeness of the output's per-class CIELAB mean/std to the style's matching "
+     "regions (global without label maps), exp(-distance/20); (0, 1], higher is better"),
+    ("q_coverage", pa.float64(), True, "fraction of the content's (non-ignored) pixels whose class has a usable "
+     "style region; [0, 1], higher is better; null without label maps for both"),
+    ("q_clipped", pa.float64(), True, "fraction of output pixels with a channel at 0 or 255; [0, 1], lower is better"),
     # status
     ("status", pa.string(), False, "ok or error"),
     ("error", pa.string(), True, "what went wrong; null when ok"),
@@ -84,9 +103,16 @@ SCHEMA = pa.schema(
 )
 
 
+_ADDED_V2 = ("style_score", "style_rank", "t_quality_ms", "q_structure", "q_style", "q_coverage", "q_clipped")
+
+
 def rows_to_table(rows: Sequence[dict[str, Any]]) -> pa.Table:
-    """Rows (dicts with every column) -> a table with :data:`SCHEMA`; missing or extra keys are refused."""
+    """Rows (dicts with every column) -> a table with :data:`SCHEMA`; missing or extra keys are refused.
+
+    The nullable columns added in schema 2 may be left out (null).
+    """
     names = SCHEMA.names
+    rows = [row if all(n in row for n in _ADDED_V2) else {**dict.fromkeys(_ADDED_V2), **row} for row in rows]
     for i, row in enumerate(rows):
         missing = [n for n in names if n not in row]
         extra = [k for k in row if k not in SCHEMA.names]
@@ -94,6 +120,30 @@ def rows_to_table(rows: Sequence[dict[str, Any]]) -> pa.Table:
             raise ValueError(f"manifest row {i}: missing columns {missing}, unknown columns {extra}")
     columns = {n: [row[n] for row in rows] for n in names}
     return pa.Table.from_pydict(columns, schema=SCHEMA)
+
+
+def upgrade_table(table: pa.Table) -> pa.Table:
+    """A manifest table of any schema version as the current :data:`SCHEMA` (columns added since are null).
+
+    Older runs stay readable: their rows keep their ``schema_version`` column; the file-level metadata
+    is the current one, plus ``spadepis.upgraded_from`` when the table was older.
+    """
+    if table.schema.remove_metadata() == SCHEMA.remove_metadata():
+        return table
+    old = table_schema_version(table)
+    cols = []
+    for f in SCHEMA:
+        if f.name in table.column_names:
+            cols.append(table.column(f.name).cast(f.type))
+        elif f.nullable:
+            cols.append(pa.nulls(table.num_rows, f.type))
+        else:
+            raise ValueError(f"manifest table lacks the required column {f.name!r}; it is not a spadepis manifest")
+    meta = dict(table.schema.metadata or {})
+    meta.update(SCHEMA.metadata)
+    if old is not None and old != SCHEMA_VERSION:
+        meta[b"spadepis.upgraded_from"] = str(old).encode()
+    return pa.Table.from_arrays(cols, schema=SCHEMA.with_metadata(meta))
 
 
 def table_schema_version(table_or_schema: pa.Table | pa.Schema) -> int | None:

@@ -10,7 +10,9 @@
 3. runs SPADE in batches of ``config.batch_size`` and writes ``synth/<shard>/<source_id>.png``;
 4. for each synthesized image, prepares the smoother once (the exact system is factorised once per
    content image) and, for each of its styles, stylizes with the style's cache (prepared once per
-   process and style), smooths, and writes ``images/<shard>/<source_id>__<style_id>.png``;
+   process and style; label-aware with the source's label map at output size when the style has a
+   label map, ``styles.unmatched`` for the classes it lacks), smooths, scores the output
+   (:mod:`spadepis.pipeline.quality`, ``t_quality_ms``) and writes ``images/<shard>/<source_id>__<style_id>.png``;
 5. writes the manifest part, then the ``_SUCCESS.json`` marker naming it: the commit.
 
 The pieces it uses, in the order data flows: :mod:`.items` (one source and its loading),
@@ -165,12 +167,21 @@ def process_shard(
         stylizer=m.stylizer, stylizer_weights_sha256=stylizer.weights_sha256, smoothing=m.smoothing, device=str(device),
     )
 
-    def row(item: Item, style_id: str, **kw) -> dict[str, Any]:
+    def row(idx: int, j: int, **kw) -> dict[str, Any]:
+        """The row of item ``idx`` with its ``j``-th style."""
+        item, style_id = items[idx], items[idx].styles[j]
+        score, rank = shard.score_of(idx, j)
         return rows.row(
             sample_id=sample_id(item.source.source_id, style_id, config.seed, chash), source_id=item.source.source_id,
             label_uri=item.row_label_uri, instance_uri=item.source.instance_uri, style_id=style_id,
-            style_uri=shard.style_uri(style_id), synth_uri=item.synth_uri, **kw,
+            style_uri=shard.style_uri(style_id), style_score=score, style_rank=rank, synth_uri=item.synth_uri, **kw,
         )
+
+    from .quality import row_quality
+    from .styles import ignored_labels
+
+    ignore = ignored_labels(config, preset)
+    segs: dict[tuple[int, int], tuple[Any, Any]] = {}  # (item, style position) -> (content seg or None, style stats)
 
     # Stage thread: stylize and smooth one SPADE batch while the main thread synthesizes the next. CPU exact
     # smoothing of different contents runs on the smoothing pool's processes (factorisations in parallel);
@@ -188,17 +199,20 @@ def process_shard(
         k = max(1, len(item.styles))
         shared = {"t_load_ms": item.t_load / k, "t_synth_ms": item.t_synth / k}
         if item.error is not None:
-            item_rows[idx].extend((j, row(item, s, status="error", error=item.error, **shared)) for j, s in enumerate(item.styles))
+            item_rows[idx].extend((j, row(idx, j, status="error", error=item.error, **shared)) for j in range(len(item.styles)))
             return [], [], []
         ok, inits, t_sty = [], [], []
         for j, style_id in enumerate(item.styles):
             try:
-                cache, t_cache = get_style_cache(config, device, style_id, shard.style_uri(style_id))
+                style_item = shard.style_item(style_id)
+                cache, t_cache = get_style_cache(config, device, style_id, style_item.uri, style_item.label_uri)
+                seg = item.labels if cache.has_seg else None  # label-aware when both maps exist
                 t0 = time.perf_counter()
-                init = float_to_uint8(stylizer.stylize(item.content, cache, None))
+                init = float_to_uint8(stylizer.stylize(item.content, cache, seg, unmatched=config.styles.unmatched))
                 t_sty.append(_ms(t0) + t_cache)
+                segs[(idx, j)] = (seg, cache.meta["quality"])
             except InputError as exc:
-                item_rows[idx].append((j, row(item, style_id, status="error", error=str(exc), **shared)))
+                item_rows[idx].append((j, row(idx, j, status="error", error=str(exc), **shared)))
             else:
                 ok.append(j)
                 inits.append(init)
@@ -212,7 +226,7 @@ def process_shard(
             results, prep_s, smooth_s = smoothed.result()
         except (InputError, ConfigError) as exc:
             item_rows[idx].extend(
-                (j, row(item, item.styles[j], status="error", error=f"smoothing: {exc}", **shared)) for j in ok
+                (j, row(idx, j, status="error", error=f"smoothing: {exc}", **shared)) for j in ok
             )
             return
         t_sm = (prep_s + smooth_s) * 1000.0 / max(1, len(ok))
@@ -222,16 +236,20 @@ def process_shard(
                 if isinstance(out, str):
                     raise InputError(f"smoothing: {out}")
                 t0 = time.perf_counter()
+                seg, style_stats = segs.pop((idx, j))
+                quality = row_quality(item.content, out, seg, style_stats, ignore=ignore)
+                t_q = _ms(t0)
+                t0 = time.perf_counter()
                 data = encode_png(out)
                 uri = writer.write_image(item.source.source_id, style_id, data)
                 t_wr = _ms(t0) + item.t_write_source / k
             except InputError as exc:
-                item_rows[idx].append((j, row(item, style_id, status="error", error=str(exc), **shared)))
+                item_rows[idx].append((j, row(idx, j, status="error", error=str(exc), **shared)))
             else:
                 item_rows[idx].append((j, row(
-                    item, style_id, image_uri=uri, width=int(out.shape[1]), height=int(out.shape[0]),
+                    idx, j, image_uri=uri, width=int(out.shape[1]), height=int(out.shape[0]),
                     sha256=hashlib.sha256(data).hexdigest(), t_stylize_ms=t_st, t_smooth_ms=t_sm, t_write_ms=t_wr,
-                    **shared,
+                    t_quality_ms=t_q, **quality, **shared,
                 )))
                 if len(samples) < 4:
                     samples.append({"source_id": item.source.source_id, "style_id": style_id,
