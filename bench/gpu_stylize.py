@@ -2,10 +2,11 @@
 
 Prints, for 512x512 and 1024x512 (W x H) with K styles:
 * stylize per pair on the GPU (``wct16x`` with ``../shared/weights/wct_16x`` if present, else ``color``);
-* smoothing with :class:`spadepis.models.smoothing.TorchSmoothingSystem` (25-band stencil, Jacobi-preconditioned
-  CG in float64 on the GPU): set-up once per content, per-style solve time and CG iterations;
-* the CPU direct :class:`SmoothingSystem` on the same machine (set-up + solve) and the max |V_gpu - V_cpu|,
-  which must stay below 1e-6.
+* smoothing with :func:`spadepis.models.smoothing.smooth_batch_torch` (the pipeline's GPU path: 25-band stencil,
+  mixed-precision preconditioned CG on the GPU, every style of the content in one batched solve): the time per
+  content and per style;
+* the CPU direct :class:`SmoothingSystem` on the same machine (set-up + solve) and the agreement in uint8 (the
+  GPU path's contract: within 1 grey level on >= 99.9% of pixels, never more than 2).
 
     python bench/gpu_stylize.py [--styles 8] [--device cuda]
 
@@ -35,7 +36,7 @@ def main(argv=None) -> int:
 
     from bench_stylize import WCT16X, load_inputs
     from spadepis.data.images import float_to_uint8
-    from spadepis.models.smoothing import SmoothingSystem, TorchSmoothingSystem
+    from spadepis.models.smoothing import SmoothingSystem, smooth_batch_torch
     from spadepis.models.stylizers import load_stylizer
 
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -61,7 +62,7 @@ def main(argv=None) -> int:
         content, styles, names = load_inputs((h, w), args.styles)
         # warm-up (kernels, cuDNN autotune) on a small crop
         c0, s0 = np.ascontiguousarray(content[:64, :64]), np.ascontiguousarray(styles[0][:64, :64])
-        TorchSmoothingSystem(c0, device=device).smooth(float_to_uint8(stylizer.stylize(c0, stylizer.prepare_style(s0))))
+        smooth_batch_torch([(c0, [float_to_uint8(stylizer.stylize(c0, stylizer.prepare_style(s0)))])], "exact", device)[0].result()
         sync()
 
         t0 = time.perf_counter()
@@ -75,38 +76,32 @@ def main(argv=None) -> int:
             sync()
             t_styl.append(time.perf_counter() - a)
         t2 = time.perf_counter()
-        system = TorchSmoothingSystem(content, device=device)
+        smoothed, t_setup, t_solve_all = smooth_batch_torch([(content, inits)], "exact", device)[0].result()
         sync()
         t3 = time.perf_counter()
-        vs, t_solve = [], []
-        for init in inits:
-            a = time.perf_counter()
-            vs.append(system.solve(init))
-            sync()
-            t_solve.append(time.perf_counter() - a)
         print(f"\n## {w}x{h} (WxH), K={len(styles)}")
         print(f"| {'step':40s} | {'seconds':>9s} |")
         print(f"|{'-' * 42}|{'-' * 11}|")
         print(f"| {'encode style (per style)':40s} | {(t1 - t0) / len(styles):9.3f} |")
         print(f"| {'stylize (median per pair)':40s} | {statistics.median(t_styl):9.3f} |")
-        print(f"| {'smoothing set-up (once per content)':40s} | {t3 - t2:9.3f} |")
-        print(f"|   {'of which affinity build (CPU numpy)':38s} | {system.build_seconds:9.3f} |")
-        print(f"| {'smoothing solve (median per style)':40s} | {statistics.median(t_solve):9.3f} |")
-        per_pair = (t1 - t0) / len(styles) + statistics.median(t_styl) + (t3 - t2) / len(styles) + statistics.median(t_solve)
+        print(f"| {'smoothing set-up (once per content)':40s} | {t_setup:9.3f} |")
+        print(f"| {'smoothing solve, all K styles at once':40s} | {t_solve_all:9.3f} |")
+        print(f"| {'smoothing, wall per content':40s} | {t3 - t2:9.3f} |")
+        per_pair = (t1 - t0) / len(styles) + statistics.median(t_styl) + (t3 - t2) / len(styles)
         print(f"| {'total per pair, amortised over K':40s} | {per_pair:9.3f} |")
-        print(f"| {'total, one pair alone':40s} | {(t1 - t0) / len(styles) + statistics.median(t_styl) + t3 - t2 + statistics.median(t_solve):9.3f} |")
-        print(f"CG iterations per solve: {system.iterations}; relative residual (style 1) {system.residual(inits[0]):.1e}")
         if device.type == "cuda":
             print(f"peak GPU memory {torch.cuda.max_memory_allocated(device) / 2**20:.0f} MiB")
         if not args.no_cpu:
             a = time.perf_counter()
             direct = SmoothingSystem(content)
             b = time.perf_counter()
-            v_cpu = direct.solve(inits[0])
+            cpu = direct.smooth(inits[0])
             c = time.perf_counter()
-            diff = float(np.abs(v_cpu - vs[0]).max())
-            print(f"CPU direct on this machine: set-up {b - a:.2f} s, solve {c - b:.3f} s; max |V_gpu - V_cpu| = {diff:.2e} "
-                  f"({'OK' if diff < 1e-6 else 'TOO LARGE'})")
+            d = np.abs(cpu.astype(int) - smoothed[0].astype(int))
+            within_one, worst = float((d <= 1).mean()), int(d.max())
+            print(f"CPU direct on this machine: set-up {b - a:.2f} s, solve {c - b:.3f} s; uint8 agreement with the GPU "
+                  f"path: {100 * within_one:.3f}% within 1 level, worst {worst} "
+                  f"({'OK' if within_one >= 0.999 and worst <= 2 else 'OUTSIDE THE CONTRACT'})")
     return 0
 
 

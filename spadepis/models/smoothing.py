@@ -50,6 +50,10 @@ the solutions differ only through the border), keeps constant images exactly con
 The fast approximation (:func:`guided_filter_smooth`) is FastPhotoStyle's ``--fast`` mode: He et al.'s
 guided filter with the colour content image as guide (``cv2.ximgproc.guidedFilter`` semantics: radius 35,
 eps on the 0-255 scale, box filters with reflected borders, output rounded and saturated to uint8).
+
+Inputs are validated once, at the public entry that receives them (:class:`SmoothingSystem`,
+:class:`GuidedFilter`, :func:`smooth_content`, :func:`smooth_batch_torch`); the functions that only pass them
+on (:func:`guided_filter_smooth`, :func:`prepare_smoother`) and the private helpers do not check again.
 """
 
 from __future__ import annotations
@@ -64,11 +68,12 @@ import numpy as np
 import scipy.sparse
 import scipy.sparse.linalg
 
+from ..data.images import check_rgb_uint8
 from ..errors import ConfigError, InputError
+from .registry import COMPAT_MODES as _COMPAT, SMOOTHERS
 
 __all__ = [
     "SmoothingSystem",
-    "TorchSmoothingSystem",
     "StencilSolver",
     "smooth_batch_torch",
     "GREY_TOL",
@@ -87,8 +92,8 @@ __all__ = [
     "COMPAT_MODES",
 ]
 
-SMOOTHING_MODES = ("exact", "fast", "none")
-COMPAT_MODES = (None, "fastphotostyle")
+SMOOTHING_MODES = SMOOTHERS.names
+COMPAT_MODES = (None, *_COMPAT.names)
 
 # The 25 offsets (dy, dx) a pixel couples with through shared 3x3 windows, in row-major order, so that
 # with row-major pixel numbering the column indices of every CSR row come out sorted.
@@ -101,22 +106,6 @@ _WINDOW = [(dy, dx) for dy in range(-1, 2) for dx in range(-1, 2)]
 # --------------------------------------------------------------------------------------------------
 # validation helpers
 # --------------------------------------------------------------------------------------------------
-def _check_rgb_uint8(array: Any, what: str) -> np.ndarray:
-    if not isinstance(array, np.ndarray):
-        raise InputError(f"{what}: expected a numpy array (H, W, 3) uint8 RGB, got {type(array).__name__}.")
-    if array.ndim != 3 or array.shape[2] != 3:
-        raise InputError(
-            f"{what}: expected shape (H, W, 3) RGB, got {array.shape}; convert the image to RGB first "
-            "(spadepis.data.images.read_rgb does)."
-        )
-    if array.dtype != np.uint8:
-        raise InputError(
-            f"{what}: expected dtype uint8 (0..255), got {array.dtype}; convert with "
-            "spadepis.data.images.float_to_uint8 for [0, 1] floats."
-        )
-    return array
-
-
 def _check_min_size(h: int, w: int, minimum: int, what: str, hint: str) -> None:
     if h < minimum or w < minimum:
         raise InputError(f"{what}: image is {h}x{w} (HxW); it must be at least {minimum}x{minimum} {hint}.")
@@ -324,7 +313,7 @@ def smoothing_matrix(
     ``sqrt_degree`` = :math:`D^{1/2}` as ``(H, W)``; ``V = (1 - beta) D^-1/2 A^-1 D^1/2 B``. For benchmarks
     and other solvers; :class:`SmoothingSystem` is the way to smooth.
     """
-    content = _check_rgb_uint8(content, "smoothing_matrix content")
+    content = check_rgb_uint8(content, "smoothing_matrix content")
     _check_min_size(content.shape[0], content.shape[1], 3, "smoothing_matrix", "(one full 3x3 window)")
     bands, degree = _system_bands(content, float(beta), float(eps))
     return _bands_to_csr(bands), np.sqrt(degree)
@@ -379,9 +368,9 @@ class SmoothingSystem:
         compat: str | None = None,
         size: tuple[int, int] | None = None,
     ) -> None:
-        content = _check_rgb_uint8(content, "SmoothingSystem content")
+        content = check_rgb_uint8(content, "SmoothingSystem content")
         if compat not in COMPAT_MODES:
-            raise ConfigError(f"SmoothingSystem: compat={compat!r} is not one of None, 'fastphotostyle'.")
+            raise ConfigError(f"SmoothingSystem: compat={compat!r} is not one of {', '.join(map(repr, COMPAT_MODES))}.")
         if not (0.0 < float(beta) < 1.0):
             raise ConfigError(f"SmoothingSystem: beta={beta} must lie in (0, 1) (FastPhotoStyle uses 0.9999).")
         if not (float(eps) > 0.0):
@@ -455,7 +444,7 @@ class SmoothingSystem:
         return _bands_to_csr(self._bands)
 
     def _check_init(self, init: np.ndarray) -> np.ndarray:
-        init = _check_rgb_uint8(init, "smoothing init (stylized image)")
+        init = check_rgb_uint8(init, "smoothing init (stylized image)")
         if init.shape[:2] != self.shape:
             hint = (
                 "pass size=(H, W) to SmoothingSystem for the reference behaviour"
@@ -464,21 +453,23 @@ class SmoothingSystem:
             )
             raise InputError(
                 f"smoothing init is {init.shape[0]}x{init.shape[1]} (HxW) but this system was built for "
-                f"{self.shape[0]}x{self.shape[1]}; {hint}."
+                f"{self.shape[0]}x{self.shape[1]}; they must have the same size: {hint}."
             )
         return init
 
     def rhs(self, init: np.ndarray) -> np.ndarray:
         """B = stylized / 255, float64 ``(H, W, 3)``; compat mode: its 2-px border replaced by edge
         replication (the reference's ``B``)."""
-        init = self._check_init(init)
+        return self._rhs(self._check_init(init))
+
+    def _rhs(self, init: np.ndarray) -> np.ndarray:
         b = init.astype(np.float64) / 255.0
         if self.compat == "fastphotostyle":
             b = np.pad(b[2:-2, 2:-2], ((2, 2), (2, 2), (0, 0)), mode="edge")
         return b
 
     def _system_rhs(self, init: np.ndarray) -> np.ndarray:
-        b = self.rhs(init)
+        b = self._rhs(init)
         return b if self._sqrt_degree is None else b * self._sqrt_degree
 
     def _solve_padded(self, b: np.ndarray) -> np.ndarray:
@@ -498,6 +489,9 @@ class SmoothingSystem:
 
     def solve_many(self, inits: list[np.ndarray]) -> list[np.ndarray]:
         """:meth:`solve` for several stylized images at once (one triangular solve pass over all channels)."""
+        return self._solve_many([self._check_init(init) for init in inits])
+
+    def _solve_many(self, inits: list[np.ndarray]) -> list[np.ndarray]:
         if not inits:
             return []
         b = np.concatenate([self._system_rhs(init) for init in inits], axis=2)  # (ph, pw, 3k)
@@ -520,7 +514,7 @@ class SmoothingSystem:
 
     def residual(self, init: np.ndarray) -> float:
         """Relative residual ``|A x - B| / |B|`` of this system's solution for ``init`` (a health check)."""
-        b = self._system_rhs(init)
+        b = self._system_rhs(self._check_init(init))
         x = self._solve_padded(b)
         b, x = b.reshape(-1, 3), x.reshape(-1, 3)
         return float(np.linalg.norm(self.matrix @ x - b) / max(np.linalg.norm(b), 1e-300))
@@ -848,49 +842,6 @@ def _torch_system_bands(contents: Any, beta: float, eps: float) -> tuple[Any, An
     return bands, degree
 
 
-class TorchSmoothingSystem(SmoothingSystem):
-    r"""The same system as :class:`SmoothingSystem`, solved by :class:`StencilSolver` in torch (for CUDA).
-
-    The matrix is built on the CPU as for the direct solver (any mode, ``compat`` included) and moved to
-    ``device`` as 25 bands; solves run the mixed-precision multigrid-preconditioned CG over all channels (and,
-    with :meth:`solve_many`, all styles) at once, to ``tol`` (default :data:`GREY_TOL`: every pixel of V within a
-    quarter grey level of the direct solve; pass e.g. ``tol=1e-9`` for agreement to rounding). For many contents
-    at once use :func:`smooth_batch_torch`, which also builds the matrices on the device.
-
-    ``device``: ``"auto"`` | ``"cpu"`` | ``"cuda"``; other parameters as :class:`SmoothingSystem`.
-    """
-
-    def __init__(self, content: np.ndarray, *, device: Any = "auto", tol: float = GREY_TOL,
-                 preconditioner: str = "jacobi", maxiter: int = 5000, **kw: Any) -> None:
-        from ..devices import resolve_device
-
-        self.device = resolve_device(device)
-        self.preconditioner = preconditioner
-        self.tol = float(tol)
-        self.maxiter = int(maxiter)
-        super().__init__(content, **kw)
-
-    def _factorise(self, bands: np.ndarray) -> None:
-        import torch
-
-        bands_t = torch.from_numpy(np.ascontiguousarray(bands)).to(self.device)[None]
-        self._mg = StencilSolver(bands_t, preconditioner=self.preconditioner, tol=self.tol, maxiter=self.maxiter)
-        self._factor = self._mg  # a system is usable until close()
-        self.iterations = self._mg.iterations
-
-    def close(self) -> None:
-        self._factor = None
-
-    def _solve_padded(self, b: np.ndarray) -> np.ndarray:
-        import torch
-
-        if self._factor is None:
-            raise RuntimeError("TorchSmoothingSystem: solve after close(); build a new system for this content.")
-        bt = torch.from_numpy(np.ascontiguousarray(b.transpose(2, 0, 1))).to(self.device)[None]
-        x = self._mg.solve(bt)
-        return x[0].permute(1, 2, 0).cpu().numpy()
-
-
 def smooth_batch_torch(
     batch: list[tuple[np.ndarray, list[np.ndarray]]], mode: str, device: Any, *, beta: float = 0.9999,
     eps: float = 1e-7, tol: float = GREY_TOL, preconditioner: str = "jacobi",
@@ -916,7 +867,7 @@ def smooth_batch_torch(
     checked: dict[int, tuple[list[int], list]] = {}
     for i, (content, inits) in enumerate(batch):
         try:
-            content = _check_rgb_uint8(content, "smoothing content")
+            content = check_rgb_uint8(content, "smoothing content")
             _check_min_size(content.shape[0], content.shape[1], 3, "smoothing", "(one full 3x3 window)")
         except InputError as exc:
             futures[i].set_exception(exc)
@@ -925,7 +876,7 @@ def smooth_batch_torch(
         good = []
         for k, init in enumerate(inits):
             try:
-                init = _check_rgb_uint8(init, "smoothing init (stylized image)")
+                init = check_rgb_uint8(init, "smoothing init (stylized image)")
                 if init.shape != content.shape:
                     raise InputError(
                         f"stylized image is {init.shape[0]}x{init.shape[1]} but the content is "
@@ -1014,7 +965,6 @@ def guided_filter_smooth(
     >>> guided_filter_smooth(c, c, radius=2).shape
     (20, 24, 3)
     """
-    content = _check_rgb_uint8(content, "guided_filter_smooth content")
     return GuidedFilter(content, radius=radius, eps=eps)(init)
 
 
@@ -1027,7 +977,7 @@ class GuidedFilter:
     """
 
     def __init__(self, content: np.ndarray, *, radius: int = 35, eps: float = 1e-3) -> None:
-        content = _check_rgb_uint8(content, "guided filter content")
+        content = check_rgb_uint8(content, "guided filter content")
         if int(radius) != radius or radius < 1:
             raise ConfigError(f"guided_filter_smooth: radius={radius} must be a positive integer (FastPhotoStyle: 35).")
         if not (eps > 0):
@@ -1051,7 +1001,7 @@ class GuidedFilter:
 
     def __call__(self, init: np.ndarray) -> np.ndarray:
         """Smooth one stylized uint8 ``(H, W, 3)`` image; returns uint8 of the same size."""
-        init = _check_rgb_uint8(init, "guided_filter_smooth init (stylized image)")
+        init = check_rgb_uint8(init, "guided_filter_smooth init (stylized image)")
         if init.shape != self.shape:
             raise InputError(
                 f"guided_filter_smooth: content is {self.shape[0]}x{self.shape[1]} but the stylized image is "
@@ -1078,7 +1028,7 @@ def prepare_smoother(content: np.ndarray, mode: str = "exact", **kw: Any) -> Cal
     ``mode="exact"`` builds and factorises :class:`SmoothingSystem` here, once, and every call only solves
     (keywords: ``beta``, ``eps``, ``compat``, ``size``); ``"fast"`` returns a :class:`GuidedFilter` (the guide's statistics computed once; keywords: ``radius``, ``eps``); ``"none"`` returns the stylized image unchanged.
     """
-    content = _check_rgb_uint8(content, "prepare_smoother content")
+    SMOOTHERS.check(mode)
     if mode == "exact":
         system = SmoothingSystem(content, **kw)
 
@@ -1093,20 +1043,21 @@ def prepare_smoother(content: np.ndarray, mode: str = "exact", **kw: Any) -> Cal
             raise ConfigError(f"prepare_smoother(mode='fast'): unknown options {sorted(unknown)}; valid: radius, eps.")
 
         return GuidedFilter(content, **kw)  # guide statistics computed once, reused for every style
-    if mode == "none":
-        if kw:
-            raise ConfigError(f"prepare_smoother(mode='none') takes no options, got {sorted(kw)}.")
+    # mode == "none"
+    if kw:
+        raise ConfigError(f"prepare_smoother(mode='none') takes no options, got {sorted(kw)}.")
+    content = check_rgb_uint8(content, "prepare_smoother content")
 
-        def none(stylized: np.ndarray) -> np.ndarray:
-            stylized = _check_rgb_uint8(stylized, "stylized image")
-            if stylized.shape != content.shape:
-                raise InputError(
-                    f"stylized image is {stylized.shape[:2]} but the content is {content.shape[:2]} (HxW)."
-                )
-            return stylized
+    def none(stylized: np.ndarray) -> np.ndarray:
+        stylized = check_rgb_uint8(stylized, "stylized image")
+        if stylized.shape != content.shape:
+            raise InputError(
+                f"stylized image is {stylized.shape[:2]} but the content is {content.shape[:2]} (HxW); they must "
+                "have the same size."
+            )
+        return stylized
 
-        return none
-    raise ConfigError(f"smoothing mode {mode!r} is not one of {', '.join(SMOOTHING_MODES)}.")
+    return none
 
 
 # --------------------------------------------------------------------------------------------------
@@ -1125,29 +1076,27 @@ def smooth_content(
     """
     t0 = time.perf_counter()
     results: list[np.ndarray | str] = [""] * len(inits)
-    good: list[int] = []
-    want = _check_rgb_uint8(content, "smoothing content").shape
-    for k, init in enumerate(inits):
-        try:
-            init = _check_rgb_uint8(init, "smoothing init (stylized image)")
-            if mode != "exact" or kw.get("compat") is None:
-                if init.shape != want:
-                    raise InputError(
-                        f"stylized image is {init.shape[0]}x{init.shape[1]} but the content is {want[0]}x{want[1]} "
-                        "(HxW); they must have the same size."
-                    )
-        except InputError as exc:
-            results[k] = str(exc)
-        else:
-            good.append(k)
     if mode == "exact":
-        with SmoothingSystem(content, **kw) as system:
+        with SmoothingSystem(content, **kw) as system:  # checks the content
+            good, checked = [], []
+            for k, init in enumerate(inits):
+                try:
+                    checked.append(system._check_init(init))
+                    good.append(k)
+                except InputError as exc:
+                    results[k] = str(exc)
             t1 = time.perf_counter()
-            outs = system.smooth_many([inits[k] for k in good])
+            outs = [to_uint8_truncated(v) for v in system._solve_many(checked)]
     else:
-        smoother = prepare_smoother(content, mode, **kw)
+        smoother = prepare_smoother(content, mode, **kw)  # checks the content
         t1 = time.perf_counter()
-        outs = [smoother(inits[k]) for k in good]
+        good, outs = [], []
+        for k, init in enumerate(inits):
+            try:
+                outs.append(smoother(init))  # checks the stylized image
+                good.append(k)
+            except InputError as exc:
+                results[k] = str(exc)
     for k, out in zip(good, outs):
         results[k] = out
     return results, t1 - t0, time.perf_counter() - t1
