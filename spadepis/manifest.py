@@ -25,6 +25,7 @@ __all__ = [
     "SCHEMA",
     "STAGES",
     "rows_to_table",
+    "conform_table",
     "table_schema_version",
     "read_index",
     "read_index_table",
@@ -48,7 +49,8 @@ _FIELDS: list[tuple[str, pa.DataType, bool, str]] = [
     ("source_id", pa.string(), False, "label map id (file stem)"),
     ("label_uri", pa.string(), False, "label map pixel-aligned with image_uri: the source label map, or, when its size "
      "differs from the output's (SPADE preset size, or a stylize-only photo downscaled to dataset.max_side), its "
-     "NEAREST-resized copy labels/shard=NNNNN/<source_id>.png"),
+     "NEAREST-resized copy labels/shard=NNNNN/<source_id>.png (models.compat: fastphotostyle with exact smoothing: also "
+     "cropped by 2 px on every side, like the outputs)"),
     ("instance_uri", pa.string(), True, "source instance map, if any"),
     ("label_nc", pa.int32(), False, "number of label classes of the preset"),
     # style
@@ -81,6 +83,10 @@ _FIELDS: list[tuple[str, pa.DataType, bool, str]] = [
     ("device", pa.string(), False, "device the models ran on"),
     ("spadepis_version", pa.string(), False, "library version"),
     ("schema_version", pa.int32(), False, "manifest schema version"),
+    # added columns (null in rows written before they existed)
+    ("wct_numerics", pa.string(), True, "WCT numerics of the stylization: reference (FastPhotoStyle's float32 covariance + "
+     "SVD), float64-fallback (some region fell back to float64 where the reference fails: one pixel, constant, no SVD "
+     "convergence) or float64 (models.wct_precision: float64); null when status is error or in older manifests"),
 ]
 
 SCHEMA = pa.schema(
@@ -99,6 +105,17 @@ def rows_to_table(rows: Sequence[dict[str, Any]]) -> pa.Table:
             raise ValueError(f"manifest row {i}: missing columns {missing}, unknown columns {extra}")
     columns = {n: [row[n] for row in rows] for n in names}
     return pa.Table.from_pydict(columns, schema=SCHEMA)
+
+
+def conform_table(table: pa.Table) -> pa.Table:
+    """``table`` with :data:`SCHEMA`'s columns in order: columns added to the schema after the table was
+    written (nullable ones) come back as nulls, so parts and indexes of older runs stay readable."""
+    for f in SCHEMA:
+        if f.name not in table.column_names:
+            if not f.nullable:
+                raise ValueError(f"manifest table lacks the required column {f.name!r}")
+            table = table.append_column(f.name, pa.nulls(table.num_rows, f.type))
+    return table.select(SCHEMA.names).cast(SCHEMA)
 
 
 def table_schema_version(table_or_schema: pa.Table | pa.Schema) -> int | None:
@@ -166,7 +183,8 @@ def summary(source, *, wall_s: float | None = None, max_errors: int = 20) -> dic
         ],
         "models": {
             col: sorted({str(v) for v in df[col].dropna().unique()}) if len(df) else []
-            for col in ("synth_model", "stylizer", "smoothing", "device")
+            for col in ("synth_model", "stylizer", "smoothing", "wct_numerics", "device")
+            if col in df
         },
     }
     return out

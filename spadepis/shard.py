@@ -7,6 +7,8 @@
    a label map whose size differs from the outputs' (SPADE: the preset's size; stylize-only: a photo larger
    than ``dataset.max_side`` is downscaled) is NEAREST-resized to it and written to
    ``labels/<shard>/<source_id>.png``, which the rows' ``label_uri`` names (label and image stay pixel-aligned);
+   in the reference mode (``models.compat: fastphotostyle`` with exact smoothing) the outputs lose 2 px on
+   every side, and so does that label copy;
 3. runs SPADE in batches of ``config.batch_size`` and writes ``synth/<shard>/<source_id>.png``;
 4. for each synthesized image, prepares the smoother once (the exact system is factorised once per
    content image) and, for each of its styles, stylizes with the style's cache (prepared once per
@@ -108,11 +110,11 @@ def get_stylizer(config: RunConfig, device):
     from .stylizers import load_stylizer
 
     m = config.models
-    key = ("stylizer", m.stylizer, m.stylizer_weights, str(device))
+    key = ("stylizer", m.stylizer, m.stylizer_weights, m.wct_precision, str(device))
     with _LOCK:
         stylizer = _MODELS.get(key)
         if stylizer is None:
-            stylizer = load_stylizer(m.stylizer, m.stylizer_weights, device=device)
+            stylizer = load_stylizer(m.stylizer, m.stylizer_weights, device=device, precision=m.wct_precision)
             _MODELS[key] = stylizer
             _MODEL_LOADS["stylizer"] += 1
         return stylizer
@@ -144,7 +146,7 @@ def get_style_cache(config: RunConfig, device, style_id: str, uri: str) -> tuple
     A style that cannot be read raises :class:`InputError` (remembered, so it is not re-read).
     """
     m = config.models
-    key = (m.stylizer, m.stylizer_weights, str(device), uri, config.styles.max_side)
+    key = (m.stylizer, m.stylizer_weights, m.wct_precision, str(device), uri, config.styles.max_side)
     while True:
         with _LOCK:
             hit = _STYLES.get(key)
@@ -252,19 +254,31 @@ def _ms(t0: float) -> float:
     return (time.perf_counter() - t0) * 1000.0
 
 
-def _aligned_label_png(label_uri: str, size: tuple[int, int]) -> bytes | None:
-    """The label file NEAREST-resized to ``size`` (H, W) as PNG bytes, keeping its raw ids, mode and palette
-    (so ``label_uri`` and ``image_uri`` are pixel-aligned); ``None`` when it already has that size."""
+def _reference_crop(config: RunConfig) -> int:
+    """Pixels the outputs lose on every side: 2 in the reference mode with exact smoothing (FastPhotoStyle's
+    smoothing crops them), else 0."""
+    m = config.models
+    return 2 if m.compat == "fastphotostyle" and m.smoothing == "exact" else 0
+
+
+def _aligned_label_png(label_uri: str, size: tuple[int, int], crop: int = 0) -> bytes | None:
+    """The label file NEAREST-resized to ``size`` (H, W), then ``crop`` px cut from every side, as PNG bytes,
+    keeping its raw ids, mode and palette (so ``label_uri`` and ``image_uri`` are pixel-aligned); ``None``
+    when it already has that size and nothing is cropped."""
     from PIL import Image
 
     from .images import open_image
 
     img = open_image(label_uri)
     h, w = size
-    if img.size == (w, h):
+    if img.size == (w, h) and not crop:
         return None
+    if img.size != (w, h):
+        img = img.resize((w, h), Image.NEAREST)
+    if crop and h > 2 * crop and w > 2 * crop:  # smaller images fail smoothing anyway (error rows)
+        img = img.crop((crop, crop, w - crop, h - crop))
     buf = io.BytesIO()
-    img.resize((w, h), Image.NEAREST).save(buf, format="PNG")
+    img.save(buf, format="PNG")
     return buf.getvalue()
 
 
@@ -272,6 +286,7 @@ def _load_item(item: _Item, config: RunConfig, preset) -> None:
     from .labelmaps import load_label_and_instance, read_label_map
 
     src = item.source
+    crop = _reference_crop(config)
     t0 = time.perf_counter()
     try:
         if config.stylize_only:
@@ -287,13 +302,14 @@ def _load_item(item: _Item, config: RunConfig, preset) -> None:
                 from .labelmaps import resize_nearest
 
                 label = resize_nearest(label, resized.shape[:2])
-                item.label_png = _aligned_label_png(src.label_uri, resized.shape[:2])
+            if resized is not photo or crop:
+                item.label_png = _aligned_label_png(src.label_uri, resized.shape[:2], crop)
             item.labels, item.content = label, resized
             item.synth_uri = src.photo_uri
         else:
             item.labels, item.instances = load_label_and_instance(src.label_uri, src.instance_uri, preset)
             # SPADE outputs have the preset's size; a label file of another size gets an aligned copy
-            item.label_png = _aligned_label_png(src.label_uri, item.labels.shape)
+            item.label_png = _aligned_label_png(src.label_uri, item.labels.shape, crop)
             if not preset.no_instance and item.instances is None:
                 raise InputError(
                     f"{src.label_uri}: no instance map for source {src.source_id!r}, but preset {preset.name!r} uses "
@@ -407,6 +423,7 @@ def process_shard(
             "device": str(device),
             "spadepis_version": __version__,
             "schema_version": SCHEMA_VERSION,
+            "wct_numerics": None,
         }
         base.update(kw)
         base["t_total_ms"] = sum(base[k] for k in ("t_load_ms", "t_synth_ms", "t_stylize_ms", "t_smooth_ms", "t_write_ms"))
@@ -422,7 +439,7 @@ def process_shard(
             continue
         t0 = time.perf_counter()
         try:
-            smoother = prepare_smoother(item.content, m.smoothing)
+            smoother = prepare_smoother(item.content, m.smoothing, **({"compat": m.compat} if _reference_crop(config) else {}))
             prep_ms = _ms(t0) / k
         except InputError as exc:
             rows.extend(row(item, s, status="error", error=f"smoothing: {exc}", **shared) for s in item.styles)
@@ -433,7 +450,7 @@ def process_shard(
             try:
                 cache, t_cache = get_style_cache(config, device, style_id, shard.style_uri(style_id))
                 t0 = time.perf_counter()
-                raw = stylizer.stylize(item.content, cache, None)
+                raw, numerics = stylizer.stylize_with_numerics(item.content, cache, None)
                 init = float_to_uint8(raw)
                 t_sty = _ms(t0) + t_cache
                 t0 = time.perf_counter()
@@ -449,7 +466,7 @@ def process_shard(
                 rows.append(row(
                     item, style_id, image_uri=uri, width=int(out.shape[1]), height=int(out.shape[0]),
                     sha256=hashlib.sha256(data).hexdigest(), t_stylize_ms=t_sty, t_smooth_ms=t_sm, t_write_ms=t_wr,
-                    **shared,
+                    wct_numerics=numerics, **shared,
                 ))
                 if len(samples) < 4:
                     samples.append({"source_id": item.source.source_id, "style_id": style_id,
