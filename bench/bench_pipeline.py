@@ -49,12 +49,13 @@ STAGES = ("t_load_ms", "t_synth_ms", "t_stylize_ms", "t_smooth_ms", "t_write_ms"
 
 def baseline_pair(ckpt: str, label_path: Path, style_path: Path, out_dir: Path, args) -> dict[str, float]:
     """One (label map, style) pair the way the original scripts chain: every setup paid again."""
-    from spadepis.images import float_to_uint8, read_rgb, write_png
-    from spadepis.labelmaps import get_preset, load_label_map
-    from spadepis.shard import _read_style
-    from spadepis.smoothing import prepare_smoother
-    from spadepis.spade import load_synthesizer, to_uint8
-    from spadepis.stylizers import load_stylizer
+    from spadepis.data.images import float_to_uint8, read_rgb, write_png
+    from spadepis.data.labelmaps import load_label_map
+    from spadepis.data.presets import get_preset
+    from spadepis.pipeline.worker import _read_style
+    from spadepis.models.smoothing import prepare_smoother
+    from spadepis.models.spade import load_synthesizer, to_uint8
+    from spadepis.models.stylizers import load_stylizer
 
     t = {}
     t0 = time.perf_counter()
@@ -98,6 +99,8 @@ def _parse() -> argparse.Namespace:
     ap.add_argument("--threads", type=int, default=1,
                     help="torch intra-op threads and BLAS/OpenMP threads of this process, both sides (default 1)")
     ap.add_argument("--concurrency", type=int, default=1, help="shards at once in the flow (default 1)")
+    ap.add_argument("--smoothing-workers", type=int, default=1,
+                    help="flow: processes for exact smoothing (runner.smoothing_workers, default 1 = in-process)")
     ap.add_argument("--baseline-pairs", type=int, default=0,
                     help="time only this many baseline pairs and extrapolate (default 0 = all N*K)")
     ap.add_argument("--out", default=None, help="work folder (default: a temporary one)")
@@ -119,12 +122,12 @@ def main() -> int:
 
     torch.set_num_threads(args.threads)
 
-    from flows.augment import augment
-    from spadepis.config import parse_config
-    from spadepis.demo import DEMO_STYLES, make_label_maps, write_styles
-    from spadepis.images import read_rgb
-    from spadepis.manifest import read_index
-    from spadepis.spade import random_synthesizer
+    from spadepis.data.images import read_rgb
+    from spadepis.flows.augment import augment
+    from spadepis.models.spade import random_synthesizer
+    from spadepis.pipeline.config import parse_config
+    from spadepis.pipeline.demo import DEMO_STYLES, make_label_maps, write_styles
+    from spadepis.pipeline.manifest import read_index
 
     work = Path(args.out or tempfile.mkdtemp(prefix="spadepis-bench-"))
     labels = make_label_maps(work / "labels", args.n)
@@ -133,6 +136,7 @@ def main() -> int:
     torch.save(random_synthesizer("ade20k", ngf=args.ngf, seed=0, device="cpu").generator.state_dict(), ckpt)
     settings = (f"torch {torch.__version__}, intra-op threads {torch.get_num_threads()}, "
                 f"OMP/MKL/OPENBLAS_NUM_THREADS={args.threads}, flow max_concurrency {args.concurrency}, "
+                f"smoothing_workers {args.smoothing_workers}, "
                 f"{os.cpu_count()} CPUs ({platform.processor() or platform.machine()})")
     print(f"work folder {work}\n{settings}")
     print(f"load average at start: {_load()} (the machine is shared with other jobs; ratios are measured side by side)")
@@ -151,12 +155,13 @@ def main() -> int:
             "models": {"synth_checkpoint": str(ckpt), "ngf": args.ngf, "stylizer": name,
                        "stylizer_weights": weights, "smoothing": args.smoothing},
             "output": str(work / "runs"), "run_id": f"bench-{name}-{int(time.time())}", "shard_size": 4, "batch_size": 4,
-            "device": "cpu", "runner": {"kind": "thread", "max_concurrency": args.concurrency},
+            "device": "cpu", "runner": {"kind": "thread", "max_concurrency": args.concurrency,
+                                        "smoothing_workers": args.smoothing_workers},
         }, source="bench config")
 
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         result = augment(config=cfg)
-        call_s = time.perf_counter() - t0
+        call_s, flow_cpu = time.perf_counter() - t0, time.process_time() - c0
         df = read_index(result["run_uri"])
         ok = df[df.status == "ok"]
         flow_wall = result["summary"]["wall_s"]
@@ -167,10 +172,10 @@ def main() -> int:
         base_dir = work / f"baseline-{name}"
         base_dir.mkdir(exist_ok=True)
         rows = []
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         for lab, sty in timed:
             rows.append(baseline_pair(str(ckpt), lab, sty, base_dir, args))
-        base_wall = time.perf_counter() - t0
+        base_wall, base_cpu = time.perf_counter() - t0, time.process_time() - c0
         base_rate = len(timed) / base_wall
         flow_rate = n_out / flow_wall
         call_rate = n_out / call_s
@@ -192,6 +197,9 @@ def main() -> int:
         print(f"{'scripts chained per pair' + (' (sampled)' if args.baseline_pairs else ''):<44}{len(timed):>8}{base_wall:>9.1f}{base_rate:>8.3f}{1.0:>10.2f}")
         print(f"{'spadepis flow (shards phase)':<44}{n_out:>8}{flow_wall:>9.1f}{flow_rate:>8.3f}{flow_rate / base_rate:>10.2f}")
         print(f"{'spadepis flow (whole call, incl. Prefect)':<44}{n_out:>8}{call_s:>9.1f}{call_rate:>8.3f}{call_rate / base_rate:>10.2f}")
+        cpu_ratio = (n_out / flow_cpu) / (len(timed) / base_cpu)
+        print(f"CPU time of this process: scripts {base_cpu:.1f} s, flow whole call {flow_cpu:.1f} s -> outputs per "
+              f"CPU-second {cpu_ratio:.2f}x (independent of how many cores each side kept busy)")
         print()
         print("stage time per output (ms): mean [p50 / p95]")
         print(f"{'stage':<14}{'scripts':>26}{'flow (manifest)':>28}")
@@ -217,11 +225,13 @@ def main() -> int:
             "baseline": {"pairs": len(timed), "wall_s": base_wall, "outputs_per_s": base_rate},
             "flow": {"outputs": n_out, "wall_s": flow_wall, "call_s": call_s, "outputs_per_s": flow_rate},
             "speedup_shards_phase": flow_rate / base_rate, "speedup_whole_call": call_rate / base_rate,
+            "cpu_s": {"scripts": base_cpu, "flow_call": flow_cpu}, "speedup_per_cpu_s": cpu_ratio,
             "stage_means_ms": {"flow": flow_means, "scripts": {st: float(np.mean([r[st] for r in rows])) for st in STAGES}},
             "limiting_stage": limit, "max_abs_diff_per_pair": {f"{a}__{b}": v for (a, b), v in diffs.items()},
         })
     record = {
-        "runs": records, "threads": args.threads, "concurrency": args.concurrency, "torch": torch.__version__,
+        "runs": records, "threads": args.threads, "concurrency": args.concurrency,
+        "smoothing_workers": args.smoothing_workers, "torch": torch.__version__,
         "python": platform.python_version(), "cpus": os.cpu_count(), "loadavg_end": os.getloadavg(),
     }
     out = ROOT / "bench" / "results"

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 from PIL import Image
 
-from spadepis.demo import ADE20K, DEMO_STYLES, demo_config, make_label_maps, write_styles
-from spadepis.manifest import read_index
+from spadepis.pipeline.demo import ADE20K, DEMO_STYLES, demo_config, make_label_maps, write_styles
+from spadepis.pipeline.manifest import read_index
 
 
 def test_label_maps_are_plausible_ade20k_scenes(tmp_path):
@@ -30,7 +30,7 @@ def test_styles_come_from_the_installed_package(tmp_path):
 def test_demo_command_end_to_end(tmp_path, prefect_harness, capsys):
     from spadepis.cli import main
     from spadepis.devices import resolve_device
-    from spadepis.shard import get_synthesizer
+    from spadepis.pipeline.worker import get_synthesizer
 
     assert main(["demo", "--out", str(tmp_path), "--n-maps", "2"]) == 0
     out = capsys.readouterr().out

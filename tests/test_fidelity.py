@@ -13,16 +13,16 @@ import torch
 from PIL import Image
 
 from pipeline_helpers import make_inputs, small_config
-from spadepis import wct
 from spadepis.cli import main as cli_main
-from spadepis.config import validate_config
+from spadepis.data.images import read_rgb
 from spadepis.errors import ConfigError
-from spadepis.images import read_rgb
-from spadepis.manifest import AugmentedDataset, read_index
-from spadepis.photowct import load_photowct
-from spadepis.plan import make_plan
-from spadepis.shard import process_shard
-from spadepis.stylizers import ColorStylizer, NetworkStylizer
+from spadepis.models import wct
+from spadepis.models.photowct import load_photowct
+from spadepis.models.stylizers import ColorStylizer, NetworkStylizer
+from spadepis.pipeline.config import validate_config
+from spadepis.pipeline.manifest import AugmentedDataset, read_index
+from spadepis.pipeline.plan import make_plan
+from spadepis.pipeline.worker import process_shard
 from tests.conftest import shared_path
 
 # --------------------------------------------------------------------------------------------- parity

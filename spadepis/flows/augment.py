@@ -1,6 +1,6 @@
 """The ``spadepis-augment`` flow: plan, fan out one task per shard, finalize the index, publish artifacts.
 
-Its only parameter is a :class:`spadepis.config.RunConfig`, so the Prefect UI renders a form and
+Its only parameter is a :class:`spadepis.pipeline.config.RunConfig`, so the Prefect UI renders a form and
 deployments pass ``{"config": {...}}``. A run:
 
 1. validates the config (every problem reported before any work starts);
@@ -24,13 +24,13 @@ from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact, create_progress_artifact, create_table_artifact, update_progress_artifact
 from prefect.futures import as_completed
 
-from spadepis.config import RunConfig, apply_storage_options, check_config
+from spadepis.pipeline.config import RunConfig, apply_storage_options, check_config
 from spadepis.errors import SpadepisError
-from spadepis.manifest import format_summary, summary
-from spadepis.plan import make_plan
-from spadepis.report import run_record, samples_markdown, summary_rows
-from spadepis.storage import RunStorage
-from tasks.shard import shard_task_for
+from spadepis.pipeline.manifest import format_summary, summary
+from spadepis.pipeline.plan import make_plan
+from spadepis.pipeline.report import run_record, samples_markdown, summary_rows
+from spadepis.pipeline.storage import RunStorage
+from spadepis.tasks.shard import shard_task_for
 
 __all__ = ["augment", "ShardsFailedError"]
 
@@ -96,7 +96,7 @@ def augment(config: RunConfig) -> dict[str, Any]:
     bar = tqdm(total=plan.n_samples, initial=plan.n_samples - sum(s.n_samples for s in pending), unit="img",
                desc=f"spadepis {plan.run_id}", disable=None)
     if pending:
-        from flows.runners import open_shard_runner
+        from spadepis.flows.runners import open_shard_runner
 
         with open_shard_runner(cfg) as runner:
             log.info("shards run on: %s", runner.describe())

@@ -191,7 +191,7 @@ def colorize(labels: np.ndarray) -> np.ndarray:
 
 def contact_sheet(run_uri: str, out_path: str | Path, *, max_rows: int = 6, tile: int = 128) -> Path:
     """Label map | synthesized | one column per style, for the first ``max_rows`` sources of a run."""
-    from .images import open_image, read_rgb
+    from ..data.images import open_image, read_rgb
     from .manifest import read_index
 
     df = read_index(run_uri)

@@ -24,7 +24,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from .errors import ConfigError
+from ..errors import ConfigError
 
 __all__ = [
     "DatasetConfig",
@@ -158,6 +158,12 @@ class ModelsConfig(_Strict):
         title="Smoothing",
         description="exact: closed-form photorealistic smoothing; fast: guided-filter approximation; none: skip.",
     )
+    smoothing_device: Literal["auto", "cpu", "cuda"] = Field(
+        "auto",
+        title="Smoothing device",
+        description="Where exact smoothing runs. cpu: sparse Cholesky (CHOLMOD) on runner.smoothing_workers "
+        "processes; cuda: batched multigrid-preconditioned CG on the GPU; auto: the run's device.",
+    )
     wct_precision: Literal["reference", "float64"] = Field(
         "reference",
         title="WCT precision",
@@ -203,6 +209,15 @@ class RunnerConfig(_Strict):
     n_workers: int = Field(1, ge=1, le=1024, title="Dask workers", description="Workers of the local Dask cluster.")
     max_concurrency: int = Field(
         1, ge=1, le=1024, title="Max concurrent shards", description="Shards processed at once (threads or Dask tasks)."
+    )
+    smoothing_workers: int | None = Field(
+        None,
+        ge=1,
+        le=1024,
+        title="Smoothing processes",
+        description="Processes that smooth different content images at once (CPU exact smoothing). Empty: the "
+        "cores this worker process may run on (its CPU affinity). Dask workers cannot start processes: there "
+        "smoothing runs in the worker itself (scale with n_workers).",
     )
 
 
@@ -465,7 +480,7 @@ def validate_config(config: RunConfig) -> list[str]:
     problems: list[str] = []
     apply_storage_options(config)
     try:
-        from .labelmaps import get_preset
+        from ..data.presets import get_preset
 
         get_preset(config.dataset.preset, **config.dataset.preset_overrides)
     except ConfigError as exc:
@@ -495,7 +510,7 @@ def validate_config(config: RunConfig) -> list[str]:
         )
     _check_weights(config, problems)
     try:
-        from .devices import resolve_device
+        from ..devices import resolve_device
 
         resolve_device(config.device)
     except ConfigError as exc:
