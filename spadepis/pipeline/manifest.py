@@ -26,6 +26,7 @@ __all__ = [
     "STAGES",
     "rows_to_table",
     "conform_table",
+    "ADDED_COLUMNS",
     "table_schema_version",
     "read_index",
     "read_index_table",
@@ -95,15 +96,20 @@ SCHEMA = pa.schema(
 )
 
 
+ADDED_COLUMNS = ("wct_numerics",)
+"""Columns added after schema version 1: nullable; rows (and older files) without them get nulls."""
+
+
 def rows_to_table(rows: Sequence[dict[str, Any]]) -> pa.Table:
-    """Rows (dicts with every column) -> a table with :data:`SCHEMA`; missing or extra keys are refused."""
+    """Rows (dicts with every column) -> a table with :data:`SCHEMA`; missing or extra keys are refused,
+    except the :data:`ADDED_COLUMNS`, which default to null."""
     names = SCHEMA.names
     for i, row in enumerate(rows):
-        missing = [n for n in names if n not in row]
+        missing = [n for n in names if n not in row and n not in ADDED_COLUMNS]
         extra = [k for k in row if k not in SCHEMA.names]
         if missing or extra:
             raise ValueError(f"manifest row {i}: missing columns {missing}, unknown columns {extra}")
-    columns = {n: [row[n] for row in rows] for n in names}
+    columns = {n: [row.get(n) for row in rows] for n in names}
     return pa.Table.from_pydict(columns, schema=SCHEMA)
 
 
