@@ -11,7 +11,7 @@ from PIL import Image, UnidentifiedImageError
 from ..errors import InputError
 
 __all__ = [
-    "read_bytes", "open_image", "read_rgb", "encode_png", "write_png", "float_to_uint8",
+    "read_bytes", "open_image", "read_rgb", "check_rgb_uint8", "encode_png", "write_png", "float_to_uint8",
     "DEFAULT_MAX_IMAGE_PIXELS", "set_max_image_pixels", "max_image_pixels",
 ]
 
@@ -95,6 +95,22 @@ def read_rgb(uri: str | Path) -> np.ndarray:
         grey = ((np.clip(grey, 0, 65535) + 128) // 257).astype(np.uint8)
         return np.repeat(grey[..., None], 3, axis=2)
     return np.asarray(img.convert("RGB"))
+
+
+def check_rgb_uint8(image, what: str) -> np.ndarray:
+    """``image`` as an ``(H, W, 3)`` uint8 RGB array, or an :class:`InputError` naming ``what`` and the fix."""
+    if not isinstance(image, np.ndarray):
+        raise InputError(f"{what}: expected a numpy array (H, W, 3) uint8 RGB, got {type(image).__name__}; "
+                         "read images with spadepis.data.images.read_rgb.")
+    if image.ndim != 3 or image.shape[2] != 3:
+        raise InputError(f"{what}: expected shape (H, W, 3) RGB, got {image.shape}; convert the image to RGB first "
+                         "(spadepis.data.images.read_rgb does).")
+    if image.dtype != np.uint8:
+        raise InputError(f"{what}: expected dtype uint8 (0..255), got {image.dtype}; convert [0, 1] floats with "
+                         "spadepis.data.images.float_to_uint8.")
+    if image.shape[0] < 1 or image.shape[1] < 1:
+        raise InputError(f"{what} is empty (shape {image.shape}).")
+    return image
 
 
 def encode_png(array: np.ndarray) -> bytes:
