@@ -140,6 +140,9 @@ def test_fallback_only_where_the_reference_is_undefined():
     assert wct.combine_numerics(set()) == "reference"  # nothing stylized (no usable label): the configured path
     with pytest.raises(Exception, match="float64"):
         wct.style_statistics(style, precision="float64", compat="fastphotostyle")
+    from spadepis.models.registry import WCT_PRECISIONS
+
+    assert WCT_PRECISIONS.names == wct.WCT_PRECISIONS  # the CLI's and config's choices are the library's
 
 
 def test_stylizer_reports_fallback_and_refuses_foreign_caches():

@@ -24,7 +24,7 @@ import time
 from pathlib import Path
 
 from ..errors import ConfigError, InputError
-from ..models.registry import COMPAT_MODES, SMOOTHERS, STYLIZERS
+from ..models.registry import COMPAT_MODES, SMOOTHERS, STYLIZERS, WCT_PRECISIONS
 
 
 def _read_seg(uri: str, what: str):
@@ -132,9 +132,7 @@ def register(sub) -> None:
     p.add_argument("--content-seg", default=None, help="label map of the content (integer or colour-coded PNG)")
     p.add_argument("--style-seg", default=None, help="label map of the style (integer or colour-coded PNG)")
     p.add_argument("--smoothing", choices=SMOOTHERS.names, default="exact", help=SMOOTHERS.help() + " (default exact)")
-    p.add_argument("--wct-precision", choices=["reference", "float64"], default="reference",
-                   help="reference (default): FastPhotoStyle's float32 covariance + SVD (float64 only where it fails); "
-                        "float64: float64 eigendecompositions everywhere (differs from FastPhotoStyle's outputs)")
+    p.add_argument("--wct-precision", choices=WCT_PRECISIONS.names, default="reference", help=WCT_PRECISIONS.help())
     p.add_argument("--compat", choices=COMPAT_MODES.names, default=None, help=COMPAT_MODES.help())
     p.add_argument("--out", required=True, help="output PNG (path or fsspec URI)")
     p.add_argument("--raw", default=None, help="also write the stylizer output before clamping: float32 .npy, (3, H, W)")
