@@ -22,7 +22,8 @@ Segmentation: label maps are 2-D integer arrays of any size (NEAREST-resized to 
 The transform is label-aware only when BOTH the content and the style have a map; when only one has a
 map (e.g. a SPADE label map for the content but an unlabelled style photo), the plain global WCT runs.
 Labels are matched by equal integer value; labels the style lacks (or that fail the reference's
-size rules) keep the content's features.
+size rules) keep the content's features (``unmatched="keep"``) or get the style's global statistics
+(``unmatched="global"``).
 
 What depends only on the style -- its features at every level, the per-region means and colouring
 matrices -- lives in the :class:`StyleCache` that :meth:`prepare_style` returns; :meth:`stylize`
@@ -75,10 +76,12 @@ class Stylizer(Protocol):
 
     def prepare_style(self, style: np.ndarray, style_seg: np.ndarray | None = None, *, style_id: str | None = None) -> StyleCache: ...
 
-    def stylize(self, content: np.ndarray, style: StyleCache, content_seg: np.ndarray | None = None) -> np.ndarray: ...
+    def stylize(
+        self, content: np.ndarray, style: StyleCache, content_seg: np.ndarray | None = None, *, unmatched: str = "keep"
+    ) -> np.ndarray: ...
 
     def stylize_with_numerics(
-        self, content: np.ndarray, style: StyleCache, content_seg: np.ndarray | None = None
+        self, content: np.ndarray, style: StyleCache, content_seg: np.ndarray | None = None, *, unmatched: str = "keep"
     ) -> tuple[np.ndarray, str]: ...
 
 
@@ -198,12 +201,17 @@ class NetworkStylizer:
             }
         return StyleCache(self.name, levels, style.shape[:2], seg is not None, style_id, {"precision": self.precision})
 
-    def stylize(self, content: np.ndarray, style: StyleCache, content_seg: np.ndarray | None = None) -> np.ndarray:
-        """Raw PhotoWCT output ``(3, H, W)`` float32 (not clamped), same size as ``content``."""
-        return self.stylize_with_numerics(content, style, content_seg)[0]
+    def stylize(
+        self, content: np.ndarray, style: StyleCache, content_seg: np.ndarray | None = None, *, unmatched: str = "keep"
+    ) -> np.ndarray:
+        """Raw PhotoWCT output ``(3, H, W)`` float32 (not clamped), same size as ``content``.
+
+        ``unmatched`` (label-aware only): ``"keep"`` or ``"global"``, see :func:`spadepis.wct.apply_wct`.
+        """
+        return self.stylize_with_numerics(content, style, content_seg, unmatched=unmatched)[0]
 
     def stylize_with_numerics(
-        self, content: np.ndarray, style: StyleCache, content_seg: np.ndarray | None = None
+        self, content: np.ndarray, style: StyleCache, content_seg: np.ndarray | None = None, *, unmatched: str = "keep"
     ) -> tuple[np.ndarray, str]:
         """:meth:`stylize` plus the WCT numerics it took: ``"reference"``, ``"float64-fallback"`` (some
         region fell back to float64 because the reference fails there) or ``"float64"``."""
@@ -215,7 +223,7 @@ class NetworkStylizer:
         numerics: set[str] = set()
 
         def apply_level(level: int, feat: torch.Tensor) -> torch.Tensor:
-            return _wct.apply_wct(feat, style.levels[level], seg, content_counts=counts, numerics=numerics)
+            return _wct.apply_wct(feat, style.levels[level], seg, content_counts=counts, unmatched=unmatched, numerics=numerics)
 
         with torch.inference_mode():
             out = self.network.transform(_to_tensor(content, self.device), apply_level)
@@ -242,18 +250,20 @@ class ColorStylizer:
         stats = _wct.style_statistics(self._pixels(style), seg, precision=self.precision)
         return StyleCache(self.name, {0: stats}, style.shape[:2], seg is not None, style_id, {"precision": self.precision})
 
-    def stylize(self, content: np.ndarray, style: StyleCache, content_seg: np.ndarray | None = None) -> np.ndarray:
-        return self.stylize_with_numerics(content, style, content_seg)[0]
+    def stylize(
+        self, content: np.ndarray, style: StyleCache, content_seg: np.ndarray | None = None, *, unmatched: str = "keep"
+    ) -> np.ndarray:
+        return self.stylize_with_numerics(content, style, content_seg, unmatched=unmatched)[0]
 
     def stylize_with_numerics(
-        self, content: np.ndarray, style: StyleCache, content_seg: np.ndarray | None = None
+        self, content: np.ndarray, style: StyleCache, content_seg: np.ndarray | None = None, *, unmatched: str = "keep"
     ) -> tuple[np.ndarray, str]:
         """:meth:`stylize` plus the WCT numerics it took (see :meth:`NetworkStylizer.stylize_with_numerics`)."""
         content = _check_rgb(content, "content image")
         _check_cache(style, self.name, self.precision)
         seg = _check_seg(content_seg, "content segmentation")
         numerics: set[str] = set()
-        out = _wct.apply_wct(self._pixels(content), style.levels[0], seg, numerics=numerics)
+        out = _wct.apply_wct(self._pixels(content), style.levels[0], seg, unmatched=unmatched, numerics=numerics)
         return (out / 255.0).to("cpu", torch.float32).numpy(), _wct.combine_numerics(numerics, self.precision)
 
 

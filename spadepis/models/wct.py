@@ -372,6 +372,7 @@ def apply_wct(
     *,
     content_counts: dict[int, int] | None = None,
     numerics: set[str] | None = None,
+    unmatched: str = "keep",
 ) -> torch.Tensor:
     """Content side of the WCT at one level.
 
@@ -379,7 +380,11 @@ def apply_wct(
     With both maps the transform is label-aware (see the module docstring); if either map is missing
     it is the plain global WCT. The numerics are those the style statistics were made with; pass a set
     as ``numerics`` to collect the path (:data:`NUMERICS`) of every region transform applied.
+    ``unmatched``: what the pixels of content labels without a usable style region get: ``"keep"`` their
+    own features (the reference), or ``"global"`` one WCT of all of them with the style's global statistics.
     """
+    if unmatched not in ("keep", "global"):
+        raise InputError(f"unmatched={unmatched!r}: use 'keep' (content features) or 'global' (style's global statistics)")
     batched = content_feat.dim() == 4
     feat = content_feat[0] if batched else content_feat
     c, h, w = feat.shape
@@ -393,6 +398,7 @@ def apply_wct(
         counts = content_counts if content_counts is not None else label_counts(seg)
         small = resize_label_map(seg, (h, w)).reshape(-1)
         out = flat.clone()
+        done = np.zeros(small.shape[0], dtype=bool)
         for label in usable_labels(counts, style.label_counts):
             region = style.regions.get(label)
             if region is None:
@@ -400,8 +406,12 @@ def apply_wct(
             idx = np.flatnonzero(small == label)
             if idx.size == 0:
                 continue
+            done[idx] = True
             cols = torch.from_numpy(idx).to(flat.device)
             out.index_copy_(1, cols, _transform(flat.index_select(1, cols), region, style.precision, numerics))
+        if unmatched == "global" and not done.all():
+            cols = torch.from_numpy(np.flatnonzero(~done)).to(flat.device)
+            out.index_copy_(1, cols, _transform(flat.index_select(1, cols), style.global_stats, style.precision, numerics))
     out = out.reshape(c, h, w)
     return out.unsqueeze(0) if batched else out
 
