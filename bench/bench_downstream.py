@@ -474,8 +474,8 @@ def _mean_std(values: Sequence[float]) -> tuple[float, float]:
 
 def format_table(results: dict[str, Any]) -> str:
     cols = ["mIoU", *REPORT_CLASSES]
-    lines = ["| arm | eval set | train rows (aug) | " + " | ".join(cols) + " |",
-             "|---|---|---|" + "---:|" * len(cols)]
+    lines = ["| arm | eval set | train rows (aug) | seeds | " + " | ".join(cols) + " |",
+             "|---|---|---|---:|" + "---:|" * len(cols)]
     for arm, r in results["arms"].items():
         for name in results["eval_sets"]:
             per_seed = r["eval"][name]
@@ -484,7 +484,7 @@ def format_table(results: dict[str, Any]) -> str:
                 vals = [s["miou"] if c == "mIoU" else s["iou"][c] for s in per_seed]
                 m, sd = _mean_std(vals)
                 cells.append(f"{100 * m:.1f} ± {100 * sd:.1f}")
-            lines.append(f"| {arm} | {name} | {r['n_real']} ({r['n_aug']}) | " + " | ".join(cells) + " |")
+            lines.append(f"| {arm} | {name} | {r['n_real']} ({r['n_aug']}) | {len(per_seed)} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
@@ -645,14 +645,22 @@ def main(argv: Sequence[str] | None = None) -> int:
         "style_pool": pool, "spadepis_run": run_info, "spadepis_runs": runs,
         "eval_sets": list(evals), "arms": {},
     }
+    out = args.json or (ROOT / "bench" / "results" / f"downstream{'-quick' if args.quick else ''}.json")
+    out.parent.mkdir(parents=True, exist_ok=True)
     for arm in arms:
-        ax, ay = (aug[arm][0], aug[arm][1]) if arm in aug else (None, None)
-        r = {"n_real": len(real_x), "n_aug": 0 if ax is None else len(ax), "eval": {n: [] for n in evals}, "train_s": []}
-        for seed in range(args.seeds):
+        n_aug = len(aug[arm][0]) if arm in aug else 0
+        results["arms"][arm] = {"n_real": len(real_x), "n_aug": n_aug, "eval": {n: [] for n in evals}, "train_s": []}
+    # seed-major order: after every round the table holds the same seeds for every arm (an interrupted run
+    # still compares like with like); the JSON and table are rewritten after each round
+    for seed in range(args.seeds):
+        for arm in arms:
+            r = results["arms"][arm]
+            ax, ay = (aug[arm][0], aug[arm][1]) if arm in aug else (None, None)
             t0 = time.perf_counter()
             model, losses = train(real_x, real_y, ax, ay, settings, seed, log_every=args.log_every)
             r["train_s"].append(time.perf_counter() - t0)
-            line = [f"{arm} seed {seed}: {steps} steps in {r['train_s'][-1]:.0f} s, loss {losses[0]:.2f} -> {sum(losses[-10:]) / len(losses[-10:]):.2f}"]
+            line = [f"{arm} seed {seed}: {steps} steps in {r['train_s'][-1]:.0f} s, loss {losses[0]:.2f} -> "
+                    f"{sum(losses[-10:]) / len(losses[-10:]):.2f}"]
             for name, (ex, ey) in evals.items():
                 cm = evaluate(model, ex, ey)
                 iou = iou_per_class(cm)
@@ -660,21 +668,20 @@ def main(argv: Sequence[str] | None = None) -> int:
                 r["eval"][name].append(entry)
                 line.append(f"{name} mIoU {100 * entry['miou']:.1f}")
             print("; ".join(line), flush=True)
-        results["arms"][arm] = r
-    results["load_avg_end"] = os.getloadavg()
+        results["seeds_done"] = seed + 1
+        results["load_avg_end"] = os.getloadavg()
+        results["table"] = format_table(results)
+        out.write_text(json.dumps(results, indent=1, default=str))
+        if seed + 1 < args.seeds:
+            print(f"after seed {seed}:\n{results['table']}", flush=True)
 
-    table = format_table(results)
     print()
-    print(table)
+    print(results["table"])
     for select, run_info in runs.items():
-        print(f"\nspadepis run (select: {select}): {run_info['ok']} outputs ({run_info['size']}, {run_info['stylizer']} + {run_info['smoothing']} "
-              f"smoothing), {run_info['ms_per_output_p50']:.0f} ms/output p50 (stages), "
-              + (f"{run_info['outputs_per_s_wall']:.2f} outputs/s over the whole `spadepis run` ({run_info['wall_s']:.0f} s incl. "
-                 "Prefect start)" if run_info.get("wall_s") else "reused run"))
-    out = args.json or (ROOT / "bench" / "results" / f"downstream{'-quick' if args.quick else ''}.json")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    results["table"] = table
-    out.write_text(json.dumps(results, indent=1, default=str))
+        print(f"\nspadepis run (select: {select}): {run_info['ok']} outputs ({run_info['size']}, {run_info['stylizer']} + "
+              f"{run_info['smoothing']} smoothing), {run_info['ms_per_output_p50']:.0f} ms/output p50 (stages), "
+              + (f"{run_info['outputs_per_s_wall']:.2f} outputs/s over the whole `spadepis run` ({run_info['wall_s']:.0f} s "
+                 "incl. Prefect start)" if run_info.get("wall_s") else "reused run"))
     print(f"JSON: {out}")
     return 0
 
