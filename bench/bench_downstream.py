@@ -25,7 +25,12 @@ Arms, every one with the same network, seeds, number of optimisation steps and b
 * ``b-aug``: every batch has ``round(batch * aug_fraction)`` spadepis outputs (k styles per training
   frame) and real frames for the rest;
 * ``c-filtered``: as ``b-aug``, keeping only the rows that pass ``--filter`` on the manifest's quality
-  scores (``AugmentedDataset(where=...)``).
+  scores (``AugmentedDataset(where=...)``);
+* ``b-random`` (optional): as ``b-aug`` with a second run that selects styles at random from the whole
+  pool (``--select semantic`` is the default of the main run).
+
+Seeds run in rounds (seed 0 of every arm, then seed 1, ...); the JSON and the table are rewritten after
+each round, so an interrupted run still compares the arms on the same seeds.
 
 Network: a compact U-Net (stride-2 stem, 4 levels, width 16, ~0.5 M parameters) built from scratch,
 trained at 160x120 with AdamW + one-cycle, horizontal flips for every arm; cross-entropy ignoring void.
@@ -34,8 +39,8 @@ pixels ignored), mIoU = mean over the 11 classes that occur in the set's labels 
 
 Usage::
 
-    python bench/bench_downstream.py --quick          # ~8 min on 2 cores: 64 frames, k=1, 3 seeds, few steps
-    python bench/bench_downstream.py                  # full: 254 frames, k=2, 3 seeds (~40 min on 2 quiet cores)
+    python bench/bench_downstream.py --quick          # 64 frames, k=1, 80 steps, 3 seeds (~5 min on 2 quiet cores)
+    python bench/bench_downstream.py                  # 254 frames, k=2, 600 steps, 3 seeds (~25-35 min on 2 quiet cores)
     python bench/bench_downstream.py --reuse-run bench/results/downstream-work/runs/<run_id>
     python bench/bench_downstream.py --eval-name kitti --eval-photos DIR --eval-labels DIR   # extra eval sets
 
