@@ -198,7 +198,8 @@ def model_info() -> dict[str, int]:
 
 
 def is_transient(exc: BaseException | None) -> bool:
-    """Whether retrying the shard may help: storage and connection errors, CUDA out-of-memory, a lost worker.
+    """Whether retrying the shard may help: storage and connection errors, CUDA out-of-memory, a lost worker
+    (a Dask worker, or a smoothing process killed e.g. for memory: the pool is replaced on the next shard).
 
     Bad inputs, configuration and checkpoint errors, and programming errors are not transient.
     The exception's ``__cause__``/``__context__`` chain is searched too.
@@ -212,7 +213,7 @@ def is_transient(exc: BaseException | None) -> bool:
             return False
         name = type(exc).__name__
         module = type(exc).__module__ or ""
-        if name in ("OutOfMemoryError", "KilledWorker", "CommClosedError") or "out of memory" in str(exc).lower():
+        if name in ("OutOfMemoryError", "KilledWorker", "CommClosedError", "BrokenProcessPool") or "out of memory" in str(exc).lower():
             return True
         if isinstance(exc, (ConnectionError, TimeoutError)):
             return True
