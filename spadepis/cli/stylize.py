@@ -19,6 +19,7 @@ import time
 from pathlib import Path
 
 from ..errors import ConfigError, InputError
+from ..models.registry import COMPAT_MODES, SMOOTHERS, STYLIZERS
 
 
 def _read_seg(uri: str, what: str):
@@ -52,11 +53,12 @@ def _cmd(args) -> int:
         raise ConfigError(f"--raw {args.raw}: expected a file name ending in .npy.")
     if args.compat and args.smoothing == "fast":
         raise ConfigError("--compat fastphotostyle is for --smoothing exact or none (the guided filter has no reference crop).")
-    if args.stylizer == "color" and args.weights:
-        raise ConfigError("--stylizer color takes no --weights; drop it or pick photowct/wct16x.")
-    if args.stylizer != "color" and not args.weights:
-        what = "photo_wct.pth" if args.stylizer == "photowct" else "the folder with encoder_l1..5.pth / decoder_l1..5.pth"
-        raise ConfigError(f"--stylizer {args.stylizer} needs --weights ({what}).")
+    needs = STYLIZERS[args.stylizer].weights
+    if needs is None and args.weights:
+        with_weights = "/".join(n for n in STYLIZERS if STYLIZERS[n].weights)
+        raise ConfigError(f"--stylizer {args.stylizer} takes no --weights; drop it or pick {with_weights}.")
+    if needs is not None and not args.weights:
+        raise ConfigError(f"--stylizer {args.stylizer} needs --weights ({needs}).")
 
     content = read_rgb(args.content)
     style = read_rgb(args.style)
@@ -115,18 +117,15 @@ def register(sub) -> None:
         help="photorealistic stylization of one content image with one style image",
         description=__doc__,
     )
-    p.add_argument("--stylizer", choices=["photowct", "wct16x", "color"], default="photowct",
-                   help="photowct: FastPhotoStyle photo_wct.pth; wct16x: 16x-pruned VGG-19 folder; color: no weights")
+    p.add_argument("--stylizer", choices=STYLIZERS.names, default="photowct", help=STYLIZERS.help(weights=True))
     p.add_argument("--weights", default=None,
-                   help="photo_wct.pth (photowct) or the folder with encoder_l*/decoder_l*.pth (wct16x)")
+                   help="; ".join(f"{e.weights} ({n})" for n, e in ((n, STYLIZERS[n]) for n in STYLIZERS) if e.weights))
     p.add_argument("--content", required=True, help="content image (path or fsspec URI)")
     p.add_argument("--style", required=True, help="style image (path or fsspec URI)")
     p.add_argument("--content-seg", default=None, help="label map of the content (integer or colour-coded PNG)")
     p.add_argument("--style-seg", default=None, help="label map of the style (integer or colour-coded PNG)")
-    p.add_argument("--smoothing", choices=["exact", "fast", "none"], default="exact",
-                   help="exact closed-form smoothing (default), fast guided filter, or none")
-    p.add_argument("--compat", choices=["fastphotostyle"], default=None,
-                   help="reproduce FastPhotoStyle: float32 SVD in the WCT, crop/resize/pad in exact smoothing")
+    p.add_argument("--smoothing", choices=SMOOTHERS.names, default="exact", help=SMOOTHERS.help() + " (default exact)")
+    p.add_argument("--compat", choices=COMPAT_MODES.names, default=None, help=COMPAT_MODES.help())
     p.add_argument("--out", required=True, help="output PNG (path or fsspec URI)")
     p.add_argument("--raw", default=None, help="also write the stylizer output before clamping: float32 .npy, (3, H, W)")
     p.add_argument("--device", default="auto", help="auto (CUDA if present), cpu or cuda")
