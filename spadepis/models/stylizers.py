@@ -15,7 +15,8 @@ Segmentation: label maps are 2-D integer arrays of any size (NEAREST-resized to 
 The transform is label-aware only when BOTH the content and the style have a map; when only one has a
 map (e.g. a SPADE label map for the content but an unlabelled style photo), the plain global WCT runs.
 Labels are matched by equal integer value; labels the style lacks (or that fail the reference's
-size rules) keep the content's features.
+size rules) keep the content's features (``unmatched="keep"``) or get the style's global statistics
+(``unmatched="global"``).
 
 What depends only on the style -- its features at every level, the per-region means and colouring
 matrices -- lives in the :class:`StyleCache` that :meth:`prepare_style` returns; :meth:`stylize`
@@ -68,7 +69,9 @@ class Stylizer(Protocol):
 
     def prepare_style(self, style: np.ndarray, style_seg: np.ndarray | None = None, *, style_id: str | None = None) -> StyleCache: ...
 
-    def stylize(self, content: np.ndarray, style: StyleCache, content_seg: np.ndarray | None = None) -> np.ndarray: ...
+    def stylize(
+        self, content: np.ndarray, style: StyleCache, content_seg: np.ndarray | None = None, *, unmatched: str = "keep"
+    ) -> np.ndarray: ...
 
 
 # --------------------------------------------------------------------------------------------- helpers
@@ -178,8 +181,13 @@ class NetworkStylizer:
             }
         return StyleCache(self.name, levels, style.shape[:2], seg is not None, style_id, {"compat": self.compat})
 
-    def stylize(self, content: np.ndarray, style: StyleCache, content_seg: np.ndarray | None = None) -> np.ndarray:
-        """Raw PhotoWCT output ``(3, H, W)`` float32 (not clamped), same size as ``content``."""
+    def stylize(
+        self, content: np.ndarray, style: StyleCache, content_seg: np.ndarray | None = None, *, unmatched: str = "keep"
+    ) -> np.ndarray:
+        """Raw PhotoWCT output ``(3, H, W)`` float32 (not clamped), same size as ``content``.
+
+        ``unmatched`` (label-aware only): ``"keep"`` or ``"global"``, see :func:`spadepis.wct.apply_wct`.
+        """
         content = _check_rgb(content, "content image")
         self._check_size(content, "content image")
         _check_cache(style, self.name)
@@ -187,7 +195,7 @@ class NetworkStylizer:
         counts = _wct.label_counts(seg) if seg is not None else None
 
         def apply_level(level: int, feat: torch.Tensor) -> torch.Tensor:
-            return _wct.apply_wct(feat, style.levels[level], seg, content_counts=counts)
+            return _wct.apply_wct(feat, style.levels[level], seg, content_counts=counts, unmatched=unmatched)
 
         with torch.inference_mode():
             out = self.network.transform(_to_tensor(content, self.device), apply_level)
@@ -214,11 +222,13 @@ class ColorStylizer:
         stats = _wct.style_statistics(self._pixels(style), seg, compat=self.compat)
         return StyleCache(self.name, {0: stats}, style.shape[:2], seg is not None, style_id, {"compat": self.compat})
 
-    def stylize(self, content: np.ndarray, style: StyleCache, content_seg: np.ndarray | None = None) -> np.ndarray:
+    def stylize(
+        self, content: np.ndarray, style: StyleCache, content_seg: np.ndarray | None = None, *, unmatched: str = "keep"
+    ) -> np.ndarray:
         content = _check_rgb(content, "content image")
         _check_cache(style, self.name)
         seg = _check_seg(content_seg, "content segmentation")
-        out = _wct.apply_wct(self._pixels(content), style.levels[0], seg)
+        out = _wct.apply_wct(self._pixels(content), style.levels[0], seg, unmatched=unmatched)
         return (out / 255.0).to("cpu", torch.float32).numpy()
 
 

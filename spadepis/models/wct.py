@@ -289,13 +289,18 @@ def apply_wct(
     content_seg: np.ndarray | None = None,
     *,
     content_counts: dict[int, int] | None = None,
+    unmatched: str = "keep",
 ) -> torch.Tensor:
     """Content side of the WCT at one level.
 
     ``content_feat`` is ``(C, h, w)`` or ``(1, C, h, w)``; the result has the same shape and dtype.
     With both maps the transform is label-aware (see the module docstring); if either map is missing
     it is the plain global WCT. The numerics (``compat``) are those the style statistics were made with.
+    ``unmatched``: what the pixels of content labels without a usable style region get: ``"keep"`` their
+    own features (the reference), or ``"global"`` one WCT of all of them with the style's global statistics.
     """
+    if unmatched not in ("keep", "global"):
+        raise InputError(f"unmatched={unmatched!r}: use 'keep' (content features) or 'global' (style's global statistics)")
     batched = content_feat.dim() == 4
     feat = content_feat[0] if batched else content_feat
     c, h, w = feat.shape
@@ -309,6 +314,7 @@ def apply_wct(
         counts = content_counts if content_counts is not None else label_counts(seg)
         small = resize_label_map(seg, (h, w)).reshape(-1)
         out = flat.clone()
+        done = np.zeros(small.shape[0], dtype=bool)
         for label in usable_labels(counts, style.label_counts):
             region = style.regions.get(label)
             if region is None:
@@ -316,8 +322,12 @@ def apply_wct(
             idx = np.flatnonzero(small == label)
             if idx.size == 0:
                 continue
+            done[idx] = True
             cols = torch.from_numpy(idx).to(flat.device)
             out.index_copy_(1, cols, _transform(flat.index_select(1, cols), region, style.compat))
+        if unmatched == "global" and not done.all():
+            cols = torch.from_numpy(np.flatnonzero(~done)).to(flat.device)
+            out.index_copy_(1, cols, _transform(flat.index_select(1, cols), style.global_stats, style.compat))
     out = out.reshape(c, h, w)
     return out.unsqueeze(0) if batched else out
 

@@ -132,8 +132,10 @@ def classify(exc: BaseException | None) -> Failure:
 
 def describe(exc: BaseException) -> str:
     """``"<what happened> (<retry>): <Type>: <message>; <advice>"`` for logs and states."""
+    from .secrets import scrub
+
     f = classify(exc)
-    return f"{f.what} ({f.retry_text}): {type(exc).__name__}: {exc}; {f.advice}"
+    return scrub(f"{f.what} ({f.retry_text}): {type(exc).__name__}: {exc}; {f.advice}")
 
 
 def is_transient(exc: BaseException | None) -> bool:

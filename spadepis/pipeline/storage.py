@@ -32,7 +32,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from ..errors import ConfigError, SpadepisError, StorageError
-from .manifest import SCHEMA, SCHEMA_VERSION, table_schema_version
+from .manifest import SCHEMA, SCHEMA_VERSION, table_schema_version, upgrade_table
 from ..data.buckets import is_object_store, missing_bucket
 from .failures import Failure, classify
 from .plan import shard_name
@@ -311,7 +311,7 @@ class RunStorage:
         tables = [self.read_part(markers[s]) for s in sorted(markers)]
         if not tables:
             return SCHEMA.empty_table()
-        merged = pa.concat_tables([t.select(SCHEMA.names).cast(SCHEMA) for t in tables])
+        merged = pa.concat_tables([upgrade_table(t).replace_schema_metadata(SCHEMA.metadata) for t in tables])
         return merged.replace_schema_metadata(SCHEMA.metadata)
 
     def write_index(self) -> pa.Table:

@@ -10,7 +10,9 @@
 3. runs SPADE in batches of ``config.batch_size`` and writes ``synth/<shard>/<source_id>.png``;
 4. for each synthesized image, prepares the smoother once (the exact system is factorised once per
    content image) and, for each of its styles, stylizes with the style's cache (prepared once per
-   process and style), smooths, and writes ``images/<shard>/<source_id>__<style_id>.png``;
+   process and style; label-aware with the source's label map at output size when the style has a
+   label map, ``styles.unmatched`` for the classes it lacks), smooths, scores the output
+   (:mod:`spadepis.pipeline.quality`, ``t_quality_ms``) and writes ``images/<shard>/<source_id>__<style_id>.png``;
 5. writes the manifest part, then the ``_SUCCESS.json`` marker naming it: the commit.
 
 Models live in a module-level cache, so a worker process loads each model once and reuses it for
@@ -140,13 +142,25 @@ def _read_style(uri: str, max_side: int | None) -> np.ndarray:
     return _downscale_rgb(read_rgb(uri), max_side)
 
 
-def get_style_cache(config: RunConfig, device, style_id: str, uri: str) -> tuple[Any, float]:
+def _read_style_labels(config: RunConfig, label_uri: str, size_hw: tuple[int, int]) -> np.ndarray:
+    """The style's label map in the dataset's label space, NEAREST-resized to the (downscaled) style photo."""
+    from ..data.labelmaps import read_label_map, resize_nearest
+
+    label = read_label_map(label_uri, _preset(config))
+    return resize_nearest(label, size_hw)
+
+
+def get_style_cache(config: RunConfig, device, style_id: str, uri: str, label_uri: str | None = None) -> tuple[Any, float]:
     """``(cache, ms spent)``: the style's features/colouring, computed once per process and style.
 
+    With ``label_uri`` (``styles.labels``) the per-region statistics are prepared too (label-aware
+    transfer), and ``cache.meta["quality"]`` holds the style's colour statistics for the ``q_*`` scores.
     A style that cannot be read raises :class:`InputError` (remembered, so it is not re-read).
     """
+    from .quality import style_quality_stats
+
     m = config.models
-    key = (m.stylizer, m.stylizer_weights, str(device), uri, config.styles.max_side)
+    key = (m.stylizer, m.stylizer_weights, str(device), uri, config.styles.max_side, label_uri)
     while True:
         with _LOCK:
             hit = _STYLES.get(key)
@@ -164,7 +178,11 @@ def get_style_cache(config: RunConfig, device, style_id: str, uri: str) -> tuple
     try:
         stylizer = get_stylizer(config, device)
         try:
-            cache = stylizer.prepare_style(_read_style(uri, config.styles.max_side), style_id=style_id)
+            style = _read_style(uri, config.styles.max_side)
+            seg = _read_style_labels(config, label_uri, style.shape[:2]) if label_uri else None
+            cache = stylizer.prepare_style(style, seg, style_id=style_id)
+            if isinstance(getattr(cache, "meta", None), dict):
+                cache.meta["quality"] = style_quality_stats(style, seg)
         except InputError as exc:
             err = InputError(f"style {style_id!r}: {exc}")
             with _LOCK:
@@ -412,6 +430,8 @@ def process_shard(
             "label_nc": preset.label_nc,
             "style_id": style_id,
             "style_uri": shard.style_uri(style_id),
+            "style_score": None,
+            "style_rank": None,
             "synth_uri": item.synth_uri,
             "image_uri": None,
             "width": None,
@@ -427,7 +447,12 @@ def process_shard(
             "t_stylize_ms": 0.0,
             "t_smooth_ms": 0.0,
             "t_write_ms": 0.0,
+            "t_quality_ms": 0.0,
             "t_total_ms": 0.0,
+            "q_structure": None,
+            "q_style": None,
+            "q_coverage": None,
+            "q_clipped": None,
             "status": "ok",
             "error": None,
             "created_at": now(),
@@ -436,8 +461,20 @@ def process_shard(
             "schema_version": SCHEMA_VERSION,
         }
         base.update(kw)
-        base["t_total_ms"] = sum(base[k] for k in ("t_load_ms", "t_synth_ms", "t_stylize_ms", "t_smooth_ms", "t_write_ms"))
+        base["t_total_ms"] = sum(
+            base[k] for k in ("t_load_ms", "t_synth_ms", "t_stylize_ms", "t_smooth_ms", "t_quality_ms", "t_write_ms")
+        )
         return base
+
+    from .quality import row_quality
+    from .styles import ignored_labels
+
+    ignore = ignored_labels(config, preset)
+    segs: dict[tuple[int, int], tuple[Any, Any]] = {}  # (item, style position) -> (content seg or None, style stats)
+
+    def sel(idx: int, j: int) -> dict[str, Any]:
+        score, rank = shard.score_of(idx, j)
+        return {"style_score": score, "style_rank": rank}
 
     # Stage thread: stylize and smooth one SPADE batch while the main thread synthesizes the next. CPU exact
     # smoothing of different contents runs on the smoothing pool's processes (factorisations in parallel);
@@ -459,18 +496,23 @@ def process_shard(
         k = max(1, len(item.styles))
         shared = {"t_load_ms": item.t_load / k, "t_synth_ms": item.t_synth / k}
         if item.error is not None:
-            item_rows[idx].extend((j, row(item, s, status="error", error=item.error, **shared)) for j, s in enumerate(item.styles))
+            item_rows[idx].extend(
+                (j, row(item, s, status="error", error=item.error, **shared, **sel(idx, j))) for j, s in enumerate(item.styles)
+            )
             progress(len(item.styles))
             return [], [], []
         ok, inits, t_sty = [], [], []
         for j, style_id in enumerate(item.styles):
             try:
-                cache, t_cache = get_style_cache(config, device, style_id, shard.style_uri(style_id))
+                style_item = shard.style_item(style_id)
+                cache, t_cache = get_style_cache(config, device, style_id, style_item.uri, style_item.label_uri)
+                seg = item.labels if cache.has_seg else None  # label-aware when both maps exist
                 t0 = time.perf_counter()
-                init = float_to_uint8(stylizer.stylize(item.content, cache, None))
+                init = float_to_uint8(stylizer.stylize(item.content, cache, seg, unmatched=config.styles.unmatched))
                 t_sty.append(_ms(t0) + t_cache)
+                segs[(idx, j)] = (seg, cache.meta["quality"])
             except InputError as exc:
-                item_rows[idx].append((j, row(item, style_id, status="error", error=str(exc), **shared)))
+                item_rows[idx].append((j, row(item, style_id, status="error", error=str(exc), **shared, **sel(idx, j))))
                 progress(1)
             else:
                 ok.append(j)
@@ -485,7 +527,7 @@ def process_shard(
             results, prep_s, smooth_s = smoothed.result()
         except (InputError, ConfigError) as exc:
             item_rows[idx].extend(
-                (j, row(item, item.styles[j], status="error", error=f"smoothing: {exc}", **shared)) for j in ok
+                (j, row(item, item.styles[j], status="error", error=f"smoothing: {exc}", **shared, **sel(idx, j))) for j in ok
             )
             progress(len(ok))
             return
@@ -496,16 +538,20 @@ def process_shard(
                 if isinstance(out, str):
                     raise InputError(f"smoothing: {out}")
                 t0 = time.perf_counter()
+                seg, style_stats = segs.pop((idx, j))
+                quality = row_quality(item.content, out, seg, style_stats, ignore=ignore)
+                t_q = _ms(t0)
+                t0 = time.perf_counter()
                 data = encode_png(out)
                 uri = _write_item(storage, storage.image_rel(shard.name, item.source.source_id, style_id), data)
                 t_wr = _ms(t0) + item.t_write_source / k
             except InputError as exc:
-                item_rows[idx].append((j, row(item, style_id, status="error", error=str(exc), **shared)))
+                item_rows[idx].append((j, row(item, style_id, status="error", error=str(exc), **shared, **sel(idx, j))))
             else:
                 item_rows[idx].append((j, row(
                     item, style_id, image_uri=uri, width=int(out.shape[1]), height=int(out.shape[0]),
                     sha256=hashlib.sha256(data).hexdigest(), t_stylize_ms=t_st, t_smooth_ms=t_sm, t_write_ms=t_wr,
-                    **shared,
+                    t_quality_ms=t_q, **quality, **shared, **sel(idx, j),
                 )))
                 if len(samples) < 4:
                     samples.append({"source_id": item.source.source_id, "style_id": style_id,
