@@ -220,7 +220,8 @@ def model_info() -> dict[str, int]:
 
 
 def is_transient(exc: BaseException | None) -> bool:
-    """Whether retrying the shard may help: storage and connection errors, CUDA out-of-memory, a lost worker.
+    """Whether retrying the shard may help: storage and connection errors, CUDA out-of-memory, a lost worker
+    (a Dask worker, or a smoothing process killed e.g. for memory: the pool is replaced on the next shard).
 
     Bad inputs, configuration and checkpoint errors, programming errors, and local failures a retry would
     repeat (disk full, permission, name too long, a file in the way, a missing bucket) are not transient.
