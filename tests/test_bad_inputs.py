@@ -47,7 +47,7 @@ def test_open_image_refuses_a_bomb_naming_the_file_and_the_field(tmp_path):
         set_max_image_pixels(None)
 
 
-def test_bomb_label_is_an_error_row_and_bomb_style_refused_by_name(tmp_path):
+def test_bomb_label_is_an_error_row_and_bomb_style_refused_by_name(tmp_path, capsys):
     root = make_inputs(tmp_path, n_maps=3, n_styles=2)
     write_bomb_png(root / "labels" / "m001.png")  # a label map
     write_bomb_png(root / "styles" / "style9.png")  # a style
@@ -63,6 +63,15 @@ def test_bomb_label_is_an_error_row_and_bomb_style_refused_by_name(tmp_path):
     assert bad_style.error.str.contains("style 'style9'").all() and bad_style.error.str.contains("style9.png").all()
     ok = df[(df.source_id != "m001") & (df.style_id != "style9")]
     assert len(ok) == 4 and (ok.status == "ok").all()
+    # `spadepis check` names the style before the run
+    import yaml
+
+    from spadepis.cli import main
+
+    path = tmp_path / "bomb.yaml"
+    path.write_text(yaml.safe_dump(cfg.model_dump(mode="json")))
+    assert main(["check", str(path)]) == 0
+    assert "style9.png is 400 megapixels, above max_image_pixels" in capsys.readouterr().out
     # the limit is a config field
     small = small_config(root, run_id="small-limit", max_image_pixels=1000, models={"smoothing": "none"})
     df2 = process_shard(small, make_plan(small).shards[0]) and RunStorage(small.run_uri).merge_committed().to_pandas()

@@ -239,15 +239,20 @@ def resize_nearest(arr: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     return arr.reshape(-1)[picked]
 
 
-def resized_label_png(uri: str | Path, size: tuple[int, int]) -> bytes | None:
-    """The label file at ``uri`` NEAREST-resized to ``size`` (H, W) as PNG bytes, keeping its raw ids, mode and
-    palette (a copy pixel-aligned with an image of that size); ``None`` when it already has that size."""
+def resized_label_png(uri: str | Path, size: tuple[int, int], crop: int = 0) -> bytes | None:
+    """The label file at ``uri`` NEAREST-resized to ``size`` (H, W), then ``crop`` px cut from every side, as PNG
+    bytes keeping its raw ids, mode and palette (a copy pixel-aligned with an image of that size); ``None`` when
+    it already has that size and nothing is cropped."""
     img = open_image(uri)
     h, w = size
-    if img.size == (w, h):
+    if img.size == (w, h) and not crop:
         return None
+    if img.size != (w, h):
+        img = img.resize((w, h), Image.NEAREST)
+    if crop and h > 2 * crop and w > 2 * crop:  # smaller images fail smoothing anyway (error rows)
+        img = img.crop((crop, crop, w - crop, h - crop))
     buf = io.BytesIO()
-    img.resize((w, h), Image.NEAREST).save(buf, format="PNG")
+    img.save(buf, format="PNG")
     return buf.getvalue()
 
 

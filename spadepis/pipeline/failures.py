@@ -92,7 +92,7 @@ def classify(exc: BaseException | None) -> Failure:
         if name == "OutOfMemoryError" or "out of memory" in text:
             return Failure("out-of-memory", True, "the device ran out of memory",
                            "retried; if it persists lower batch_size or max_side, or use a bigger device")
-        if name in ("KilledWorker", "CommClosedError"):
+        if name in ("KilledWorker", "CommClosedError", "BrokenProcessPool"):  # Dask worker, smoothing process
             return Failure("worker-lost", True, "a worker process was lost", "retried on another worker")
         code = ""
         response = getattr(e, "response", None)

@@ -7,7 +7,9 @@ the URIs written so far, its timings, or the error that turned its rows into err
 * SPADE runs: the label map (and instance map) at the preset's size (official NEAREST resize); a label file
   of another size gets a pixel-aligned copy to write (``label_png``);
 * stylize-only runs (``dataset.photos``): the photo is the content; a photo larger than
-  ``dataset.max_side`` is downscaled, and its label map NEAREST-resized with it (again with a copy to write).
+  ``dataset.max_side`` is downscaled, and its label map NEAREST-resized with it (again with a copy to write);
+* in the reference mode (``models.compat: fastphotostyle`` with exact smoothing) the outputs lose 2 px on
+  every side, and so does the label copy.
 
 A bad input becomes ``item.error`` (its rows become error rows; the shard goes on).
 """
@@ -26,7 +28,7 @@ from ..data.presets import Preset
 from ..errors import InputError
 from .config import RunConfig
 
-__all__ = ["Item", "load_item"]
+__all__ = ["Item", "load_item", "reference_crop"]
 
 
 @dataclass
@@ -50,9 +52,17 @@ class Item:
         return self.label_uri or self.source.label_uri
 
 
+def reference_crop(config: RunConfig) -> int:
+    """Pixels the outputs lose on every side: 2 in the reference mode with exact smoothing (FastPhotoStyle's
+    smoothing crops them), else 0."""
+    m = config.models
+    return 2 if m.compat == "fastphotostyle" and m.smoothing == "exact" else 0
+
+
 def load_item(item: Item, config: RunConfig, preset: Preset) -> None:
     """Fill ``item``'s maps and content (or its ``error``) and ``t_load`` (ms); see the module docstring."""
     src = item.source
+    crop = reference_crop(config)
     t0 = time.perf_counter()
     try:
         if config.stylize_only:
@@ -66,13 +76,14 @@ def load_item(item: Item, config: RunConfig, preset: Preset) -> None:
             resized = downscale_rgb(photo, config.dataset.max_side)
             if resized is not photo:  # keep the label map pixel-aligned with the (smaller) outputs
                 label = resize_nearest(label, resized.shape[:2])
-                item.label_png = resized_label_png(src.label_uri, resized.shape[:2])
+            if resized is not photo or crop:
+                item.label_png = resized_label_png(src.label_uri, resized.shape[:2], crop)
             item.labels, item.content = label, resized
             item.synth_uri = src.photo_uri
         else:
             item.labels, item.instances = load_label_and_instance(src.label_uri, src.instance_uri, preset)
             # SPADE outputs have the preset's size; a label file of another size gets an aligned copy
-            item.label_png = resized_label_png(src.label_uri, item.labels.shape)
+            item.label_png = resized_label_png(src.label_uri, item.labels.shape, crop)
             if not preset.no_instance and item.instances is None:
                 raise InputError(
                     f"{src.label_uri}: no instance map for source {src.source_id!r}, but preset {preset.name!r} uses "

@@ -114,7 +114,8 @@ def summary(source, *, wall_s: float | None = None, max_errors: int = 20) -> dic
         ],
         "models": {
             col: sorted({str(v) for v in df[col].dropna().unique()}) if len(df) else []
-            for col in ("synth_model", "stylizer", "smoothing", "device")
+            for col in ("synth_model", "stylizer", "smoothing", "wct_numerics", "device")
+            if col in df
         },
     }
     return out

@@ -70,11 +70,11 @@ def get_stylizer(config: RunConfig, device):
     from ..models.stylizers import load_stylizer
 
     m = config.models
-    key = ("stylizer", m.stylizer, m.stylizer_weights, str(device))
+    key = ("stylizer", m.stylizer, m.stylizer_weights, m.wct_precision, str(device))
     with _LOCK:
         stylizer = _MODELS.get(key)
         if stylizer is None:
-            stylizer = load_stylizer(m.stylizer, m.stylizer_weights, device=device)
+            stylizer = load_stylizer(m.stylizer, m.stylizer_weights, device=device, precision=m.wct_precision)
             _MODELS[key] = stylizer
             _MODEL_LOADS["stylizer"] += 1
         return stylizer
@@ -100,7 +100,7 @@ def get_style_cache(config: RunConfig, device, style_id: str, uri: str, label_ur
     from .quality import style_quality_stats
 
     m = config.models
-    key = (m.stylizer, m.stylizer_weights, str(device), uri, config.styles.max_side, label_uri)
+    key = (m.stylizer, m.stylizer_weights, m.wct_precision, str(device), uri, config.styles.max_side, label_uri)
     while True:
         with _LOCK:
             hit = _STYLES.get(key)

@@ -7,6 +7,8 @@
    a label map whose size differs from the outputs' (SPADE: the preset's size; stylize-only: a photo larger
    than ``dataset.max_side`` is downscaled) is NEAREST-resized to it and written to
    ``labels/<shard>/<source_id>.png``, which the rows' ``label_uri`` names (label and image stay pixel-aligned);
+   in the reference mode (``models.compat: fastphotostyle`` with exact smoothing) the outputs lose 2 px on
+   every side, and so does that label copy;
 3. runs SPADE in batches of ``config.batch_size`` and writes ``synth/<shard>/<source_id>.png``;
 4. for each synthesized image, prepares the smoother once (the exact system is factorised once per
    content image) and, for each of its styles, stylizes with the style's cache (prepared once per
@@ -35,7 +37,7 @@ import numpy as np
 from ..data.images import encode_png, float_to_uint8, set_max_image_pixels
 from ..errors import ConfigError, InputError
 from .config import RunConfig, apply_storage_options
-from .items import Item, load_item
+from .items import Item, load_item, reference_crop
 from .model_cache import get_style_cache, get_stylizer, get_synthesizer, run_preset
 from .plan import ShardSpec, sample_id
 from .schema import RowBuilder
@@ -187,10 +189,15 @@ def process_shard(
     # smoothing of different contents runs on the smoothing pool's processes (factorisations in parallel);
     # GPU smoothing solves every content and style of a batch in one batched call.
     smooth_device = _smoothing_device(config, device)
+    crop = reference_crop(config)
+    smooth_kw = {"compat": m.compat} if crop else {}
+    if smooth_kw:
+        smooth_device = None  # the reference's crop/resize/pad runs in the CPU solver only
     pool = None
     if smooth_device is None and m.smoothing != "none":
         pool = smoothing_pool(config.runner.smoothing_workers or default_smoothing_workers())
     item_rows: list[list[tuple[int, dict[str, Any]]]] = [[] for _ in items]
+    numerics_of: dict[tuple[int, int], str] = {}  # (item, style position) -> the WCT numerics it took
     pending: deque = deque()  # (index, item, styles, stylize ms, future), in submission order
     max_pending = 2 * (pool.workers if pool is not None else 1)
 
@@ -208,7 +215,10 @@ def process_shard(
                 cache, t_cache = get_style_cache(config, device, style_id, style_item.uri, style_item.label_uri)
                 seg = item.labels if cache.has_seg else None  # label-aware when both maps exist
                 t0 = time.perf_counter()
-                init = float_to_uint8(stylizer.stylize(item.content, cache, seg, unmatched=config.styles.unmatched))
+                raw, numerics_of[(idx, j)] = stylizer.stylize_with_numerics(
+                    item.content, cache, seg, unmatched=config.styles.unmatched
+                )
+                init = float_to_uint8(raw)
                 t_sty.append(_ms(t0) + t_cache)
                 segs[(idx, j)] = (seg, cache.meta["quality"])
             except InputError as exc:
@@ -237,7 +247,10 @@ def process_shard(
                     raise InputError(f"smoothing: {out}")
                 t0 = time.perf_counter()
                 seg, style_stats = segs.pop((idx, j))
-                quality = row_quality(item.content, out, seg, style_stats, ignore=ignore)
+                content = item.content
+                if crop and out.shape[:2] != content.shape[:2]:  # reference mode: score the cropped pair
+                    content, seg = content[crop:-crop, crop:-crop], None if seg is None else seg[crop:-crop, crop:-crop]
+                quality = row_quality(content, out, seg, style_stats, ignore=ignore)
                 t_q = _ms(t0)
                 t0 = time.perf_counter()
                 data = encode_png(out)
@@ -249,7 +262,7 @@ def process_shard(
                 item_rows[idx].append((j, row(
                     idx, j, image_uri=uri, width=int(out.shape[1]), height=int(out.shape[0]),
                     sha256=hashlib.sha256(data).hexdigest(), t_stylize_ms=t_st, t_smooth_ms=t_sm, t_write_ms=t_wr,
-                    t_quality_ms=t_q, **quality, **shared,
+                    t_quality_ms=t_q, **quality, **shared, wct_numerics=numerics_of.get((idx, j)),
                 )))
                 if len(samples) < 4:
                     samples.append({"source_id": item.source.source_id, "style_id": style_id,
@@ -272,7 +285,7 @@ def process_shard(
         for idx, item, ok, inits, t_sty in stylized:
             if not ok:
                 continue
-            fut = pool.submit(item.content, inits, m.smoothing) if pool is not None else _done(item.content, inits)
+            fut = pool.submit(item.content, inits, m.smoothing, **smooth_kw) if pool is not None else _done(item.content, inits)
             pending.append((idx, item, ok, t_sty, fut))
             drain(max_pending)
 
