@@ -7,6 +7,7 @@ import pytest
 import torch
 from PIL import Image
 
+from spadepis.data.labelmaps import resize_nearest
 from spadepis.models import wct
 from spadepis.cli import main as cli_main
 from spadepis.errors import CheckpointError, ConfigError, InputError
@@ -36,7 +37,7 @@ def _two_region_images(seed: int = 0):
 
 
 def _region_means(image_hw3: np.ndarray, seg: np.ndarray) -> dict[int, np.ndarray]:
-    seg = wct.resize_label_map(seg, image_hw3.shape[:2])
+    seg = resize_nearest(seg, image_hw3.shape[:2])
     return {int(l): image_hw3[seg == l].reshape(-1, 3).astype(np.float64).mean(0) for l in np.unique(seg)}
 
 

@@ -7,6 +7,7 @@ import pytest
 import torch
 from PIL import Image
 
+from spadepis.data.labelmaps import resize_nearest
 from spadepis.models import wct
 from spadepis.errors import InputError
 
@@ -24,15 +25,16 @@ def _cov(x: torch.Tensor) -> torch.Tensor:
     return xc @ xc.T / (x.shape[1] - 1)
 
 
-def test_resize_label_map_matches_pil_nearest_and_keeps_any_values():
+def test_resize_nearest_matches_pil_nearest_and_keeps_any_values():
+    """The one NEAREST resize (spadepis.data.labelmaps.resize_nearest) that the WCT uses for label maps."""
     rng = np.random.default_rng(0)
     seg = rng.integers(0, 7, (37, 53)).astype(np.uint8)
     for h, w in [(9, 13), (37, 53), (80, 11), (1, 1)]:
         expected = np.asarray(Image.fromarray(seg).resize((w, h), Image.NEAREST))
-        np.testing.assert_array_equal(wct.resize_label_map(seg, (h, w)), expected)
+        np.testing.assert_array_equal(resize_nearest(seg, (h, w)), expected)
     big = seg.astype(np.int64) * 1_000_000_007 - 5  # values outside uint8/int32
-    out = wct.resize_label_map(big, (9, 13))
-    np.testing.assert_array_equal(out, wct.resize_label_map(seg, (9, 13)).astype(np.int64) * 1_000_000_007 - 5)
+    out = resize_nearest(big, (9, 13))
+    np.testing.assert_array_equal(out, resize_nearest(seg, (9, 13)).astype(np.int64) * 1_000_000_007 - 5)
 
 
 def test_global_wct_gives_style_mean_and_covariance():
@@ -111,9 +113,9 @@ def test_label_rules_and_mismatched_sizes():
     sseg[0, 3] = 3  # label 3 only in style: irrelevant
     out = wct.feature_wct(content, style, cseg, sseg)
     assert out.shape == content.shape and torch.isfinite(out).all()
-    small = wct.resize_label_map(cseg, (12, 16))
+    small = resize_nearest(cseg, (12, 16))
     for label in (0, 1):
-        s_small = wct.resize_label_map(sseg, (7, 23))
+        s_small = resize_nearest(sseg, (7, 23))
         region_out = out[:, torch.from_numpy(small == label)]
         region_style = style[:, torch.from_numpy(s_small == label)]
         np.testing.assert_allclose(region_out.double().mean(1), region_style.double().mean(1), rtol=1e-4, atol=1e-3)

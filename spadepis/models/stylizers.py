@@ -5,14 +5,14 @@
 >>> raw = stylizer.stylize(content_rgb, cache, content_seg)       # per content: (3, H, W) float32, ~[0, 1]
 >>> raw, numerics = stylizer.stylize_with_numerics(content_rgb, cache)   # + "reference" / "float64-fallback" / "float64"
 
-* ``photowct``: FastPhotoStyle's ``photo_wct.pth`` (:class:`spadepis.photowct.PhotoWCT`).
-* ``wct16x``: the 16x-pruned VGG-19 encoders/decoders (:class:`spadepis.photowct.WCT16x`), a folder
+* ``photowct``: FastPhotoStyle's ``photo_wct.pth`` (:class:`spadepis.models.photowct.PhotoWCT`).
+* ``wct16x``: the 16x-pruned VGG-19 encoders/decoders (:class:`spadepis.models.photowct.WCT16x`), a folder
   holding ``encoder_l1..5.pth`` / ``decoder_l1..5.pth``.
-* ``color``: no weights; the same whitening and colouring (:mod:`spadepis.wct`) applied to the RGB
+* ``color``: no weights; the same whitening and colouring (:mod:`spadepis.models.wct`) applied to the RGB
   pixels themselves (on the 0-255 scale, so the content's ``+ I`` is a negligible regulariser), per label
   region when both maps are given. Matches each region's colour mean and covariance to the style's.
 
-WCT numerics (``precision``, see :mod:`spadepis.wct`): ``"reference"`` (default) reproduces
+WCT numerics (``precision``, see :mod:`spadepis.models.wct`): ``"reference"`` (default) reproduces
 FastPhotoStyle's float32 covariance + SVD with its rank cut, falling back to float64 only in the regions
 where the reference fails or is undefined (one pixel, constant, no SVD convergence);
 ``"float64"`` uses float64 eigendecompositions throughout. :meth:`stylize_with_numerics` says which
@@ -40,8 +40,10 @@ import numpy as np
 import torch
 
 from . import wct as _wct
+from ..data.images import check_rgb_uint8
 from ..devices import resolve_device
 from ..errors import ConfigError, InputError
+from .registry import STYLIZERS
 
 __all__ = [
     "STYLIZER_NAMES",
@@ -53,7 +55,7 @@ __all__ = [
     "colour_maps_to_labels",
 ]
 
-STYLIZER_NAMES = ("photowct", "wct16x", "color")
+STYLIZER_NAMES = STYLIZERS.names
 
 
 @dataclass
@@ -86,17 +88,6 @@ class Stylizer(Protocol):
 
 
 # --------------------------------------------------------------------------------------------- helpers
-
-
-def _check_rgb(image: np.ndarray, what: str) -> np.ndarray:
-    image = np.asarray(image)
-    if image.ndim != 3 or image.shape[2] != 3:
-        raise InputError(f"{what} must be an (H, W, 3) RGB image, got shape {image.shape}; convert it with .convert('RGB').")
-    if image.dtype != np.uint8:
-        raise InputError(f"{what} must be uint8 (0..255), got dtype {image.dtype}; convert it with images.float_to_uint8 or astype.")
-    if image.shape[0] < 1 or image.shape[1] < 1:
-        raise InputError(f"{what} is empty (shape {image.shape}).")
-    return image
 
 
 def _check_seg(seg: np.ndarray | None, what: str) -> np.ndarray | None:
@@ -159,7 +150,7 @@ def colour_maps_to_labels(*maps: np.ndarray, min_fraction: float = 0.002, merge_
 
 
 class NetworkStylizer:
-    """A :class:`~spadepis.photowct.WCTNetwork` (PhotoWCT or WCT16x) behind the stylizer interface."""
+    """A :class:`~spadepis.models.photowct.WCTNetwork` (PhotoWCT or WCT16x) behind the stylizer interface."""
 
     def __init__(
         self,
@@ -189,7 +180,7 @@ class NetworkStylizer:
 
     def prepare_style(self, style: np.ndarray, style_seg: np.ndarray | None = None, *, style_id: str | None = None) -> StyleCache:
         """Encode the style once and compute every level's (per-region) mean and colouring matrix."""
-        style = _check_rgb(style, "style image")
+        style = check_rgb_uint8(style, "style image")
         self._check_size(style, "style image")
         seg = _check_seg(style_seg, "style segmentation")
         counts = _wct.label_counts(seg) if seg is not None else None
@@ -206,7 +197,7 @@ class NetworkStylizer:
     ) -> np.ndarray:
         """Raw PhotoWCT output ``(3, H, W)`` float32 (not clamped), same size as ``content``.
 
-        ``unmatched`` (label-aware only): ``"keep"`` or ``"global"``, see :func:`spadepis.wct.apply_wct`.
+        ``unmatched`` (label-aware only): ``"keep"`` or ``"global"``, see :func:`spadepis.models.wct.apply_wct`.
         """
         return self.stylize_with_numerics(content, style, content_seg, unmatched=unmatched)[0]
 
@@ -215,7 +206,7 @@ class NetworkStylizer:
     ) -> tuple[np.ndarray, str]:
         """:meth:`stylize` plus the WCT numerics it took: ``"reference"``, ``"float64-fallback"`` (some
         region fell back to float64 because the reference fails there) or ``"float64"``."""
-        content = _check_rgb(content, "content image")
+        content = check_rgb_uint8(content, "content image")
         self._check_size(content, "content image")
         _check_cache(style, self.name, self.precision)
         seg = _check_seg(content_seg, "content segmentation")
@@ -245,7 +236,7 @@ class ColorStylizer:
         return torch.from_numpy(np.array(image, dtype=np.uint8, copy=True)).to(self.device).permute(2, 0, 1).to(torch.float32)
 
     def prepare_style(self, style: np.ndarray, style_seg: np.ndarray | None = None, *, style_id: str | None = None) -> StyleCache:
-        style = _check_rgb(style, "style image")
+        style = check_rgb_uint8(style, "style image")
         seg = _check_seg(style_seg, "style segmentation")
         stats = _wct.style_statistics(self._pixels(style), seg, precision=self.precision)
         return StyleCache(self.name, {0: stats}, style.shape[:2], seg is not None, style_id, {"precision": self.precision})
@@ -259,7 +250,7 @@ class ColorStylizer:
         self, content: np.ndarray, style: StyleCache, content_seg: np.ndarray | None = None, *, unmatched: str = "keep"
     ) -> tuple[np.ndarray, str]:
         """:meth:`stylize` plus the WCT numerics it took (see :meth:`NetworkStylizer.stylize_with_numerics`)."""
-        content = _check_rgb(content, "content image")
+        content = check_rgb_uint8(content, "content image")
         _check_cache(style, self.name, self.precision)
         seg = _check_seg(content_seg, "content segmentation")
         numerics: set[str] = set()
@@ -309,28 +300,26 @@ def load_stylizer(
         ``"fastphotostyle"``: the reference numerics (same as the default ``precision``; refused with
         ``precision="float64"``).
     """
+    entry = STYLIZERS.check(name)
+    if entry.weights is None and weights is not None:
+        with_weights = "/".join(n for n in STYLIZERS if STYLIZERS[n].weights)
+        raise ConfigError(f"the {name!r} stylizer takes no weights (got {str(weights)!r}); drop --weights or pick {with_weights}.")
+    if entry.weights is not None and weights is None:
+        raise ConfigError(f"the {name!r} stylizer needs weights: pass {entry.weights} (--weights).")
     precision = _wct.resolve_precision(precision, compat)
     from .photowct import load_photowct, load_wct16x
 
     dev = resolve_device(device)
     if name == "color":
-        if weights is not None:
-            raise ConfigError(f"the 'color' stylizer takes no weights (got {str(weights)!r}); drop --weights or pick photowct/wct16x.")
         if options:
             raise ConfigError(f"unknown options for 'color': {sorted(options)}")
         return ColorStylizer(device=dev, precision=precision)
     if name == "photowct":
-        if weights is None:
-            raise ConfigError("the 'photowct' stylizer needs weights: pass FastPhotoStyle's photo_wct.pth (--weights PATH).")
         if options:
             raise ConfigError(f"unknown options for 'photowct': {sorted(options)}")
         model, sha = load_photowct(weights, device=dev)
         return NetworkStylizer(model, weights_sha256=sha, device=dev, precision=precision)
     if name == "wct16x":
-        if weights is None:
-            raise ConfigError(
-                "the 'wct16x' stylizer needs weights: pass the folder holding encoder_l1..5.pth and decoder_l1..5.pth (--weights DIR)."
-            )
         if str(weights).endswith(".pth"):
             raise ConfigError(f"wct16x weights must be a folder, got the file {str(weights)!r}: pass its parent folder.")
         unknown = set(options) - {"levels", "unpool"}
@@ -338,4 +327,4 @@ def load_stylizer(
             raise ConfigError(f"unknown options for 'wct16x': {sorted(unknown)} (valid: levels, unpool)")
         model, sha = load_wct16x(weights, device=dev, **options)
         return NetworkStylizer(model, weights_sha256=sha, device=dev, precision=precision)
-    raise ConfigError(f"unknown stylizer {name!r}: choose one of {', '.join(STYLIZER_NAMES)}.")
+    raise AssertionError(f"stylizer {name!r} is registered in models.registry but not built here")

@@ -59,9 +59,11 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import torch
-from PIL import Image
 
+from ..data.labelmaps import as_id_map, resize_nearest
 from ..errors import InputError
+from .registry import COMPAT_MODES
+from .registry import WCT_PRECISIONS as _PRECISIONS
 
 __all__ = [
     "RANK_EPS",
@@ -73,7 +75,6 @@ __all__ = [
     "MAX_REGION_RATIO",
     "RegionStats",
     "LevelStyleStats",
-    "resize_label_map",
     "label_counts",
     "whitening",
     "colouring",
@@ -90,7 +91,7 @@ MIN_REGION_PIXELS = 10
 """A label is used only if it has MORE than this many pixels in both maps (full resolution)."""
 MAX_REGION_RATIO = 100
 """... and the content/style pixel-count ratio is below this either way."""
-WCT_PRECISIONS = ("reference", "float64")
+WCT_PRECISIONS = _PRECISIONS.names
 """``precision`` values: the reference's float32 SVD (default) or float64 ``eigh`` (module docstring)."""
 NUMERICS = ("reference", "float64-fallback", "float64")
 """What a transform reports: reference numerics, float64 fallback where the reference fails, or float64 asked for."""
@@ -100,40 +101,8 @@ NUMERICS = ("reference", "float64-fallback", "float64")
 
 
 def _as_label_map(seg: np.ndarray | torch.Tensor, what: str) -> np.ndarray:
-    seg = seg.detach().cpu().numpy() if isinstance(seg, torch.Tensor) else np.asarray(seg)
-    if seg.ndim == 3 and seg.shape[0] == 1:
-        seg = seg[0]
-    if seg.ndim != 2:
-        raise InputError(
-            f"{what} must be a 2-D integer label map (H, W), got shape {seg.shape}; "
-            "convert colour-coded maps to integer ids first (spadepis.stylizers.colour_maps_to_labels)."
-        )
-    if seg.size == 0:
-        raise InputError(f"{what} is empty (shape {seg.shape}); pass a non-empty label map.")
-    if seg.dtype.kind == "f":
-        if not np.all(np.isfinite(seg)) or not np.all(seg == np.round(seg)):
-            raise InputError(f"{what} holds non-integer values; pass an integer label map.")
-        seg = seg.astype(np.int64)
-    elif seg.dtype.kind == "b":
-        seg = seg.astype(np.int64)
-    elif seg.dtype.kind not in "iu":
-        raise InputError(f"{what} has dtype {seg.dtype}; pass an integer label map.")
-    return seg
-
-
-def resize_label_map(seg: np.ndarray, size_hw: tuple[int, int]) -> np.ndarray:
-    """Resize a 2-D integer map to ``(H, W)`` exactly as ``PIL.Image.resize(..., NEAREST)`` does.
-
-    Any integer values are supported (they are replaced by their rank for PIL and mapped back).
-    """
-    seg = np.asarray(seg)
-    h, w = int(size_hw[0]), int(size_hw[1])
-    if seg.shape == (h, w):
-        return seg
-    values, inverse = np.unique(seg, return_inverse=True)
-    img = Image.fromarray(inverse.reshape(seg.shape).astype(np.int32))  # mode "I"
-    out = np.asarray(img.resize((w, h), Image.NEAREST))
-    return values[out]
+    return as_id_map(seg, what, hint="; convert colour-coded maps to integer ids first "
+                     "(spadepis.models.stylizers.colour_maps_to_labels)")
 
 
 def label_counts(seg: np.ndarray) -> dict[int, int]:
@@ -143,8 +112,9 @@ def label_counts(seg: np.ndarray) -> dict[int, int]:
 
 
 def _check_compat(compat: str | None) -> None:
-    if compat not in (None, "fastphotostyle"):
-        raise InputError(f"compat={compat!r} is not supported: use None or 'fastphotostyle' (the reference's numerics).")
+    if compat is not None and compat not in COMPAT_MODES:
+        raise InputError(f"compat={compat!r} is not supported: use None or {', '.join(map(repr, COMPAT_MODES))} (the "
+                         "reference's numerics).")
 
 
 def resolve_precision(precision: str | None = "reference", compat: str | None = None) -> str:
@@ -331,7 +301,7 @@ def style_statistics(
         return stats
     seg = _as_label_map(style_seg, "style segmentation")
     stats.label_counts = dict(counts) if counts is not None else label_counts(seg)
-    small = resize_label_map(seg, (h, w)).reshape(-1)
+    small = resize_nearest(seg, (h, w)).reshape(-1)
     for label, count in stats.label_counts.items():
         if count <= MIN_REGION_PIXELS:
             continue  # can never be used
@@ -396,7 +366,7 @@ def apply_wct(
     else:
         seg = _as_label_map(content_seg, "content segmentation")
         counts = content_counts if content_counts is not None else label_counts(seg)
-        small = resize_label_map(seg, (h, w)).reshape(-1)
+        small = resize_nearest(seg, (h, w)).reshape(-1)
         out = flat.clone()
         done = np.zeros(small.shape[0], dtype=bool)
         for label in usable_labels(counts, style.label_counts):

@@ -27,7 +27,7 @@ Definitions (manifest columns):
   statistics; 0.37 at ``d = 20`` (clearly different).
 * ``q_coverage`` in ``[0, 1]``, higher is better: the fraction of the content's pixels (ignored labels
   left out) whose class has a usable style region by the reference's rules (more than 10 pixels in both
-  maps and a pixel-count ratio below 100, :func:`spadepis.wct.usable_labels`). ``None`` without label maps.
+  maps and a pixel-count ratio below 100, :func:`spadepis.models.wct.usable_labels`). ``None`` without label maps.
 * ``q_clipped`` in ``[0, 1]``, lower is better: fraction of output pixels with a channel at 0 or 255.
 """
 

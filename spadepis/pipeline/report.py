@@ -1,6 +1,6 @@
 """What a run records about itself: ``run.json`` (frozen config, checksums, plan) and its reports.
 
-Pure functions used by the flow (``flows/augment.py``) to write ``run.json`` and to build the summary
+Pure functions used by the flow (``spadepis/flows/augment.py``) to write ``run.json`` and to build the summary
 table and the sample-outputs markdown it publishes as Prefect artifacts.
 """
 
@@ -65,7 +65,7 @@ def run_record(config: RunConfig, plan: Plan) -> dict[str, Any]:
 
 
 def summary_rows(s: dict[str, Any]) -> list[dict[str, Any]]:
-    """Rows of the summary table artifact from :func:`spadepis.manifest.summary` output."""
+    """Rows of the summary table artifact from :func:`spadepis.pipeline.manifest.summary` output."""
     rows: list[dict[str, Any]] = [
         {"metric": "outputs ok", "value": s["ok"]},
         {"metric": "outputs error", "value": s["error"]},

@@ -10,7 +10,7 @@ A config's ``storage_options`` may hold *references* instead of values::
 
 References travel in the flow's ``config`` parameter, in ``run.json`` and in logs; the values are
 resolved only where they are used (:func:`resolve_references`, called by
-:func:`spadepis.config.apply_storage_options` in the flow process and in every shard worker) and
+:func:`spadepis.pipeline.config.apply_storage_options` in the flow process and in every shard worker) and
 live only in that process's fsspec defaults. A literal value under a secret-looking key (or a URL
 with ``user:password@``) is refused when the config is read (:func:`literal_secrets`), and
 :func:`redact` hides anything secret-looking that still reaches a record (the second line of defence).
