@@ -46,3 +46,13 @@ def test_config_literals_come_from_the_registries():
     assert props["stylizer"]["enum"] == list(STYLIZERS) and props["smoothing"]["enum"] == list(SMOOTHERS)
     assert DatasetConfig.model_json_schema()["properties"]["preset"]["enum"] == list(PRESETS)
     assert all(n in props["stylizer"]["description"] for n in STYLIZERS)
+
+
+def test_one_spade_batch_default():
+    from spadepis.models.spade import DEFAULT_BATCH_SIZE
+    from spadepis.pipeline.config import RunConfig
+
+    assert RunConfig.model_fields["batch_size"].default == DEFAULT_BATCH_SIZE
+    sub = next(a for a in build_parser()._actions if a.dest == "command").choices["synthesize"]
+    flag = next(a for a in sub._actions if a.dest == "batch_size")
+    assert flag.default is None and f"{DEFAULT_BATCH_SIZE})" in flag.help  # None: the synthesizer's default

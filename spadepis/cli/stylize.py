@@ -51,6 +51,7 @@ def _cmd(args) -> int:
     import numpy as np
 
     from ..data.images import float_to_uint8, read_rgb, write_png
+    from ..models.smoothing import prepare_smoother
     from ..models.stylizers import colour_maps_to_labels, load_stylizer
 
     # argument checks before any work
@@ -78,13 +79,6 @@ def _cmd(args) -> int:
             print("note: only one segmentation map given; running the global (not label-aware) transfer")
         content_seg = style_seg = None
 
-    smoother = None
-    if args.smoothing != "none":
-        try:
-            from ..models.smoothing import prepare_smoother
-        except ImportError as exc:  # pragma: no cover - smoothing ships with the package
-            raise ConfigError(f"smoothing is not available ({exc}); use --smoothing none.") from exc
-
     t0 = time.perf_counter()
     stylizer = load_stylizer(args.stylizer, args.weights, device=args.device, precision=args.wct_precision)
     t_load = time.perf_counter() - t0
@@ -96,12 +90,8 @@ def _cmd(args) -> int:
     stylized = float_to_uint8(raw)
 
     t0 = time.perf_counter()
-    if args.smoothing == "none":
-        out = stylized
-    else:
-        kw = {"compat": args.compat} if args.compat else {}
-        smoother = prepare_smoother(content, args.smoothing, **kw)
-        out = smoother(stylized)
+    kw = {"compat": args.compat} if args.compat and args.smoothing == "exact" else {}
+    out = prepare_smoother(content, args.smoothing, **kw)(stylized)  # "none" hands the stylized image back
     t_smooth = time.perf_counter() - t0
 
     write_png(args.out, out)

@@ -46,7 +46,8 @@ def register(sub) -> None:
     p.add_argument("--out-dir", help="output folder for --label-dir (one <stem>.png per map)")
     p.add_argument("--raw", help="also write the generator output (float32 (3,H,W) in [-1,1]) as .npy (--label only)")
     p.add_argument("--raw-dir", help="also write <stem>.npy raw outputs (--label-dir only)")
-    p.add_argument("--batch-size", type=int, default=4, help="maps per generator call in the batch form (default 4)")
+    p.add_argument("--batch-size", type=int, default=None,
+                   help="maps per generator call in the batch form (default: the synthesizer's, 4)")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N (default auto)")
     p.add_argument("--palette", help="palette file for colour-coded RGB label maps (lines 'id r g b' or JSON)")
     g = p.add_argument_group("custom preset options (override any preset)")
@@ -82,7 +83,7 @@ def _check_args(args) -> None:
             raise ConfigError(f"--label-dir {args.label_dir}: not a folder.")
         if args.instance_dir and not Path(args.instance_dir).is_dir():
             raise ConfigError(f"--instance-dir {args.instance_dir}: not a folder.")
-    if args.batch_size < 1:
+    if args.batch_size is not None and args.batch_size < 1:
         raise ConfigError(f"--batch-size {args.batch_size}: must be >= 1.")
 
 
@@ -95,14 +96,13 @@ def _find_instance(folder: Path, stem: str) -> Path | None:
 
 
 def _cmd(args) -> int:
-    import torch
-
     from ..data.images import write_png
     from ..data.labelmaps import load_label_and_instance, load_palette
     from ..data.presets import get_preset
-    from ..models.spade import load_synthesizer, to_uint8
+    from ..models.spade import DEFAULT_BATCH_SIZE, load_synthesizer, to_uint8
 
     _check_args(args)
+    args.batch_size = args.batch_size or DEFAULT_BATCH_SIZE
     overrides = dict(label_nc=args.label_nc, contain_dontcare_label=args.dontcare, no_instance=args.no_instance,
                      crop_size=args.crop_size, aspect_ratio=args.aspect_ratio, preprocess_mode=args.preprocess_mode)
     get_preset(args.preset, **overrides)  # check the options before loading weights
@@ -155,10 +155,7 @@ def _cmd(args) -> int:
             insts.append(inst)
         if not chunk:
             continue
-        use_inst = all(i is not None for i in insts)
-        out = synth.synthesize(np.stack(labs), torch.from_numpy(np.stack(insts)) if use_inst else None)
-        if not use_inst and any(i is not None for i in insts):  # mixed: redo per map to keep each one's instances
-            out = torch.cat([synth.synthesize(lab_[None], None if i is None else i[None]) for lab_, i in zip(labs, insts)])
+        out = synth.synthesize_maps(labs, insts, batch_size=args.batch_size)
         images = to_uint8(out)
         for f, img, raw in zip(chunk, images, out):
             write_png(out_dir / f"{f.stem}.png", img)

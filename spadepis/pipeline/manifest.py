@@ -182,9 +182,9 @@ class AugmentedDataset(Dataset):
 
     def __getitem__(self, i: int):
         import torch
-        from PIL import Image
 
         from ..data.images import open_image, read_rgb
+        from ..data.labelmaps import resize_nearest
 
         row = self.frame.iloc[int(i)]
         image = read_rgb(row["image_uri"])
@@ -192,9 +192,7 @@ class AugmentedDataset(Dataset):
         label_img = open_image(row["label_uri"])
         if label_img.mode not in ("L", "P", "I", "I;16"):
             label_img = label_img.convert("L")
-        if label_img.size != (w, h):
-            label_img = label_img.resize((w, h), Image.NEAREST)
-        label = np.asarray(label_img).astype(np.int64)
+        label = resize_nearest(np.asarray(label_img).astype(np.int64), (h, w))
         meta = {k: (v.isoformat() if hasattr(v, "isoformat") else (None if _isna(v) else v)) for k, v in row.items()}
         return (
             torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1))).float().div_(255.0),

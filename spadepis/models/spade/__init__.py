@@ -10,7 +10,7 @@
 from .checkpoint import expected_state_dict_shapes, infer_generator_options
 from .fast import FastSPADE
 from .reference import SPADE, SNConv2d, SPADEGenerator, SPADEResnetBlock
-from .synthesizer import Synthesizer, load_synthesizer, random_synthesizer, to_uint8
+from .synthesizer import DEFAULT_BATCH_SIZE, Synthesizer, load_synthesizer, random_synthesizer, to_uint8
 
 __all__ = [
     "SNConv2d",
@@ -22,6 +22,7 @@ __all__ = [
     "load_synthesizer",
     "random_synthesizer",
     "to_uint8",
+    "DEFAULT_BATCH_SIZE",
     "infer_generator_options",
     "expected_state_dict_shapes",
 ]

@@ -4,6 +4,7 @@ for official checkpoints, :func:`random_synthesizer` for seeded random weights, 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -19,7 +20,11 @@ from .checkpoint import clean_state_dict, expected_state_dict_shapes, resolve_op
 from .fast import FastSPADE
 from .reference import SPADEGenerator
 
-__all__ = ["Synthesizer", "load_synthesizer", "random_synthesizer", "to_uint8"]
+__all__ = ["Synthesizer", "load_synthesizer", "random_synthesizer", "to_uint8", "DEFAULT_BATCH_SIZE"]
+
+DEFAULT_BATCH_SIZE = 4
+"""Label maps per generator forward pass unless told otherwise (the run config's ``batch_size`` and
+``spadepis synthesize --batch-size`` default to it too)."""
 
 
 class Synthesizer:
@@ -30,7 +35,7 @@ class Synthesizer:
     """
 
     def __init__(self, generator: SPADEGenerator, preset: Preset, *, sha256: str, model_name: str,
-                 device: torch.device, batch_size: int = 8, dtype: torch.dtype = torch.float32):
+                 device: torch.device, batch_size: int = DEFAULT_BATCH_SIZE, dtype: torch.dtype = torch.float32):
         self.preset = preset
         self.sha256 = sha256
         self.model_name = model_name
@@ -57,18 +62,31 @@ class Synthesizer:
                 raise InputError(f"instance maps have shape {tuple(inst.shape)} but label maps {tuple(lab.shape)}; they must match.")
         return lab, inst
 
-    def synthesize(self, labels, instances=None) -> torch.Tensor:
+    def synthesize(self, labels, instances=None, *, batch_size: int | None = None) -> torch.Tensor:
         """``labels`` (B, H, W) int64 at ``preset.label_size`` -> (B, 3, H, W) float32 in [-1, 1] on CPU (fast path).
 
         ``instances`` (B, H, W) ids or None; when the preset uses instance edges and none are given,
-        the label map's own boundaries are used.
+        the label map's own boundaries are used. ``batch_size`` maps per forward pass (default
+        ``self.batch_size``).
         """
         lab, inst = self._prepare(labels, instances)
+        n = batch_size or self.batch_size
         outs = []
         with torch.inference_mode():
-            for s in range(0, lab.shape[0], self.batch_size):
-                outs.append(self.fast(lab[s:s + self.batch_size], None if inst is None else inst[s:s + self.batch_size]).cpu())
+            for s in range(0, lab.shape[0], n):
+                outs.append(self.fast(lab[s:s + n], None if inst is None else inst[s:s + n]).cpu())
         return torch.cat(outs)
+
+    def synthesize_maps(self, labels: Sequence[np.ndarray], instances: Sequence[np.ndarray | None] | None = None, *,
+                        batch_size: int | None = None) -> torch.Tensor:
+        """:meth:`synthesize` for a list of ``(H, W)`` label maps and their instance maps (``None`` where a map has
+        none: that map uses its label boundaries, and the maps are run one by one so each keeps its own)."""
+        insts = list(instances) if instances is not None else [None] * len(labels)
+        if all(i is None for i in insts):
+            return self.synthesize(np.stack(labels), None, batch_size=batch_size)
+        if all(i is not None for i in insts):
+            return self.synthesize(np.stack(labels), np.stack(insts), batch_size=batch_size)
+        return torch.cat([self.synthesize(lab[None], None if i is None else i[None]) for lab, i in zip(labels, insts)])
 
     def synthesize_reference(self, labels, instances=None) -> torch.Tensor:
         """The straightforward path: dense one-hot through the official module structure (float32)."""
