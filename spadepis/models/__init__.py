@@ -1,2 +1,3 @@
 """Models layer: SPADE (:mod:`.spade`), PhotoWCT and WCT16x (:mod:`.photowct`), whitening and colouring (:mod:`.wct`),
-closed-form smoothing (:mod:`.smoothing`), the stylizer interface (:mod:`.stylizers`), checkpoint reading (:mod:`.checkpoints`)."""
+closed-form smoothing (:mod:`.smoothing`), the stylizer interface (:mod:`.stylizers`), checkpoint reading (:mod:`.checkpoints`),
+the registries of stylizers, smoothing modes, compat modes and WCT precisions (:mod:`.registry`)."""
