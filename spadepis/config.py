@@ -94,6 +94,19 @@ class DatasetConfig(_Strict):
     limit: int | None = Field(
         None, ge=1, title="Limit", description="Use only the first N sources (sorted by id); for trials."
     )
+    use_instance: bool | None = Field(
+        None,
+        title="Use instance maps",
+        description="coco and cityscapes models take instance edges: set dataset.instances, or use_instance: false to "
+        "run without instance maps (the label map's own boundaries are used as edges; outputs differ from the official "
+        "input). Empty: instance maps are required for those presets.",
+    )
+    demo_inputs: bool = Field(
+        False,
+        title="Generate demo inputs",
+        description="Generate the demo's label maps and style photos at dataset.labels / styles.source when those "
+        "folders are missing (configs/demo.yaml), so the demo config runs on a fresh checkout or deployment.",
+    )
     max_side: int | None = Field(
         1024,
         ge=16,
@@ -262,8 +275,11 @@ _EXECUTION_ONLY = {"output", "run_id", "device", "runner", "retries", "batch_siz
 def config_hash(config: RunConfig) -> str:
     """sha256 of the canonical JSON of every field that can change the outputs."""
     exclude: dict[str, Any] = dict.fromkeys(_EXECUTION_ONLY, True)
+    exclude["dataset"] = {"demo_inputs"}  # makes inputs, changes no output
     if not config.stylize_only:  # dataset.max_side only acts on stylize-only photos
-        exclude["dataset"] = {"max_side"}
+        exclude["dataset"].add("max_side")
+    if config.dataset.use_instance is None:  # unset: hashes stay those of configs written before the field
+        exclude["dataset"].add("use_instance")
     data = config.model_dump(mode="json", exclude=exclude)
     return hashlib.sha256(json.dumps(data, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
 
@@ -433,6 +449,13 @@ def validate_config(config: RunConfig) -> list[str]:
 
     problems: list[str] = []
     apply_storage_options(config)
+    if config.dataset.demo_inputs:
+        from .demo import ensure_demo_inputs
+
+        try:
+            ensure_demo_inputs(config)
+        except ConfigError as exc:
+            problems.append(str(exc))
     try:
         from .labelmaps import get_preset
 
@@ -463,6 +486,9 @@ def validate_config(config: RunConfig) -> list[str]:
             f"holds only {n_styles}; lower it or add style photos"
         )
     _check_weights(config, problems)
+    from .pipeline.model_fit import check_model_fit
+
+    problems.extend(check_model_fit(config))
     try:
         from .devices import resolve_device
 

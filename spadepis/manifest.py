@@ -13,6 +13,7 @@ metadata (``spadepis.schema_version``).
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Sequence
 from typing import Any
 
@@ -27,6 +28,9 @@ __all__ = [
     "rows_to_table",
     "table_schema_version",
     "read_index",
+    "resolve_uri",
+    "resolve_uris",
+    "URI_COLUMNS",
     "read_index_table",
     "summary",
     "format_summary",
@@ -120,9 +124,51 @@ def read_index_table(run_uri: str) -> pa.Table:
     return RunStorage.from_run_uri(run_uri).read_manifest()
 
 
+URI_COLUMNS = ("label_uri", "instance_uri", "style_uri", "synth_uri", "image_uri")
+_RUN_FILES = re.compile(r"(?:^|/)(?:\./)*(?P<rel>(?:synth|images|labels)/shard=[^/]+/[^/]+)$")
+
+
+def resolve_uri(uri: str | None, run_uri: str, run_id: str | None = None) -> str | None:
+    """Where a manifest URI points when the run is read from ``run_uri``.
+
+    A file the run wrote (``.../<run_id>/synth|images|labels/shard=N/<file>``) is resolved inside ``run_uri``,
+    so runs written with cwd-relative URIs (before schema 1's URIs became absolute), run folders read from
+    another directory and run folders copied elsewhere all read; any other URI is returned normalised
+    (absolute, without ``..``).
+    """
+    from .storage import normalize_uri
+
+    if uri is None or (isinstance(uri, float) and uri != uri):
+        return None
+    uri = str(uri)
+    run_id = run_id or str(run_uri).rstrip("/").rsplit("/", 1)[-1]
+    marker = f"{run_id}/"
+    i = uri.rfind(f"/{marker}")
+    tail = uri[i + 1 + len(marker):] if i >= 0 else (uri[len(marker):] if uri.startswith(marker) else None)
+    if tail is not None:
+        m = _RUN_FILES.match(tail)
+        if m and m.group("rel") == tail:
+            return f"{normalize_uri(str(run_uri)).rstrip('/')}/{tail}"
+    return normalize_uri(uri)
+
+
+def resolve_uris(df, run_uri: str):
+    """``df`` with every URI column resolved against the run folder ``run_uri`` (see :func:`resolve_uri`)."""
+    df = df.copy()
+    for col in URI_COLUMNS:
+        if col in df.columns:
+            run_ids = df["run_id"] if "run_id" in df.columns else [None] * len(df)
+            values = df[col].tolist()
+            resolved = [resolve_uri(u, run_uri, r) for u, r in zip(values, run_ids)]
+            if resolved != [None if (isinstance(v, float) and v != v) else v for v in values]:
+                df[col] = resolved  # only touched when something changed (dtypes stay as pyarrow made them)
+    return df
+
+
 def read_index(run_uri: str):
-    """A run's manifest as a pandas DataFrame (see :func:`read_index_table`)."""
-    return read_index_table(run_uri).to_pandas()
+    """A run's manifest as a pandas DataFrame (see :func:`read_index_table`), URIs resolved against
+    ``run_uri`` (:func:`resolve_uris`): they work from any working directory."""
+    return resolve_uris(read_index_table(run_uri).to_pandas(), run_uri)
 
 
 def _pct(values: np.ndarray, q: float) -> float:
@@ -204,13 +250,16 @@ class AugmentedDataset(Dataset):
       the pipeline; an older or hand-made row is nearest-resized to the image size, as SPADE's preprocessing does);
     * ``meta``: the manifest row as a dict (``created_at`` as ISO text).
 
-    ``source`` is a run URI or a DataFrame of manifest rows.
+    ``source`` is a run URI or a DataFrame of manifest rows (give ``run_uri`` to resolve its URIs against the
+    run folder, as :func:`read_index` does). Works from any working directory, for local and object-store runs.
     """
 
-    def __init__(self, source, *, status: str = "ok"):
+    def __init__(self, source, *, status: str = "ok", run_uri: str | None = None):
         import pandas as pd
 
         df = read_index(source) if isinstance(source, str) else pd.DataFrame(source)
+        if run_uri is not None and not isinstance(source, str):
+            df = resolve_uris(df, run_uri)
         if status is not None:
             df = df[df["status"] == status]
         self.frame = df.reset_index(drop=True)

@@ -38,7 +38,7 @@ from .errors import InputError, SpadepisError, StorageError
 from .images import encode_png, float_to_uint8, read_rgb
 from .manifest import SCHEMA_VERSION, rows_to_table
 from .plan import ShardSpec, sample_id
-from .storage import RunStorage, new_attempt_id
+from .storage import RunStorage, new_attempt_id, normalize_uri
 
 __all__ = [
     "ShardResult",
@@ -294,10 +294,11 @@ def _load_item(item: _Item, config: RunConfig, preset) -> None:
             item.labels, item.instances = load_label_and_instance(src.label_uri, src.instance_uri, preset)
             # SPADE outputs have the preset's size; a label file of another size gets an aligned copy
             item.label_png = _aligned_label_png(src.label_uri, item.labels.shape)
-            if not preset.no_instance and item.instances is None:
+            if not preset.no_instance and item.instances is None and config.dataset.use_instance is not False:
                 raise InputError(
                     f"{src.label_uri}: no instance map for source {src.source_id!r}, but preset {preset.name!r} uses "
-                    "instance maps; set dataset.instances (matched by file stem) or preset_overrides: {no_instance: true}"
+                    "instance maps; add it to dataset.instances (matched by file stem), or set dataset.use_instance: false "
+                    "to use the label boundaries instead"
                 )
     except InputError as exc:
         item.error = str(exc)
@@ -409,6 +410,8 @@ def process_shard(
             "schema_version": SCHEMA_VERSION,
         }
         base.update(kw)
+        for key in ("label_uri", "instance_uri", "style_uri", "synth_uri", "image_uri"):  # absolute, no ".."
+            base[key] = normalize_uri(base[key])
         base["t_total_ms"] = sum(base[k] for k in ("t_load_ms", "t_synth_ms", "t_stylize_ms", "t_smooth_ms", "t_write_ms"))
         return base
 

@@ -23,6 +23,7 @@ import hashlib
 import io
 import json
 import os
+import posixpath
 import uuid
 from collections.abc import Callable
 from typing import Any, TypeVar
@@ -34,7 +35,7 @@ from .errors import ConfigError, SpadepisError, StorageError
 from .manifest import SCHEMA, SCHEMA_VERSION, table_schema_version
 from .plan import shard_name
 
-__all__ = ["RunStorage", "new_attempt_id", "SUCCESS", "INDEX"]
+__all__ = ["RunStorage", "new_attempt_id", "normalize_uri", "SUCCESS", "INDEX"]
 
 SUCCESS = "_SUCCESS.json"
 INDEX = "index.parquet"
@@ -47,6 +48,25 @@ def new_attempt_id() -> str:
     return f"{now}-{uuid.uuid4().hex[:8]}"
 
 
+def normalize_uri(uri: str | None) -> str | None:
+    """An absolute, normalised form of ``uri`` (what the manifest stores), so rows read the same from any cwd.
+
+    Local paths (and ``file://``) become absolute paths without ``.``/``..``; URIs of other filesystems
+    (``s3://b/a/../c``) get their path normalised (``s3://b/c``). ``None`` stays ``None``.
+    """
+    if uri is None:
+        return None
+    uri = str(uri)
+    if uri.startswith("file://"):
+        uri = uri[len("file://"):]
+    elif "://" in uri:
+        protocol, rest = uri.split("://", 1)
+        trailing = "/" if rest.endswith("/") and len(rest) > 1 else ""
+        norm = posixpath.normpath(rest) if rest else rest
+        return f"{protocol}://{norm.lstrip('/') if not rest.startswith('/') else norm}{trailing}"
+    return os.path.abspath(os.path.expanduser(uri))
+
+
 def _as_shard(shard: int | str) -> str:
     return shard_name(shard) if isinstance(shard, int) else shard
 
@@ -57,7 +77,7 @@ class RunStorage:
     def __init__(self, run_uri: str):
         import fsspec
 
-        self.run_uri = str(run_uri).rstrip("/")
+        self.run_uri = normalize_uri(str(run_uri).rstrip("/")).rstrip("/")  # absolute: output URIs work from any cwd
         try:
             self.fs, self.root = fsspec.core.url_to_fs(self.run_uri)
         except Exception as exc:  # noqa: BLE001
