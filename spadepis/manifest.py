@@ -206,16 +206,36 @@ def summary(source, *, wall_s: float | None = None, max_errors: int = 20) -> dic
         "wall_s": wall_s,
         "serial_s": serial_s,
         "outputs_per_s": (len(ok) / basis) if basis else float("nan"),
-        "errors": [
-            {"source_id": r.source_id, "style_id": r.style_id, "shard_id": r.shard_id, "error": r.error}
-            for r in err.head(max_errors).itertuples()
-        ],
+        "errors": _grouped_errors(err, max_errors),
+        "error_sources": int(err["source_id"].nunique()) if len(err) else 0,
         "models": {
             col: sorted({str(v) for v in df[col].dropna().unique()}) if len(df) else []
             for col in ("synth_model", "stylizer", "smoothing", "device")
         },
     }
     return out
+
+
+def _grouped_errors(err, limit: int) -> list[dict[str, Any]]:
+    """Error rows once per (shard, source, message): a source that failed fails every style the same way, so
+    its styles are listed together instead of repeating the message once per style."""
+    groups: dict[tuple, dict[str, Any]] = {}
+    for r in err.itertuples():
+        key = (r.shard_id, r.source_id, r.error)
+        g = groups.get(key)
+        if g is None:
+            if len(groups) >= limit:
+                continue
+            groups[key] = {"shard_id": r.shard_id, "source_id": r.source_id, "style_id": r.style_id,
+                           "styles": [r.style_id], "error": r.error}
+        else:
+            g["styles"].append(r.style_id)
+    return list(groups.values())
+
+
+def _styles_text(e: dict[str, Any]) -> str:
+    styles = e.get("styles") or [e["style_id"]]
+    return styles[0] if len(styles) == 1 else f"{len(styles)} styles ({', '.join(styles[:4])}{', ...' if len(styles) > 4 else ''})"
 
 
 def format_summary(s: dict[str, Any]) -> str:
@@ -233,9 +253,9 @@ def format_summary(s: dict[str, Any]) -> str:
     if models:
         lines.append("models: " + "; ".join(f"{k}={','.join(v)}" for k, v in models.items() if v))
     if s["errors"]:
-        lines.append(f"errors ({s['error']}, first {len(s['errors'])}):")
+        lines.append(f"errors: {s['error']} row(s) from {s.get('error_sources', '?')} source(s); once per source:")
         for e in s["errors"]:
-            lines.append(f"  {e['shard_id']} {e['source_id']} x {e['style_id']}: {e['error']}")
+            lines.append(f"  {e['shard_id']} {e['source_id']} x {_styles_text(e)}: {e['error']}")
     return "\n".join(lines)
 
 

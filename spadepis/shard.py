@@ -34,7 +34,7 @@ import numpy as np
 
 from . import __version__
 from .config import RANDOM_INIT, RunConfig, apply_storage_options
-from .errors import InputError, SpadepisError, StorageError
+from .errors import CheckpointError, InputError, SpadepisError, StorageError
 from .images import encode_png, float_to_uint8, read_rgb
 from .manifest import SCHEMA_VERSION, rows_to_table
 from .plan import ShardSpec, sample_id
@@ -73,6 +73,8 @@ class ShardResult:
     wall_s: float
     errors: list[str] = field(default_factory=list)
     samples: list[dict[str, str]] = field(default_factory=list)
+    sources: int | None = None  # label maps in the shard
+    stage_ms: dict[str, float] = field(default_factory=dict)  # each stage summed over the shard's rows
 
 
 # ------------------------------------------------------------------------------------ model cache
@@ -97,7 +99,12 @@ def get_synthesizer(config: RunConfig, device):
             if m.synth_checkpoint == RANDOM_INIT:
                 synth = random_synthesizer(preset, ngf=m.ngf or 16, seed=m.synth_seed, device=device)
             else:
-                synth = load_synthesizer(m.synth_checkpoint, preset, ngf=m.ngf, device=device)
+                try:
+                    synth = load_synthesizer(m.synth_checkpoint, preset, ngf=m.ngf, device=device)
+                except CheckpointError as exc:  # say the fix in config fields, not the synthesize flags
+                    from .pipeline.model_fit import explain_checkpoint_error
+
+                    raise explain_checkpoint_error(config, exc) from None
             _MODELS[key] = synth
             _MODEL_LOADS["synthesizer"] += 1
         return synth
@@ -474,4 +481,7 @@ def process_shard(
         wall_s=time.perf_counter() - t_start,
         errors=sorted({r["error"] for r in rows if r["error"]})[:10],
         samples=samples,
+        sources=len(items),
+        stage_ms={k: float(sum(r[k] for r in rows)) for k in ("t_load_ms", "t_synth_ms", "t_stylize_ms", "t_smooth_ms",
+                                                              "t_write_ms", "t_total_ms")},
     )

@@ -14,15 +14,18 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["check_model_fit", "checkpoint_fit_problem", "instance_problem", "config_hint"]
+__all__ = ["check_model_fit", "checkpoint_fit_problem", "instance_problem", "config_hint", "explain_checkpoint_error"]
 
 
 def config_hint(info: dict[str, Any], config) -> str:
     """The ``--set`` overrides that make a checkpoint with ``info`` (``infer_generator_options``) fit."""
     sets = []
     if info["presets"]:
-        if info["presets"][0] != config.dataset.preset or config.dataset.preset_overrides:
+        label_keys = {"label_nc", "contain_dontcare_label", "no_instance"} & set(config.dataset.preset_overrides)
+        if info["presets"][0] != config.dataset.preset or label_keys:
             sets.append(f"--set dataset.preset={info['presets'][0]}")
+        if label_keys:
+            sets.append("--set 'dataset.preset_overrides={}'")
     else:
         sem = info["semantic_nc"]
         sets.append(f"--set dataset.preset=custom --set dataset.preset_overrides='{{label_nc: {sem - 1}, "
@@ -133,3 +136,16 @@ def check_model_fit(config) -> list[str]:
     if p:
         problems.append(p)
     return problems
+
+
+def explain_checkpoint_error(config, exc: Exception) -> Exception:
+    """Inside a run: a checkpoint that does not fit the preset becomes a :class:`ConfigError` whose fix is
+    in config terms (``--set dataset.preset=... --set models.ngf=...``), not the ``synthesize`` flags."""
+    from ..checkpoints import read_checkpoint
+    from ..errors import ConfigError, SpadepisError
+
+    try:
+        problem = checkpoint_fit_problem(config, read_checkpoint(config.models.synth_checkpoint).state_dict)
+    except SpadepisError:
+        return exc
+    return ConfigError(problem) if problem else exc
