@@ -1,0 +1,664 @@
+"""Does the data help? Train a small segmentation network on CamVid with and without spadepis outputs.
+
+Everything goes through what a training job would use: a stylize-only spadepis run (``spadepis run``,
+the real flow) over the training frames writes a manifest, and the augmentation images and their label
+maps are read back with :class:`spadepis.manifest.AugmentedDataset` (labels from ``label_uri``).
+
+Data (``../shared/data/camvid``, 480x360 photos, 11 classes + void 11), split by time so that no
+evaluation frame has a near-duplicate neighbour in the training set:
+
+* ``train``: daytime sequences 0006R0 and 0016E5 (train + val folders) at their regular 1 s spacing,
+  minus the held-back and style frames below (254 frames; ``--quick`` keeps every 4th: 64);
+* ``day-val`` (held back, in-domain evaluation, the only set settings were chosen on): 0006R0 frames
+  >= 3360 (the last 20 s) and 0016E5 frames 4350-4920 (the 20 s after its recording gap);
+* ``dusk`` (domain shift): all 62 frames of 0001TP; never trained on, never a style;
+* style pool: CamVid daytime frames used neither for training nor evaluation (the 5-6 s buffers
+  between the training and day-val blocks, and every 4th frame of the dense 0016E5 07959-08159
+  block, whose other frames are left out), with their label maps; plus the photos of
+  ``../shared/data/coco_stuff`` (train + val) and ``../shared/data/wct2_examples/style``, without
+  label maps (COCO-Stuff ids are another label space; with ``select: semantic`` only styles with
+  label maps are ranked, so these photos are used by ``--select random`` only).
+
+Arms, every one with the same network, seeds, number of optimisation steps and batch size:
+
+* ``a-real``: real training frames only;
+* ``b-aug``: every batch has ``round(batch * aug_fraction)`` spadepis outputs (k styles per training
+  frame) and real frames for the rest;
+* ``c-filtered``: as ``b-aug``, keeping only the rows that pass ``--filter`` on the manifest's quality
+  scores (``AugmentedDataset(where=...)``).
+
+Network: a compact U-Net (stride-2 stem, 4 levels, width 16, ~0.5 M parameters) built from scratch,
+trained at 160x120 with AdamW + one-cycle, horizontal flips for every arm; cross-entropy ignoring void.
+Metric: dataset-level IoU per class from the confusion matrix over the whole evaluation set (void
+pixels ignored), mIoU = mean over the 11 classes that occur in the set's labels or predictions.
+
+Usage::
+
+    python bench/bench_downstream.py --quick          # ~8 min on 2 cores: 64 frames, k=1, 3 seeds, few steps
+    python bench/bench_downstream.py                  # full: 254 frames, k=2, 3 seeds (~40 min on 2 quiet cores)
+    python bench/bench_downstream.py --reuse-run bench/results/downstream-work/runs/<run_id>
+    python bench/bench_downstream.py --eval-name kitti --eval-photos DIR --eval-labels DIR   # extra eval sets
+
+Prints the table (mIoU and road/car/pedestrian/sky/building IoU, mean +- std over seeds, per arm and
+evaluation set) and the spadepis run's throughput; writes JSON beside it (bench/results/).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import inspect
+import json
+import os
+import platform
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+os.environ.setdefault("DO_NOT_TRACK", "1")
+os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+CLASSES = ("sky", "building", "pole", "road", "pavement", "tree", "sign", "fence", "car", "pedestrian", "bicyclist")
+VOID = 11
+N_CLASSES = len(CLASSES)
+REPORT_CLASSES = ("road", "car", "pedestrian", "sky", "building")
+DAY_SEQUENCES = ("0006R0", "0016E5")
+DUSK_SEQUENCE = "0001TP"
+IMAGE_EXTS = (".jpg", ".jpeg", ".png")
+
+# ---------------------------------------------------------------------------------------------- data
+
+
+@dataclasses.dataclass(frozen=True)
+class Frame:
+    id: str
+    photo: Path
+    label: Path
+
+    @property
+    def sequence(self) -> str:
+        return self.id.split("_", 1)[0]
+
+    @property
+    def number(self) -> int:
+        return int(re.sub(r"\D", "", self.id.split("_", 1)[1]))
+
+
+def list_frames(photos: Path, labels: Path) -> list[Frame]:
+    """Photos and label maps paired by file stem; a photo without a label map is refused."""
+    photos, labels = Path(photos), Path(labels)
+    if not photos.is_dir():
+        raise SystemExit(f"photo folder {photos} does not exist; check the path (--camvid or --eval-photos)")
+    if not labels.is_dir():
+        raise SystemExit(f"label folder {labels} does not exist; check the path (--camvid or --eval-labels)")
+    by_stem = {p.stem: p for p in labels.iterdir() if p.suffix.lower() == ".png"}
+    frames, missing = [], []
+    for p in sorted(photos.iterdir()):
+        if p.suffix.lower() not in IMAGE_EXTS:
+            continue
+        if p.stem in by_stem:
+            frames.append(Frame(p.stem, p, by_stem[p.stem]))
+        else:
+            missing.append(p.name)
+    if missing:
+        raise SystemExit(f"{photos}: {len(missing)} photo(s) have no label map of the same stem in {labels}, e.g. {missing[:3]}")
+    if not frames:
+        raise SystemExit(f"{photos}: no photos ({', '.join(IMAGE_EXTS)}) paired with label maps in {labels}")
+    return frames
+
+
+def split_camvid(camvid: Path) -> dict[str, list[Frame]]:
+    """The fixed split described in the module docstring (deterministic, by sequence and frame number)."""
+    frames = list_frames(camvid / "train_img", camvid / "train_label") + list_frames(camvid / "val_img", camvid / "val_label")
+    out: dict[str, list[Frame]] = {"train": [], "day-val": [], "style": [], "unused": [], "dusk": []}
+    for f in sorted(frames, key=lambda f: (f.sequence, f.number)):
+        seq, n = f.sequence, f.number
+        if seq == DUSK_SEQUENCE:
+            out["dusk"].append(f)
+        elif seq == "0006R0":
+            out["day-val" if n >= 3360 else "style" if n >= 3210 else "train"].append(f)
+        elif seq == "0016E5":
+            if 4350 <= n <= 4920:
+                out["day-val"].append(f)
+            elif 4950 <= n <= 5100:
+                out["style"].append(f)
+            elif 7959 <= n <= 8159:  # dense block (2-frame spacing): every 4th frame is a style, the rest unused
+                out["style" if (n - 7959) % 8 == 0 else "unused"].append(f)
+            else:
+                out["train"].append(f)
+        else:
+            out["unused"].append(f)
+    return out
+
+
+def _link(src: Path, dst: Path) -> None:
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    if dst.is_symlink() or dst.exists():
+        dst.unlink()
+    dst.symlink_to(src.resolve())
+
+
+def link_frames(frames: Sequence[Frame], photos_dir: Path, labels_dir: Path | None) -> None:
+    for f in frames:
+        _link(f.photo, photos_dir / f.photo.name)
+        if labels_dir is not None:
+            _link(f.label, labels_dir / f.label.name)
+
+
+def build_style_pool(work: Path, style_frames: Sequence[Frame], extra_dirs: Sequence[Path]) -> dict[str, Any]:
+    """``work/styles/photos`` (+ ``labels`` for the CamVid frames) as symlinks; returns what it holds."""
+    photos, labels = work / "styles" / "photos", work / "styles" / "labels"
+    for d in (photos, labels):
+        if d.exists():
+            for p in d.iterdir():
+                p.unlink()
+    link_frames(style_frames, photos, labels)
+    extra = []
+    for d in extra_dirs:
+        if not d.is_dir():
+            print(f"style folder {d} not found; left out of the pool")
+            continue
+        for p in sorted(d.iterdir()):
+            if p.suffix.lower() in IMAGE_EXTS:
+                _link(p, photos / p.name)
+                extra.append(p.stem)
+    return {"photos": str(photos), "labels": str(labels), "camvid_frames": [f.id for f in style_frames],
+            "unlabelled_photos": extra}
+
+
+# ------------------------------------------------------------------------------------- the spadepis run
+
+
+def _supports_semantic() -> bool:
+    from spadepis.config import StylesConfig
+
+    return "select" in StylesConfig.model_fields
+
+
+def run_config(train_dir: Path, pool: dict[str, Any], out: Path, args) -> dict[str, Any]:
+    """The stylize-only run config (a plain dict, written as YAML for ``spadepis run``)."""
+    styles: dict[str, Any] = {"source": pool["photos"], "per_sample": args.k, "max_side": args.style_max_side}
+    if _supports_semantic():
+        styles["select"] = args.select
+        styles["labels"] = pool["labels"]
+        styles["ignore_labels"] = [VOID]
+    elif args.select != "random":
+        raise SystemExit("--select semantic needs styles.select (issue 13) in this spadepis; use --select random")
+    return {
+        "dataset": {
+            "preset": "custom",
+            "preset_overrides": {"label_nc": VOID + 1, "contain_dontcare_label": False, "no_instance": True},
+            "name": "camvid-day-train",
+            "labels": str(train_dir / "labels"),
+            "photos": str(train_dir / "photos"),
+            "max_side": args.run_max_side,
+        },
+        "styles": styles,
+        "models": {"stylizer": args.stylizer, "stylizer_weights": args.stylizer_weights, "smoothing": args.smoothing},
+        "output": str(out),
+        "seed": 0,
+        "shard_size": 16,
+        "device": "cpu",
+        "runner": {"kind": "thread", "max_concurrency": 1},
+    }
+
+
+def run_spadepis(config: dict[str, Any], work: Path, threads: int) -> dict[str, Any]:
+    """``spadepis run`` in a subprocess (its own threads); returns the run URI and the wall time."""
+    import yaml
+
+    from spadepis.config import parse_config
+
+    cfg = parse_config(config, source="bench config")
+    path = work / "run.yaml"
+    path.write_text(yaml.safe_dump(config, sort_keys=False))
+    env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""),
+               OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads), OPENBLAS_NUM_THREADS=str(threads))
+    # the ephemeral Prefect API of `spadepis run` takes longer than Prefect's default 20 s to start on a busy machine
+    env.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
+    cmd = [sys.executable, "-m", "spadepis", "run", str(path)]
+    print("spadepis run:", " ".join(cmd), flush=True)
+    t0 = time.perf_counter()
+    proc = subprocess.run(cmd, env=env, cwd=str(ROOT))
+    wall = time.perf_counter() - t0
+    if proc.returncode != 0:
+        raise SystemExit(f"spadepis run failed (exit {proc.returncode}); see its output above; config {path}")
+    return {"run_uri": cfg.run_uri, "wall_s": wall}
+
+
+def run_throughput(run_uri: str, wall_s: float | None) -> dict[str, Any]:
+    from spadepis.manifest import read_index
+
+    df = read_index(run_uri)
+    ok = df[df.status == "ok"]
+    out: dict[str, Any] = {
+        "run_uri": run_uri, "rows": int(len(df)), "ok": int(len(ok)), "errors": int((df.status != "ok").sum()),
+        "stylizer": str(ok.stylizer.iloc[0]) if len(ok) else None, "smoothing": str(ok.smoothing.iloc[0]) if len(ok) else None,
+        "size": f"{int(ok.width.iloc[0])}x{int(ok.height.iloc[0])}" if len(ok) else None,
+        "ms_per_output_p50": float(ok.t_total_ms.median()) if len(ok) else None,
+        "ms_per_output_mean": float(ok.t_total_ms.mean()) if len(ok) else None,
+        "wall_s": wall_s,
+        "outputs_per_s_wall": (len(ok) / wall_s) if wall_s else None,
+        "outputs_per_s_stages": (1000.0 / float(ok.t_total_ms.mean())) if len(ok) else None,
+    }
+    for col in ("style_score", "q_structure", "q_style", "q_coverage", "q_clipped"):
+        if col in ok and ok[col].notna().any():
+            out[f"{col}_p10_p50_p90"] = [float(x) for x in ok[col].quantile([0.1, 0.5, 0.9])]
+    return out
+
+
+# ------------------------------------------------------------------------------------ tensors in memory
+
+
+def to_size(image, label, size: tuple[int, int]):
+    """``image`` (3,H,W) float [0,1] or uint8 and ``label`` (H,W) int at ``size`` = (H, W): area/bilinear
+    with antialias for the photo, nearest for the label. Returns (uint8 (3,h,w), uint8 (h,w))."""
+    import torch
+    import torch.nn.functional as F
+
+    img = image.float() / (255.0 if image.dtype == torch.uint8 else 1.0)
+    if tuple(img.shape[-2:]) != tuple(size):
+        img = F.interpolate(img[None], size=size, mode="bilinear", antialias=True, align_corners=False)[0]
+    lab = label.long()
+    if tuple(lab.shape[-2:]) != tuple(size):
+        lab = F.interpolate(lab[None, None].float(), size=size, mode="nearest")[0, 0].long()
+    lab = torch.where((lab < 0) | (lab > VOID), torch.full_like(lab, VOID), lab)
+    return (img * 255).round().clamp_(0, 255).to(torch.uint8), lab.to(torch.uint8)
+
+
+def load_frames(frames: Sequence[Frame], size: tuple[int, int]):
+    """Real photos + label maps -> uint8 tensors (N,3,H,W), (N,H,W) at ``size``."""
+    import numpy as np
+    import torch
+    from PIL import Image
+
+    xs, ys = [], []
+    for f in frames:
+        img = np.asarray(Image.open(f.photo).convert("RGB"))
+        lab = Image.open(f.label)
+        if lab.mode not in ("L", "P", "I", "I;16"):
+            lab = lab.convert("L")
+        x, y = to_size(torch.from_numpy(img.transpose(2, 0, 1).copy()), torch.from_numpy(np.asarray(lab).astype(np.int64)), size)
+        xs.append(x)
+        ys.append(y)
+    return torch.stack(xs), torch.stack(ys)
+
+
+def augmented_dataset(run_uri_or_rows, where: str | Callable | None):
+    """``AugmentedDataset`` with the quality filter (issue 13's ``where``), or a clear refusal without it."""
+    from spadepis.manifest import AugmentedDataset
+
+    if where is None:
+        return AugmentedDataset(run_uri_or_rows)
+    if "where" not in inspect.signature(AugmentedDataset).parameters:
+        raise RuntimeError("this spadepis has no AugmentedDataset(where=...) (issue 13: quality scores); drop arm c")
+    return AugmentedDataset(run_uri_or_rows, where=where)
+
+
+def load_augmented(ds, size: tuple[int, int]):
+    """Every item of an ``AugmentedDataset`` -> uint8 tensors at ``size`` plus the source ids."""
+    import torch
+
+    xs, ys, ids = [], [], []
+    for i in range(len(ds)):
+        image, label, meta = ds[i]
+        x, y = to_size(image, label, size)
+        xs.append(x)
+        ys.append(y)
+        ids.append(meta["source_id"])
+    if not xs:
+        return torch.zeros((0, 3, *size), dtype=torch.uint8), torch.zeros((0, *size), dtype=torch.uint8), ids
+    return torch.stack(xs), torch.stack(ys), ids
+
+
+# --------------------------------------------------------------------------------------------- model
+
+
+def build_unet(n_classes: int = N_CLASSES, width: int = 16):
+    """A compact U-Net: stride-2 stem, 4 levels (w, 2w, 4w, 8w), bilinear decoder, logits at input size."""
+    import torch
+    import torch.nn as nn
+    import torch.nn.functional as F
+
+    def block(i: int, o: int) -> nn.Sequential:
+        return nn.Sequential(
+            nn.Conv2d(i, o, 3, padding=1, bias=False), nn.BatchNorm2d(o), nn.ReLU(inplace=True),
+            nn.Conv2d(o, o, 3, padding=1, bias=False), nn.BatchNorm2d(o), nn.ReLU(inplace=True),
+        )
+
+    class UNet(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            w = width
+            self.stem = nn.Sequential(nn.Conv2d(3, w, 3, stride=2, padding=1, bias=False), nn.BatchNorm2d(w), nn.ReLU(inplace=True))
+            self.e1, self.e2, self.e3, self.e4 = block(w, w), block(w, 2 * w), block(2 * w, 4 * w), block(4 * w, 8 * w)
+            self.d3, self.d2, self.d1 = block(12 * w, 4 * w), block(6 * w, 2 * w), block(3 * w, w)
+            self.head = nn.Conv2d(w, n_classes, 1)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            def up(t: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
+                return F.interpolate(t, size=ref.shape[-2:], mode="bilinear", align_corners=False)
+
+            e1 = self.e1(self.stem(x))
+            e2 = self.e2(F.max_pool2d(e1, 2))
+            e3 = self.e3(F.max_pool2d(e2, 2))
+            e4 = self.e4(F.max_pool2d(e3, 2))
+            d3 = self.d3(torch.cat([up(e4, e3), e3], 1))
+            d2 = self.d2(torch.cat([up(d3, e2), e2], 1))
+            d1 = self.d1(torch.cat([up(d2, e1), e1], 1))
+            return up(self.head(d1), x)
+
+    return UNet()
+
+
+_MEAN, _STD = (0.39, 0.41, 0.42), (0.30, 0.31, 0.31)  # rough CamVid statistics; the same for every arm
+
+
+def normalise(x_u8):
+    import torch
+
+    mean = torch.tensor(_MEAN).view(1, 3, 1, 1)
+    std = torch.tensor(_STD).view(1, 3, 1, 1)
+    return (x_u8.float() / 255.0 - mean) / std
+
+
+@dataclasses.dataclass
+class TrainSettings:
+    steps: int
+    batch: int = 8
+    aug_fraction: float = 0.25
+    lr: float = 3e-3
+    weight_decay: float = 1e-4
+    width: int = 16
+
+
+def train(real_x, real_y, aug_x, aug_y, settings: TrainSettings, seed: int):
+    """Train from scratch; every step draws ``n_aug = round(batch * aug_fraction)`` augmentation images
+    (none when ``aug_x`` is empty or None) and real frames for the rest. Returns (model, losses)."""
+    import torch
+    import torch.nn.functional as F
+
+    torch.manual_seed(seed)
+    model = build_unet(width=settings.width)
+    opt = torch.optim.AdamW(model.parameters(), lr=settings.lr, weight_decay=settings.weight_decay)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=settings.lr, total_steps=max(settings.steps, 1), pct_start=0.15)
+    gen = torch.Generator().manual_seed(10_000 + seed)
+    n_aug = int(round(settings.batch * settings.aug_fraction)) if aug_x is not None and len(aug_x) else 0
+    n_real = settings.batch - n_aug
+    losses = []
+    model.train()
+    for _ in range(settings.steps):
+        ri = torch.randint(len(real_x), (n_real,), generator=gen)
+        xs, ys = [real_x[ri]], [real_y[ri]]
+        if n_aug:
+            ai = torch.randint(len(aug_x), (n_aug,), generator=gen)
+            xs.append(aug_x[ai])
+            ys.append(aug_y[ai])
+        x, y = torch.cat(xs), torch.cat(ys).long()
+        flip = torch.rand(len(x), generator=gen) < 0.5
+        x[flip], y[flip] = x[flip].flip(-1), y[flip].flip(-1)
+        loss = F.cross_entropy(model(normalise(x)), y, ignore_index=VOID)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        sched.step()
+        losses.append(loss.item())
+    return model, losses
+
+
+# -------------------------------------------------------------------------------------------- metric
+
+
+def confusion(pred, target, n_classes: int = N_CLASSES, ignore: int = VOID):
+    """(n, n) int64 confusion matrix, rows = ground truth, columns = prediction; ``ignore`` pixels left out."""
+    import torch
+
+    pred, target = pred.reshape(-1).long(), target.reshape(-1).long()
+    keep = (target != ignore) & (target >= 0) & (target < n_classes)
+    idx = target[keep] * n_classes + pred[keep].clamp(0, n_classes - 1)
+    return torch.bincount(idx, minlength=n_classes * n_classes).reshape(n_classes, n_classes)
+
+
+def iou_per_class(cm):
+    """IoU_c = TP / (TP + FP + FN) from a confusion matrix; NaN for a class absent from labels and predictions."""
+    import torch
+
+    cm = cm.double()
+    tp = cm.diag()
+    union = cm.sum(0) + cm.sum(1) - tp
+    return torch.where(union > 0, tp / union.clamp(min=1), torch.full_like(tp, float("nan")))
+
+
+def mean_iou(cm) -> float:
+    import torch
+
+    iou = iou_per_class(cm)
+    return float(torch.nanmean(iou))
+
+
+def evaluate(model, x_u8, y_u8, batch: int = 16):
+    import torch
+
+    model.eval()
+    cm = torch.zeros(N_CLASSES, N_CLASSES, dtype=torch.long)
+    with torch.no_grad():
+        for i in range(0, len(x_u8), batch):
+            pred = model(normalise(x_u8[i : i + batch])).argmax(1)
+            cm += confusion(pred, y_u8[i : i + batch])
+    return cm
+
+
+# ---------------------------------------------------------------------------------------------- report
+
+
+def _mean_std(values: Sequence[float]) -> tuple[float, float]:
+    import numpy as np
+
+    v = np.asarray([x for x in values if x == x], dtype=float)
+    if not v.size:
+        return float("nan"), float("nan")
+    return float(v.mean()), float(v.std(ddof=1)) if v.size > 1 else 0.0
+
+
+def format_table(results: dict[str, Any]) -> str:
+    cols = ["mIoU", *REPORT_CLASSES]
+    lines = ["| arm | eval set | train rows (aug) | " + " | ".join(cols) + " |",
+             "|---|---|---|" + "---:|" * len(cols)]
+    for arm, r in results["arms"].items():
+        for name in results["eval_sets"]:
+            per_seed = r["eval"][name]
+            cells = []
+            for c in cols:
+                vals = [s["miou"] if c == "mIoU" else s["iou"][c] for s in per_seed]
+                m, sd = _mean_std(vals)
+                cells.append(f"{100 * m:.1f} ± {100 * sd:.1f}")
+            lines.append(f"| {arm} | {name} | {r['n_real']} ({r['n_aug']}) | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+# ------------------------------------------------------------------------------------------------ main
+
+
+def _eval_sets(args, split) -> dict[str, tuple[Any, ...]]:
+    sets: dict[str, list[Frame]] = {"day-val": split["day-val"], "dusk": split["dusk"]}
+    photos, labels, names = args.eval_photos or [], args.eval_labels or [], args.eval_name or []
+    if len(photos) != len(labels):
+        raise SystemExit(f"--eval-photos given {len(photos)} time(s) but --eval-labels {len(labels)}; give them in pairs")
+    if len(names) > len(photos):
+        raise SystemExit("--eval-name given more often than --eval-photos; one name per --eval-photos/--eval-labels pair")
+    for i, (p, l) in enumerate(zip(photos, labels)):
+        name = names[i] if i < len(names) else f"eval{i + 1}"
+        if name in sets:
+            raise SystemExit(f"--eval-name {name!r} is used twice (day-val and dusk are built in)")
+        sets[name] = list_frames(Path(p), Path(l))
+    return sets
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--quick", action="store_true", help="64 training frames, k=1, fewer steps (~8 min)")
+    ap.add_argument("--camvid", type=Path, default=ROOT.parent / "shared" / "data" / "camvid")
+    ap.add_argument("--style-dir", type=Path, action="append", default=None,
+                    help="extra style photos without label maps (repeatable; default: ../shared coco_stuff train/val "
+                    "and wct2_examples/style)")
+    ap.add_argument("--arms", default="a-real,b-aug,c-filtered", help="comma list of a-real, b-aug, c-filtered")
+    ap.add_argument("--seeds", type=int, default=3)
+    ap.add_argument("--steps", type=int, default=None, help="optimisation steps per training (full 600, quick 60)")
+    ap.add_argument("--batch", type=int, default=8)
+    ap.add_argument("--aug-fraction", type=float, default=0.25, help="share of each batch taken from spadepis outputs")
+    ap.add_argument("--lr", type=float, default=3e-3)
+    ap.add_argument("--width", type=int, default=16, help="U-Net base width")
+    ap.add_argument("--size", default="120x160", help="training/eval resolution HxW (default 120x160)")
+    ap.add_argument("--k", type=int, default=None, help="styles per training frame (full 2, quick 1)")
+    ap.add_argument("--select", choices=["semantic", "random"], default="semantic")
+    ap.add_argument("--filter", default="q_structure >= 0.5 and q_clipped <= 0.05",
+                    help="arm c: AugmentedDataset(where=...) query on the manifest's quality columns")
+    ap.add_argument("--stylizer", choices=["wct16x", "photowct", "color"], default=None,
+                    help="default wct16x with ../shared/weights/wct_16x when present, else color")
+    ap.add_argument("--stylizer-weights", default=None)
+    ap.add_argument("--smoothing", choices=["exact", "fast", "none"], default="exact")
+    ap.add_argument("--run-max-side", type=int, default=160, help="dataset.max_side of the spadepis run (default 160)")
+    ap.add_argument("--style-max-side", type=int, default=320, help="styles.max_side of the spadepis run")
+    ap.add_argument("--reuse-run", default=None, help="an existing stylize-only run (URI) of the training frames")
+    ap.add_argument("--eval-photos", action="append", help="extra evaluation photos (repeatable, paired with --eval-labels)")
+    ap.add_argument("--eval-labels", action="append", help="label maps (CamVid ids) of the --eval-photos of the same rank")
+    ap.add_argument("--eval-name", action="append", help="name of the extra evaluation set of the same rank")
+    ap.add_argument("--work", type=Path, default=ROOT / "bench" / "results" / "downstream-work")
+    ap.add_argument("--json", type=Path, default=None, help="default bench/results/downstream[-quick].json")
+    ap.add_argument("--threads", type=int, default=2)
+    args = ap.parse_args(argv)
+
+    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+        os.environ[var] = str(args.threads)
+    import torch
+
+    torch.set_num_threads(args.threads)
+    arms = [a.strip() for a in args.arms.split(",") if a.strip()]
+    unknown = [a for a in arms if a not in ("a-real", "b-aug", "c-filtered")]
+    if unknown:
+        raise SystemExit(f"--arms: unknown arm(s) {unknown}; use a-real, b-aug, c-filtered")
+    if not re.match(r"^\d+x\d+$", args.size):
+        raise SystemExit(f"--size {args.size!r}: expected HxW, e.g. 120x160")
+    size = tuple(int(v) for v in args.size.split("x"))
+    steps = args.steps or (60 if args.quick else 600)
+    k = args.k or (1 if args.quick else 2)
+    args.k = k
+    if args.stylizer is None:
+        wdir = ROOT.parent / "shared" / "weights" / "wct_16x"
+        args.stylizer, args.stylizer_weights = ("wct16x", str(wdir)) if wdir.is_dir() else ("color", None)
+    if not 0.0 <= args.aug_fraction < 1.0:
+        raise SystemExit(f"--aug-fraction {args.aug_fraction}: must be in [0, 1)")
+    if not args.camvid.is_dir():
+        raise SystemExit(f"--camvid {args.camvid}: not a folder; point it at the CamVid folder (train_img/, train_label/, ...)")
+
+    split = split_camvid(args.camvid)
+    train_frames = split["train"][::4] if args.quick else split["train"]
+    eval_sets = _eval_sets(args, split)
+    load = os.getloadavg()
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} torch threads, OMP/MKL/OpenBLAS {args.threads}; "
+          f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores; load average {load[0]:.1f} {load[1]:.1f} {load[2]:.1f}")
+    print(f"split: train {len(train_frames)} frames (of {len(split['train'])}), day-val {len(split['day-val'])}, "
+          f"dusk {len(split['dusk'])}, CamVid style frames {len(split['style'])}, unused {len(split['unused'])}")
+
+    work = args.work / ("quick" if args.quick else "full")
+    work.mkdir(parents=True, exist_ok=True)
+    need_aug = any(a != "a-real" for a in arms)
+    run_info: dict[str, Any] = {}
+    pool: dict[str, Any] = {}
+    if need_aug:
+        if args.reuse_run:
+            run_uri, wall = args.reuse_run, None
+            print(f"reusing the spadepis run {run_uri}")
+        else:
+            link_frames(train_frames, work / "train" / "photos", work / "train" / "labels")
+            extra = args.style_dir if args.style_dir is not None else [
+                ROOT.parent / "shared" / "data" / "coco_stuff" / "train_img",
+                ROOT.parent / "shared" / "data" / "coco_stuff" / "val_img",
+                ROOT.parent / "shared" / "data" / "wct2_examples" / "style"]
+            pool = build_style_pool(work, split["style"], extra)
+            print(f"style pool: {len(pool['camvid_frames'])} CamVid day frames with label maps + "
+                  f"{len(pool['unlabelled_photos'])} photos without (coco_stuff, wct2_examples)")
+            cfg = run_config(work / "train", pool, work / "runs", args)
+            res = run_spadepis(cfg, work, args.threads)
+            run_uri, wall = res["run_uri"], res["wall_s"]
+        run_info = run_throughput(run_uri, wall)
+        print("spadepis run:", json.dumps(run_info))
+
+    t0 = time.perf_counter()
+    real_x, real_y = load_frames(train_frames, size)
+    evals = {name: load_frames(frames, size) for name, frames in eval_sets.items()}
+    aug: dict[str, tuple[Any, Any, list[str]]] = {}
+    if "b-aug" in arms:
+        aug["b-aug"] = load_augmented(augmented_dataset(run_info["run_uri"], None), size)
+    if "c-filtered" in arms:
+        try:
+            aug["c-filtered"] = load_augmented(augmented_dataset(run_info["run_uri"], args.filter), size)
+        except RuntimeError as exc:
+            print(f"arm c-filtered skipped: {exc}")
+            arms.remove("c-filtered")
+    print(f"data loaded in {time.perf_counter() - t0:.1f} s: real {tuple(real_x.shape)}, "
+          + ", ".join(f"{a} {len(v[0])} rows" for a, v in aug.items()), flush=True)
+    train_ids = {f.id for f in train_frames}
+    for a, (_, _, ids) in aug.items():
+        foreign = sorted(set(ids) - train_ids)
+        if foreign:
+            raise SystemExit(f"{a}: the spadepis run has rows of frames outside the training set, e.g. {foreign[:3]}; "
+                             "--reuse-run must be a run over the training frames of this mode")
+    if "c-filtered" in aug and len(aug["c-filtered"][0]) == 0:
+        print(f"arm c-filtered skipped: --filter {args.filter!r} keeps no row")
+        arms.remove("c-filtered")
+
+    settings = TrainSettings(steps=steps, batch=args.batch, aug_fraction=args.aug_fraction, lr=args.lr, width=args.width)
+    results: dict[str, Any] = {
+        "command": "python bench/bench_downstream.py " + " ".join(argv if argv is not None else sys.argv[1:]),
+        "settings": dataclasses.asdict(settings), "size_hw": list(size), "k": k, "select": args.select,
+        "filter": args.filter, "stylizer": args.stylizer, "smoothing": args.smoothing,
+        "seeds": list(range(args.seeds)), "threads": args.threads, "torch": torch.__version__,
+        "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores", "load_avg_start": load,
+        "split": {name: [f.id for f in frames] for name, frames in split.items()} | {"train_used": sorted(train_ids)},
+        "style_pool": pool, "spadepis_run": run_info,
+        "eval_sets": list(evals), "arms": {},
+    }
+    for arm in arms:
+        ax, ay = (aug[arm][0], aug[arm][1]) if arm in aug else (None, None)
+        r = {"n_real": len(real_x), "n_aug": 0 if ax is None else len(ax), "eval": {n: [] for n in evals}, "train_s": []}
+        for seed in range(args.seeds):
+            t0 = time.perf_counter()
+            model, losses = train(real_x, real_y, ax, ay, settings, seed)
+            r["train_s"].append(time.perf_counter() - t0)
+            line = [f"{arm} seed {seed}: {steps} steps in {r['train_s'][-1]:.0f} s, loss {losses[0]:.2f} -> {sum(losses[-10:]) / len(losses[-10:]):.2f}"]
+            for name, (ex, ey) in evals.items():
+                cm = evaluate(model, ex, ey)
+                iou = iou_per_class(cm)
+                entry = {"seed": seed, "miou": mean_iou(cm), "iou": {c: float(iou[i]) for i, c in enumerate(CLASSES)}}
+                r["eval"][name].append(entry)
+                line.append(f"{name} mIoU {100 * entry['miou']:.1f}")
+            print("; ".join(line), flush=True)
+        results["arms"][arm] = r
+    results["load_avg_end"] = os.getloadavg()
+
+    table = format_table(results)
+    print()
+    print(table)
+    if run_info:
+        print(f"\nspadepis run: {run_info['ok']} outputs ({run_info['size']}, {run_info['stylizer']} + {run_info['smoothing']} "
+              f"smoothing), {run_info['ms_per_output_p50']:.0f} ms/output p50 (stages), "
+              + (f"{run_info['outputs_per_s_wall']:.2f} outputs/s over the whole `spadepis run` ({run_info['wall_s']:.0f} s incl. "
+                 "Prefect start)" if run_info.get("wall_s") else "reused run"))
+    out = args.json or (ROOT / "bench" / "results" / f"downstream{'-quick' if args.quick else ''}.json")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    results["table"] = table
+    out.write_text(json.dumps(results, indent=1, default=str))
+    print(f"JSON: {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

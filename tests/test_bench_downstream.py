@@ -1,0 +1,138 @@
+"""The downstream benchmark's plumbing (bench/bench_downstream.py) on tiny generated data (no ../shared):
+a stylize-only run -> manifest -> AugmentedDataset -> one training step, the CamVid split rules, and the
+IoU metric on crafted predictions whose IoU is known."""
+
+from __future__ import annotations
+
+import importlib.util
+import math
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from spadepis.config import parse_config
+from spadepis.plan import make_plan
+from spadepis.shard import process_shard
+from spadepis.storage import RunStorage
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def bm():
+    spec = importlib.util.spec_from_file_location("bench_downstream", ROOT / "bench" / "bench_downstream.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up while the file runs
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_iou_on_crafted_prediction(bm):
+    sky, road, car, void = 0, 3, 8, bm.VOID
+    target = torch.full((4, 4), road)
+    target[:2] = sky
+    target[3, 3] = void
+    pred = target.clone()
+    pred[3, 3] = car  # on a void pixel: ignored, so car is not "predicted" by it
+    pred[2, 0] = sky  # road -> sky
+    pred[2, 1] = sky  # road -> sky
+    pred[2, 2] = car  # road -> car
+    cm = bm.confusion(pred, target)
+    assert int(cm.sum()) == 15  # 16 pixels minus the void one
+    iou = bm.iou_per_class(cm)
+    # sky: TP 8, FP 2, FN 0; road: TP 4 of 7, no FP; car: predicted once, never true -> 0; the rest absent -> NaN
+    assert iou[sky].item() == pytest.approx(8 / 10)
+    assert iou[road].item() == pytest.approx(4 / 7)
+    assert iou[car].item() == 0.0
+    assert all(math.isnan(iou[c].item()) for c in range(bm.N_CLASSES) if c not in (sky, road, car))
+    assert bm.mean_iou(cm) == pytest.approx((8 / 10 + 4 / 7 + 0.0) / 3)
+    # a perfect prediction is 1.0 whatever the void pixels hold
+    assert bm.mean_iou(bm.confusion(torch.where(target == void, torch.tensor(car), target), target)) == 1.0
+
+
+def test_camvid_split_is_disjoint_and_by_time(bm, tmp_path):
+    names = ["0001TP_006690", "0001TP_008520", "0006R0_f00930", "0006R0_f03180", "0006R0_f03210", "0006R0_f03360",
+             "0016E5_00390", "0016E5_04350", "0016E5_04920", "0016E5_04950", "0016E5_05130", "0016E5_07959",
+             "0016E5_07961", "0016E5_07967", "0016E5_08190"]
+    for split in ("train", "val"):
+        (tmp_path / f"{split}_img").mkdir()
+        (tmp_path / f"{split}_label").mkdir()
+    for n in names:  # the dense 0016E5 block is CamVid's val split
+        split = "val" if n.startswith("0016E5_079") else "train"
+        (tmp_path / f"{split}_img" / f"{n}.jpg").touch()
+        (tmp_path / f"{split}_label" / f"{n}.png").touch()
+    s = {k: {f.id for f in v} for k, v in bm.split_camvid(tmp_path).items()}
+    assert s["dusk"] == {"0001TP_006690", "0001TP_008520"}
+    assert s["day-val"] == {"0006R0_f03360", "0016E5_04350", "0016E5_04920"}
+    assert s["style"] == {"0006R0_f03210", "0016E5_04950", "0016E5_07959", "0016E5_07967"}
+    assert s["train"] == {"0006R0_f00930", "0006R0_f03180", "0016E5_00390", "0016E5_05130", "0016E5_08190"}
+    assert s["unused"] == {"0016E5_07961"}
+    all_ids = [i for v in s.values() for i in v]
+    assert len(all_ids) == len(set(all_ids)) == len(names)
+
+
+def _tiny_camvid(bm, root: Path, n: int = 3) -> list:
+    """n photos 64x48 with CamVid label maps (sky top, building left, road bottom, a car, void corner)."""
+    (root / "photos").mkdir(parents=True)
+    (root / "labels").mkdir()
+    (root / "styles").mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(n):
+        lab = np.full((48, 64), 3, np.uint8)  # road
+        lab[:16] = 0  # sky
+        lab[16:30, : 20 + 4 * i] = 1  # building
+        lab[30:40, 30:44] = 8  # car
+        lab[-4:, -4:] = 11  # void
+        colours = np.array([[120, 170, 230], [150, 90, 70], [0, 0, 0], [90, 90, 90], [0, 0, 0], [0, 0, 0],
+                            [0, 0, 0], [0, 0, 0], [200, 20, 20], [0, 0, 0], [0, 0, 0], [10, 10, 10]], np.float64)
+        photo = (colours[lab] + rng.normal(0, 8, (48, 64, 3))).clip(0, 255).astype(np.uint8)
+        Image.fromarray(photo).save(root / "photos" / f"0016E5_0{i}390.png")
+        Image.fromarray(lab).save(root / "labels" / f"0016E5_0{i}390.png")
+    for j in range(2):
+        style = (rng.random((40, 48, 3)) * 90 + np.array([40 + 100 * j, 100, 180 - 100 * j])).clip(0, 255).astype(np.uint8)
+        Image.fromarray(style).save(root / "styles" / f"style{j}.png")
+    return bm.list_frames(root / "photos", root / "labels")
+
+
+def test_manifest_to_training_step(bm, tmp_path):
+    root = tmp_path
+    frames = _tiny_camvid(bm, root)
+    cfg = parse_config({
+        "dataset": {"preset": "custom", "name": "tiny-camvid", "labels": str(root / "labels"), "photos": str(root / "photos"),
+                    "preset_overrides": {"label_nc": bm.VOID + 1, "contain_dontcare_label": False, "no_instance": True},
+                    "max_side": 32},
+        "styles": {"source": str(root / "styles"), "per_sample": 1},
+        "models": {"stylizer": "color", "smoothing": "none"},
+        "output": str(root / "runs"), "run_id": "t", "shard_size": 2, "device": "cpu",
+    })
+    for shard in make_plan(cfg).shards:
+        process_shard(cfg, shard)
+    RunStorage(cfg.run_uri).write_index()
+
+    size = (24, 32)
+    ds = bm.augmented_dataset(cfg.run_uri, None)
+    assert len(ds) == len(frames)  # k = 1 style per frame
+    ax, ay, ids = bm.load_augmented(ds, size)
+    assert ax.shape == (3, 3, 24, 32) and ax.dtype == torch.uint8 and ay.shape == (3, 24, 32)
+    rx, ry = bm.load_frames(frames, size)
+    # the augmentation rows' labels come from label_uri (the run's 32x24 copy) and match the source's
+    by_id = {f.id: i for i, f in enumerate(frames)}
+    for j, sid in enumerate(ids):
+        assert torch.equal(ay[j], ry[by_id[sid]])
+    # the stylized image is not the photo (the style changed it), the real one is
+    assert not torch.equal(ax[0], rx[by_id[ids[0]]])
+
+    settings = bm.TrainSettings(steps=1, batch=4, aug_fraction=0.5, width=4)
+    model, losses = bm.train(rx, ry, ax, ay, settings, seed=0)
+    assert len(losses) == 1 and math.isfinite(losses[0]) and losses[0] > 0
+    # the untrained network of seed 0 has the same initial weights as a fresh one of seed 0; one step moved them
+    torch.manual_seed(0)
+    init = [p.detach().clone() for p in bm.build_unet(width=4).parameters()]
+    assert any(not torch.equal(a, b.detach()) for a, b in zip(init, model.parameters()))
+    cm = bm.evaluate(model, rx, ry)
+    assert int(cm.sum()) == int((ry != bm.VOID).sum())
+    assert 0.0 <= bm.mean_iou(cm) <= 1.0
