@@ -8,8 +8,11 @@ deployments pass ``{"config": {...}}``. A run:
    same run id is refused);
 3. submits every shard that is not committed yet to the runner of ``config.runner`` (a bounded thread
    pool, or Dask), with retries for transient failures only; a progress artifact moves per shard;
-4. merges the committed parts into ``index.parquet`` and publishes a summary table (ok/error counts,
-   p50/p95 per stage, outputs/s) and a markdown artifact with sample outputs;
+4. merges the committed parts into ``index.parquet`` and publishes (``spadepis.pipeline.ui``) a summary
+   table (one row per stage, numeric ms columns; caption: models, device, sources x styles, wall time),
+   a timing chart image and a samples markdown with inline thumbnails laid out like the contact sheet;
+   the flow run is tagged ``preset:``/``stylizer:``/``run:``, and a run that completed with error rows
+   says so in its state message;
 5. ends Failed, naming the shards, when some shard still failed after its retries (the others are
    committed; running the same config again resumes).
 """

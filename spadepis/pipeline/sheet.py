@@ -179,7 +179,7 @@ def thumbnail_data_uri(img: Image.Image, *, quality: int = 70) -> str:
 
 
 def samples_grid_markdown(source, run_uri: str, *, budget_bytes: int = 100_000, max_rows: int = 4,
-                          thumb: int = 72) -> str:
+                          thumb: int = 72, max_styles: int = 8) -> str:
     """A markdown table laid out like the contact sheet, with inline JPEG thumbnails (data URIs).
 
     Header row: the style photos; one row per source (up to ``max_rows``): id, label map, synthesized,
@@ -190,7 +190,8 @@ def samples_grid_markdown(source, run_uri: str, *, budget_bytes: int = 100_000, 
 
     df = read_index(source) if isinstance(source, str) else source
     lay = sheet_layout(df, max_rows=max_rows)
-    styles, rows = lay["styles"], lay["rows"]
+    rows, n_styles = lay["rows"], len(lay["styles"])
+    styles = lay["styles"][:max_styles]
     if not rows:
         return "_no outputs to show_"
     cache: dict[tuple[str, str | None, int], str] = {}
@@ -236,5 +237,7 @@ def samples_grid_markdown(source, run_uri: str, *, budget_bytes: int = 100_000, 
             c = row["cells"].get(s)
             if c is not None and c["status"] == "ok":
                 paths.append(f"- `{run_relative(c['image_uri'], run_uri)}`")
-    note = "" if n_rows == lay["n_sources"] else f"\n\n_first {n_rows} of {lay['n_sources']} sources; all of them: `spadepis sheet {run_uri}`_"
+    cut = [f"first {n_rows} of {lay['n_sources']} sources"] if n_rows < lay["n_sources"] else []
+    cut += [f"first {len(styles)} of {n_styles} styles"] if len(styles) < n_styles else []
+    note = f"\n\n_{', '.join(cut)}; all of them: `spadepis sheet {run_uri} --max-rows 0`_" if cut else ""
     return text + note + "\n" + "\n".join(paths)

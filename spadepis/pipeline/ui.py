@@ -34,9 +34,9 @@ def _num(x: Any) -> float | None:
 
 
 def summary_table(s: dict[str, Any]) -> list[dict[str, Any]]:
-    """Rows of the summary table artifact: ``stage``, ``p50_ms``, ``p95_ms``, ``mean_ms``, ``outputs`` (numbers)."""
+    """Rows of the summary table artifact: ``stage``, ``p50_ms``, ``p95_ms``, ``mean_ms``, ``ok_outputs`` (numbers)."""
     return [{"stage": STAGE_NAMES.get(k, k), "p50_ms": _num(v["p50"]), "p95_ms": _num(v["p95"]),
-             "mean_ms": _num(v["mean"]), "outputs": s["ok"]} for k, v in s["stages"].items()]
+             "mean_ms": _num(v["mean"]), "ok_outputs": s["ok"]} for k, v in s["stages"].items()]
 
 
 def _wall(seconds: float | None) -> str:
