@@ -59,7 +59,7 @@ def make_inputs(root: Path, n: int, size: int, k: int) -> None:
 
 
 def config_for(inputs: Path, out: Path, runner: dict, args, limit: int | None = None) -> object:
-    from spadepis.config import parse_config
+    from spadepis.pipeline.config import parse_config
 
     return parse_config({
         "dataset": {"preset": "ade20k", "preset_overrides": {"crop_size": args.size}, "labels": str(inputs / "labels"),
@@ -110,7 +110,7 @@ def main() -> int:
 
     import torch
 
-    from flows.augment import augment
+    from spadepis.flows.augment import augment
 
     rows = []
     with tempfile.TemporaryDirectory(prefix="spadepis-bench-dask-") as tmp:

@@ -2,7 +2,7 @@
 
 Everything goes through what a training job would use: a stylize-only spadepis run (``spadepis run``,
 the real flow) over the training frames writes a manifest, and the augmentation images and their label
-maps are read back with :class:`spadepis.manifest.AugmentedDataset` (labels from ``label_uri``).
+maps are read back with :class:`spadepis.pipeline.manifest.AugmentedDataset` (labels from ``label_uri``).
 
 Data (``../shared/data/camvid``, 480x360 photos, 11 classes + void 11), split by time so that no
 evaluation frame has a near-duplicate neighbour in the training set:
@@ -177,7 +177,7 @@ def build_style_pool(work: Path, style_frames: Sequence[Frame], extra_dirs: Sequ
 
 
 def _supports_semantic() -> bool:
-    from spadepis.config import StylesConfig
+    from spadepis.pipeline.config import StylesConfig
 
     return "select" in StylesConfig.model_fields
 
@@ -214,7 +214,7 @@ def run_spadepis(config: dict[str, Any], work: Path, threads: int) -> dict[str, 
     """``spadepis run`` in a subprocess (its own threads); returns the run URI and the wall time."""
     import yaml
 
-    from spadepis.config import parse_config
+    from spadepis.pipeline.config import parse_config
 
     cfg = parse_config(config, source="bench config")
     path = work / "run.yaml"
@@ -234,7 +234,7 @@ def run_spadepis(config: dict[str, Any], work: Path, threads: int) -> dict[str, 
 
 
 def run_throughput(run_uri: str, wall_s: float | None) -> dict[str, Any]:
-    from spadepis.manifest import read_index
+    from spadepis.pipeline.manifest import read_index
 
     df = read_index(run_uri)
     ok = df[df.status == "ok"]
@@ -293,7 +293,7 @@ def load_frames(frames: Sequence[Frame], size: tuple[int, int]):
 
 def augmented_dataset(run_uri_or_rows, where: str | Callable | None):
     """``AugmentedDataset`` with the quality filter (issue 13's ``where``), or a clear refusal without it."""
-    from spadepis.manifest import AugmentedDataset
+    from spadepis.pipeline.manifest import AugmentedDataset
 
     if where is None:
         return AugmentedDataset(run_uri_or_rows)

@@ -43,12 +43,13 @@ STAGES = ("t_load_ms", "t_synth_ms", "t_stylize_ms", "t_smooth_ms", "t_write_ms"
 
 def baseline_pair(ckpt: str, label_path: Path, style_path: Path, out_dir: Path, args) -> dict[str, float]:
     """One (label map, style) pair the way the original scripts chain: every setup paid again."""
-    from spadepis.images import float_to_uint8, read_rgb, write_png
-    from spadepis.labelmaps import get_preset, load_label_map
-    from spadepis.shard import _read_style
-    from spadepis.smoothing import prepare_smoother
-    from spadepis.spade import load_synthesizer, to_uint8
-    from spadepis.stylizers import load_stylizer
+    from spadepis.data.images import float_to_uint8, read_rgb, write_png
+    from spadepis.data.labelmaps import load_label_map
+    from spadepis.data.presets import get_preset
+    from spadepis.pipeline.worker import _read_style
+    from spadepis.models.smoothing import prepare_smoother
+    from spadepis.models.spade import load_synthesizer, to_uint8
+    from spadepis.models.stylizers import load_stylizer
 
     t = {}
     t0 = time.perf_counter()
@@ -95,11 +96,11 @@ def main() -> int:
 
     import torch
 
-    from flows.augment import augment
-    from spadepis.config import parse_config
-    from spadepis.demo import DEMO_STYLES, make_label_maps, write_styles
-    from spadepis.manifest import read_index
-    from spadepis.spade import random_synthesizer
+    from spadepis.flows.augment import augment
+    from spadepis.pipeline.config import parse_config
+    from spadepis.pipeline.demo import DEMO_STYLES, make_label_maps, write_styles
+    from spadepis.pipeline.manifest import read_index
+    from spadepis.models.spade import random_synthesizer
 
     work = Path(args.out or tempfile.mkdtemp(prefix="spadepis-bench-"))
     labels = make_label_maps(work / "labels", args.n)

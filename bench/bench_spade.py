@@ -39,7 +39,8 @@ def _labels(out: Path) -> str:
     import torch
     import torch.nn.functional as F
 
-    from spadepis.labelmaps import get_preset, load_label_and_instance
+    from spadepis.data.labelmaps import load_label_and_instance
+    from spadepis.data.presets import get_preset
 
     preset = get_preset("coco")
     lab_dir, inst_dir = SHARED / "data" / "coco_stuff" / "val_label", SHARED / "data" / "coco_stuff" / "val_inst"
@@ -63,7 +64,7 @@ def _worker(args) -> None:
     import numpy as np
     import torch
 
-    from spadepis.spade import FastSPADE, load_synthesizer
+    from spadepis.models.spade import FastSPADE, load_synthesizer
 
     torch.set_num_threads(args.threads)
     data = np.load(args.data)
@@ -111,7 +112,7 @@ def main() -> None:
     import numpy as np
     import torch
 
-    from spadepis.spade import random_synthesizer
+    from spadepis.models.spade import random_synthesizer
 
     threads = args.threads or torch.get_num_threads()
     tmp = Path(tempfile.mkdtemp(prefix="bench_spade_"))

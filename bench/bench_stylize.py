@@ -8,7 +8,7 @@ One content image at SIZE x SIZE and K styles (real photos from ``../shared/data
   (SuperLU, COLAMD order) and solves the three channels one by one. That smoothing baseline is written
   out below (``reference_smooth``), step for step like ``photo_smooth.py``.
 * project's way: ``Stylizer.prepare_style`` once per style (the style cache), one
-  :class:`spadepis.smoothing.SmoothingSystem` per content image (built and factorised once, nested
+  :class:`spadepis.models.smoothing.SmoothingSystem` per content image (built and factorised once, nested
   dissection order), one 3-channel solve per style.
 
 Each way runs in its own fresh process so that its peak memory (``ru_maxrss``) is its own. The stylizer is
@@ -117,7 +117,7 @@ def load_inputs(size_hw: tuple[int, int], n_styles: int):
 
 
 def make_stylizer(name: str):
-    from spadepis.stylizers import load_stylizer
+    from spadepis.models.stylizers import load_stylizer
 
     if name == "wct16x":
         return load_stylizer("wct16x", WCT16X, device="cpu")
@@ -126,8 +126,8 @@ def make_stylizer(name: str):
 
 def warm_up(stylizer, content: np.ndarray, style: np.ndarray) -> None:
     """One untimed call on a small crop: lazy torch/BLAS initialisation is not part of any figure."""
-    from spadepis.images import float_to_uint8
-    from spadepis.smoothing import SmoothingSystem
+    from spadepis.data.images import float_to_uint8
+    from spadepis.models.smoothing import SmoothingSystem
 
     c, s = np.ascontiguousarray(content[:64, :64]), np.ascontiguousarray(style[:64, :64])
     SmoothingSystem(c).smooth(float_to_uint8(stylizer.stylize(c, stylizer.prepare_style(s))))
@@ -147,7 +147,7 @@ def _peak_mb() -> float:
 # the two ways (each runs in a fresh process)
 # --------------------------------------------------------------------------------------------------
 def run_reference(stylizer_name: str, size_hw, n_styles: int, ref_pairs: int, check_v: bool) -> dict:
-    from spadepis.images import float_to_uint8
+    from spadepis.data.images import float_to_uint8
 
     content, styles, _ = load_inputs(size_hw, n_styles)
     stylizer = make_stylizer(stylizer_name)
@@ -170,7 +170,7 @@ def run_reference(stylizer_name: str, size_hw, n_styles: int, ref_pairs: int, ch
         pairs.append({"encode_style": t1 - t0, "stylize": t2 - t1, "smooth": t3 - t2, **{f"smooth_{k}": x for k, x in parts.items()}, "total": t3 - t0})
     result = {"pairs": pairs, "peak_mb": _peak_mb(), "cpu_s": _cpu_seconds() - cpu0, "load": (load, os.getloadavg()[0])}
     if check_v:
-        from spadepis.smoothing import SmoothingSystem
+        from spadepis.models.smoothing import SmoothingSystem
 
         init, v = v_first
         v_ours = SmoothingSystem(content, compat="fastphotostyle").solve(init)
@@ -179,8 +179,8 @@ def run_reference(stylizer_name: str, size_hw, n_styles: int, ref_pairs: int, ch
 
 
 def run_project(stylizer_name: str, size_hw, n_styles: int) -> dict:
-    from spadepis.images import float_to_uint8
-    from spadepis.smoothing import SmoothingSystem
+    from spadepis.data.images import float_to_uint8
+    from spadepis.models.smoothing import SmoothingSystem
 
     content, styles, _ = load_inputs(size_hw, n_styles)
     stylizer = make_stylizer(stylizer_name)
@@ -220,8 +220,8 @@ def run_project(stylizer_name: str, size_hw, n_styles: int) -> dict:
 
 def run_large(stylizer_name: str, size_hw) -> dict:
     """One pair at the paper's resolution with the project's way, and the smoothing set-up alone."""
-    from spadepis.images import float_to_uint8
-    from spadepis.smoothing import SmoothingSystem
+    from spadepis.data.images import float_to_uint8
+    from spadepis.models.smoothing import SmoothingSystem
 
     content, styles, _ = load_inputs(size_hw, 1)
     stylizer = make_stylizer(stylizer_name)

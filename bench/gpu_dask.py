@@ -58,9 +58,9 @@ def main() -> int:
     from prefect import flow
 
     from bench.bench_dask import make_inputs
-    from flows.augment import augment
-    from flows.runners import ShardRunner, probe_worker
-    from spadepis.config import parse_config
+    from spadepis.flows.augment import augment
+    from spadepis.flows.runners import ShardRunner, probe_worker
+    from spadepis.pipeline.config import parse_config
 
     cuda = torch.cuda.is_available()
     device = "cuda" if cuda else "cpu"

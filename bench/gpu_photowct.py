@@ -20,8 +20,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from spadepis.photowct import PhotoWCT
-from spadepis.stylizers import ColorStylizer, NetworkStylizer, load_stylizer
+from spadepis.models.photowct import PhotoWCT
+from spadepis.models.stylizers import ColorStylizer, NetworkStylizer, load_stylizer
 
 
 def _sync(device: torch.device) -> None:

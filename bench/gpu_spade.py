@@ -44,8 +44,9 @@ def main() -> None:
     import torch
     import torch.nn.functional as F
 
-    from spadepis.labelmaps import build_semantics, get_preset, load_label_and_instance
-    from spadepis.spade import FastSPADE, random_synthesizer
+    from spadepis.data.labelmaps import build_semantics, load_label_and_instance
+    from spadepis.data.presets import get_preset
+    from spadepis.models.spade import FastSPADE, random_synthesizer
 
     if args.device == "cuda" and not torch.cuda.is_available():
         print("no CUDA GPU visible; this script measures GPU throughput only (see bench/bench_spade.py for CPU)")

@@ -2,7 +2,7 @@
 
 Prints, for 512x512 and 1024x512 (W x H) with K styles:
 * stylize per pair on the GPU (``wct16x`` with ``../shared/weights/wct_16x`` if present, else ``color``);
-* smoothing with :class:`spadepis.smoothing.TorchSmoothingSystem` (25-band stencil, Jacobi-preconditioned
+* smoothing with :class:`spadepis.models.smoothing.TorchSmoothingSystem` (25-band stencil, Jacobi-preconditioned
   CG in float64 on the GPU): set-up once per content, per-style solve time and CG iterations;
 * the CPU direct :class:`SmoothingSystem` on the same machine (set-up + solve) and the max |V_gpu - V_cpu|,
   which must stay below 1e-6.
@@ -34,9 +34,9 @@ def main(argv=None) -> int:
     import torch
 
     from bench_stylize import WCT16X, load_inputs
-    from spadepis.images import float_to_uint8
-    from spadepis.smoothing import SmoothingSystem, TorchSmoothingSystem
-    from spadepis.stylizers import load_stylizer
+    from spadepis.data.images import float_to_uint8
+    from spadepis.models.smoothing import SmoothingSystem, TorchSmoothingSystem
+    from spadepis.models.stylizers import load_stylizer
 
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--styles", type=int, default=8)

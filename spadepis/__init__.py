@@ -1,8 +1,9 @@
 """spadepis: segmentation training data from semantic label maps.
 
 SPADE synthesis (Park et al., CVPR 2019) followed by photorealistic stylization
-(PhotoWCT + closed-form smoothing, Li et al., ECCV 2018). The library never imports
-Prefect; orchestration lives in the top-level ``tasks`` and ``flows`` packages.
+(PhotoWCT + closed-form smoothing, Li et al., ECCV 2018). Layers, each importing only those
+before it: ``errors``/``devices`` < ``data`` < ``models`` < ``pipeline`` < ``tasks`` < ``flows`` < ``cli``.
+Only the Prefect layer (``spadepis.tasks``, ``spadepis.flows``) and the CLI import Prefect.
 """
 
 __version__ = "0.1.0"

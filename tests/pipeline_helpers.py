@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from spadepis.config import RunConfig, parse_config
+from spadepis.pipeline.config import RunConfig, parse_config
 
 LABEL_NC = 8
 SIZE = 64

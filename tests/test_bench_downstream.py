@@ -14,10 +14,10 @@ import pytest
 import torch
 from PIL import Image
 
-from spadepis.config import parse_config
-from spadepis.plan import make_plan
-from spadepis.shard import process_shard
-from spadepis.storage import RunStorage
+from spadepis.pipeline.config import parse_config
+from spadepis.pipeline.plan import make_plan
+from spadepis.pipeline.worker import process_shard
+from spadepis.pipeline.storage import RunStorage
 
 ROOT = Path(__file__).resolve().parents[1]
 

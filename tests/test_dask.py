@@ -4,7 +4,7 @@
   index: same sample ids, same image hashes.
 * GPU placement: on a mixed cluster (one worker advertising ``GPU=1``, one not), model tasks of a
   CUDA run go to the GPU worker only; a CPU run's tasks go anywhere.
-* Models are loaded once per worker process (the module-level cache in ``spadepis.shard``).
+* Models are loaded once per worker process (the module-level cache in ``spadepis.pipeline.worker``).
 """
 
 from __future__ import annotations
@@ -39,7 +39,7 @@ def _inputs(root: Path, n: int = 4, size: int = 64) -> None:
 
 
 def _config(inputs: Path, out: Path, runner: dict):
-    from spadepis.config import parse_config
+    from spadepis.pipeline.config import parse_config
 
     return parse_config({
         "dataset": {"preset": "ade20k", "preset_overrides": {"crop_size": 64}, "labels": str(inputs / "labels")},
@@ -60,7 +60,7 @@ def _config(inputs: Path, out: Path, runner: dict):
 def test_dask_local_cluster_index_equals_thread_runner(tmp_path, prefect_harness):
     import pandas as pd
 
-    from flows.augment import augment
+    from spadepis.flows.augment import augment
 
     _inputs(tmp_path / "in")
     thread_cfg = _config(tmp_path / "in", tmp_path / "thread", {"kind": "thread", "max_concurrency": 2})
@@ -100,7 +100,7 @@ def test_gpu_tasks_go_to_gpu_workers_only(prefect_harness):
     on 'gpu' only; CPU-run tasks may use both. (No CUDA needed: the annotation is what is checked.)"""
     from prefect import flow
 
-    from flows.runners import GPU_RESOURCE, ShardRunner, probe_worker
+    from spadepis.flows.runners import GPU_RESOURCE, ShardRunner, probe_worker
 
     node = {"host": "127.0.0.1", "nthreads": 1}
     cluster = distributed.SpecCluster(
@@ -137,7 +137,7 @@ def test_gpu_tasks_go_to_gpu_workers_only(prefect_harness):
 
 
 def test_thread_runner_is_bounded_and_builds_without_dask_cluster():
-    from flows.runners import ShardRunner, build_task_runner
+    from spadepis.flows.runners import ShardRunner, build_task_runner
 
     runner = build_task_runner("thread", max_concurrency=3)
     assert runner._max_workers == 3

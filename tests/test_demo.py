@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 from PIL import Image
 
-from spadepis.demo import ADE20K, DEMO_STYLES, demo_config, make_label_maps, write_styles
-from spadepis.manifest import read_index
+from spadepis.pipeline.demo import ADE20K, DEMO_STYLES, demo_config, make_label_maps, write_styles
+from spadepis.pipeline.manifest import read_index
 
 
 def test_label_maps_are_plausible_ade20k_scenes(tmp_path):
@@ -30,7 +30,7 @@ def test_styles_come_from_the_installed_package(tmp_path):
 def test_demo_command_end_to_end(tmp_path, prefect_harness, capsys):
     from spadepis.cli import main
     from spadepis.devices import resolve_device
-    from spadepis.shard import get_synthesizer
+    from spadepis.pipeline.worker import get_synthesizer
 
     assert main(["demo", "--out", str(tmp_path), "--n-maps", "2"]) == 0
     out = capsys.readouterr().out
@@ -46,7 +46,7 @@ def test_demo_command_end_to_end(tmp_path, prefect_harness, capsys):
     assert set(df.stylizer) == {"color"} and set(df.smoothing) == {"exact"}
     assert cfg.run_uri == str(tmp_path / "runs" / "demo")
     # the demo writes the config it ran; running it again resumes the same run (same config hash)
-    from spadepis.config import load_config
+    from spadepis.pipeline.config import load_config
 
     ran = load_config(tmp_path / "demo.yaml")
     assert ran.config_hash == cfg.config_hash and ran.run_uri == cfg.run_uri
@@ -55,18 +55,20 @@ def test_demo_command_end_to_end(tmp_path, prefect_harness, capsys):
 
 def test_demo_config_makes_its_inputs_when_missing(tmp_path, monkeypatch):
     """configs/demo.yaml on a fresh checkout (no out/demo/inputs): checking it generates the inputs."""
-    from spadepis.config import load_config, validate_config
-    from spadepis.plan import make_plan
+    from spadepis.pipeline.config import load_config
+    from spadepis.pipeline.plan import make_plan
 
     root = __import__("pathlib").Path(__file__).resolve().parents[1]
     monkeypatch.chdir(tmp_path)  # relative paths of the config land here, as in a fresh deployment's checkout
     cfg = load_config(root / "configs" / "demo.yaml")
     assert cfg.dataset.demo_inputs and not (tmp_path / "out").exists()
-    assert validate_config(cfg) == []
+    from spadepis.cli import main
+
+    assert main(["check", str(root / "configs" / "demo.yaml")]) == 0
     assert len(list((tmp_path / "out/demo/inputs/labels").glob("*.png"))) == 12
     assert sorted(p.stem for p in (tmp_path / "out/demo/inputs/styles").glob("*.png")) == sorted(DEMO_STYLES)
     plan = make_plan(cfg)
     assert len(plan.sources) == 12 and len(plan.styles) == 4
     before = {p: p.stat().st_mtime_ns for p in (tmp_path / "out/demo/inputs").rglob("*.png")}
-    assert validate_config(cfg) == []  # existing inputs are left alone
+    assert main(["check", str(root / "configs" / "demo.yaml")]) == 0  # existing inputs are left alone
     assert {p: p.stat().st_mtime_ns for p in (tmp_path / "out/demo/inputs").rglob("*.png")} == before

@@ -53,7 +53,7 @@ def test_prefect_yaml_shape():
     deployments = {d["name"]: d for d in spec["deployments"]}
     assert {"nightly-augmentation", "adhoc"} <= set(deployments)
     for name, d in deployments.items():
-        assert d["entrypoint"] == "flows/augment.py:augment", name
+        assert d["entrypoint"] == "spadepis/flows/augment.py:augment", name
         assert d["enforce_parameter_schema"] is True, name
         assert d["work_pool"]["name"] == "spadepis", name
         env = d["work_pool"]["job_variables"]["env"]
@@ -72,7 +72,7 @@ def test_prefect_yaml_shape():
 
 @pytest.mark.parametrize("deployment", ["nightly-augmentation", "adhoc"])
 def test_prefect_yaml_defaults_are_the_named_config(deployment):
-    from spadepis.config import parse_config
+    from spadepis.pipeline.config import parse_config
 
     text = PREFECT_FILE.read_text()
     path = _named_config(text, deployment)
@@ -106,7 +106,7 @@ def test_deploy_command_errors_say_what_to_do(tmp_path):
     code, err = run("--prefect-file", str(tmp_path / "nope.yaml"), "--api-url", f"http://127.0.0.1:{port}/api")
     assert code == 1 and "nope.yaml" in err and "not found" in err, err
     code, err = run("--project-dir", str(tmp_path), "--api-url", f"http://127.0.0.1:{port}/api")
-    assert code == 1 and "no flows/ folder" in err, err
+    assert code == 1 and "no spadepis/flows/ folder" in err, err
 
 
 # ------------------------------------------------------------------------------- process harness
@@ -471,7 +471,7 @@ def test_adhoc_run_completes_and_failed_shard_is_named(stack):
     import pandas as pd
     from PIL import Image
 
-    from spadepis.plan import shard_name
+    from spadepis.pipeline.plan import shard_name
 
     inputs = stack["tmp"] / "inputs"
     _make_inputs(inputs, n_labels=6)

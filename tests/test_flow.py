@@ -6,18 +6,18 @@ import numpy as np
 import pytest
 
 from pipeline_helpers import make_inputs, small_config
-from spadepis.images import read_rgb
-from spadepis.manifest import read_index
-from spadepis.plan import make_plan
-from spadepis.shard import model_info
-from spadepis.storage import RunStorage
+from spadepis.data.images import read_rgb
+from spadepis.pipeline.manifest import read_index
+from spadepis.pipeline.plan import make_plan
+from spadepis.pipeline.worker import model_info
+from spadepis.pipeline.storage import RunStorage
 
 
 def test_shard_task_body_and_retry_condition(tmp_path):
     from prefect.states import Failed
 
     from spadepis.errors import InputError, StorageError
-    from tasks.shard import process_shard_task, retry_transient, shard_task_for
+    from spadepis.tasks.shard import process_shard_task, retry_transient, shard_task_for
 
     cfg = small_config(make_inputs(tmp_path, n_maps=2))
     shard = make_plan(cfg).shards[0]
@@ -36,7 +36,7 @@ def test_shard_task_body_and_retry_condition(tmp_path):
 def test_flow_bad_item_failing_shard_then_resume(tmp_path, prefect_harness):
     from prefect.client.orchestration import get_client
 
-    from flows.augment import augment
+    from spadepis.flows.augment import augment
 
     root = make_inputs(tmp_path, n_maps=6, bad=(1,))
     cfg = small_config(root)
@@ -77,7 +77,7 @@ def test_flow_bad_item_failing_shard_then_resume(tmp_path, prefect_harness):
 
 
 def test_flow_refuses_bad_config_before_work(tmp_path, prefect_harness):
-    from flows.augment import augment
+    from spadepis.flows.augment import augment
 
     root = make_inputs(tmp_path, n_maps=2)
     cfg = small_config(root, styles={"source": str(tmp_path / "no-styles")})
@@ -87,7 +87,7 @@ def test_flow_refuses_bad_config_before_work(tmp_path, prefect_harness):
 
 
 def test_flow_accepts_a_dict_parameter(tmp_path, prefect_harness):
-    from flows.augment import augment
+    from spadepis.flows.augment import augment
 
     cfg = small_config(make_inputs(tmp_path, n_maps=2, n_styles=1), models={"smoothing": "fast"})
     result = augment(config=cfg.model_dump(mode="json"))
@@ -99,8 +99,8 @@ def test_flow_accepts_a_dict_parameter(tmp_path, prefect_harness):
 def test_stylize_only_run_on_coco_photos(tmp_path, prefect_harness):
     from conftest import shared_path
 
-    from flows.augment import augment
-    from spadepis.config import parse_config
+    from spadepis.flows.augment import augment
+    from spadepis.pipeline.config import parse_config
 
     data = shared_path("data", "coco_stuff")
     styles = tmp_path / "styles"

@@ -32,7 +32,7 @@ def runs(tmp_path_factory, prefect_harness):
     """Run A: 4 label maps (one bad) x 2 styles -> completes with error rows. Run B: every shard unwritable."""
     import logging
 
-    from flows.augment import augment
+    from spadepis.flows.augment import augment
 
     task_logger = logging.getLogger("prefect.task_runs")  # the suite logs WARNING+; this test reads INFO lines
     saved_level = task_logger.level

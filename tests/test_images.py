@@ -1,11 +1,11 @@
-"""spadepis.images: reading photos of unusual formats."""
+"""spadepis.data.images: reading photos of unusual formats."""
 
 from __future__ import annotations
 
 import numpy as np
 from PIL import Image
 
-from spadepis.images import read_rgb
+from spadepis.data.images import read_rgb
 
 
 def test_read_rgb_scales_16bit_grey_instead_of_clipping(tmp_path):

@@ -10,10 +10,8 @@ import torch
 from PIL import Image
 
 from spadepis.errors import ConfigError, InputError
-from spadepis.labelmaps import (
-    PRESETS,
+from spadepis.data.labelmaps import (
     build_semantics,
-    get_preset,
     instance_edges,
     load_instance_map,
     load_label_and_instance,
@@ -22,6 +20,7 @@ from spadepis.labelmaps import (
     read_label_map,
     resize_nearest,
 )
+from spadepis.data.presets import PRESETS, get_preset
 
 
 def _png(path, arr, mode=None):

@@ -7,10 +7,10 @@ import pyarrow.parquet as pq
 import pytest
 
 from pipeline_helpers import make_inputs, small_config
-from spadepis.manifest import SCHEMA, SCHEMA_VERSION, AugmentedDataset, format_summary, read_index, summary
-from spadepis.plan import make_plan
-from spadepis.shard import process_shard
-from spadepis.storage import RunStorage
+from spadepis.pipeline.manifest import SCHEMA, SCHEMA_VERSION, AugmentedDataset, format_summary, read_index, summary
+from spadepis.pipeline.plan import make_plan
+from spadepis.pipeline.worker import process_shard
+from spadepis.pipeline.storage import RunStorage
 
 
 @pytest.fixture(scope="module")

@@ -11,8 +11,8 @@ from pipeline_helpers import make_inputs, small_config
 
 def _fake_checkpoint(path, preset: str, ngf: int) -> str:
     """A state dict with the official generator's keys and shapes for ``preset`` at width ``ngf`` (zeros)."""
-    from spadepis.labelmaps import get_preset
-    from spadepis.spade import expected_state_dict_shapes
+    from spadepis.data.presets import get_preset
+    from spadepis.models.spade import expected_state_dict_shapes
 
     shapes = expected_state_dict_shapes(get_preset(preset, ngf=ngf))
     torch.save({k: torch.zeros(s) if not k.endswith("num_batches_tracked") else torch.zeros((), dtype=torch.long)
@@ -57,8 +57,8 @@ def test_check_refuses_a_checkpoint_that_does_not_fit_the_preset(tmp_path):
 
 def test_inside_a_run_the_fix_hint_speaks_config(tmp_path):
     from spadepis.errors import ConfigError
-    from spadepis.plan import make_plan
-    from spadepis.shard import process_shard
+    from spadepis.pipeline.plan import make_plan
+    from spadepis.pipeline.worker import process_shard
 
     inputs = make_inputs(tmp_path)
     ckpt = _fake_checkpoint(tmp_path / "ade_G.pth", "ade20k", ngf=8)
@@ -70,7 +70,7 @@ def test_inside_a_run_the_fix_hint_speaks_config(tmp_path):
 
 
 def test_coco_without_instance_maps_must_be_explicit(tmp_path):
-    from spadepis.config import validate_config
+    from spadepis.pipeline.config import validate_config
 
     inputs = make_inputs(tmp_path)
     base = {"preset": "coco", "preset_overrides": {}}
@@ -88,8 +88,8 @@ def test_coco_without_instance_maps_must_be_explicit(tmp_path):
 
 
 def test_coco_run_without_instances_uses_label_boundaries(tmp_path):
-    from spadepis.plan import make_plan
-    from spadepis.shard import process_shard
+    from spadepis.pipeline.plan import make_plan
+    from spadepis.pipeline.worker import process_shard
 
     inputs = make_inputs(tmp_path, n_maps=2, n_styles=1)
     cfg = small_config(inputs, dataset={"preset": "coco", "preset_overrides": {"crop_size": 64}, "use_instance": False},
@@ -99,10 +99,10 @@ def test_coco_run_without_instances_uses_label_boundaries(tmp_path):
 
 
 def test_a_bad_source_is_reported_once_not_once_per_style(tmp_path):
-    from spadepis.manifest import format_summary, read_index, summary
-    from spadepis.plan import make_plan
-    from spadepis.shard import process_shard
-    from spadepis.storage import RunStorage
+    from spadepis.pipeline.manifest import format_summary, read_index, summary
+    from spadepis.pipeline.plan import make_plan
+    from spadepis.pipeline.worker import process_shard
+    from spadepis.pipeline.storage import RunStorage
 
     inputs = make_inputs(tmp_path, n_maps=2, n_styles=3, bad=(0,))
     cfg = small_config(inputs, models={"smoothing": "none"}).resolved()

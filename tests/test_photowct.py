@@ -14,10 +14,10 @@ import pytest
 import torch
 from PIL import Image
 
-from spadepis import wct
-from spadepis.checkpoints import read_checkpoint
+from spadepis.models import wct
+from spadepis.models.checkpoints import read_checkpoint
 from spadepis.errors import CheckpointError
-from spadepis.photowct import PHOTOWCT_WIDTHS, PhotoWCT, load_photowct
+from spadepis.models.photowct import PHOTOWCT_WIDTHS, PhotoWCT, load_photowct
 from tests.conftest import shared_path
 
 # Key list from ALGORITHMS.md 2.1: eK.conv0, eK.conv1_1, [e>=2: conv1_2, conv2_1], [e>=3: conv2_2, conv3_1],
@@ -175,7 +175,7 @@ def test_decoder_stage_parity(reference, name, compat):
 
 @pytest.mark.parametrize("name", ["nosegm", "segm"])
 def test_end_to_end_parity(reference, name):
-    from spadepis.stylizers import NetworkStylizer
+    from spadepis.models.stylizers import NetworkStylizer
 
     root, model, cases = reference
     d, (cseg, sseg) = _case(root, name)

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from spadepis.config import parse_config
+from spadepis.pipeline.config import parse_config
 from spadepis.errors import ConfigError
-from spadepis.plan import list_inputs, make_plan, sample_id, shard_name
+from spadepis.pipeline.plan import list_inputs, make_plan, sample_id, shard_name
 
 
 @pytest.fixture()

@@ -1,4 +1,4 @@
-"""run.json contents and the artifact reports (spadepis.report)."""
+"""run.json contents and the artifact reports (spadepis.pipeline.report)."""
 
 from __future__ import annotations
 
@@ -6,9 +6,9 @@ import hashlib
 
 from pipeline_helpers import make_inputs, small_config
 
-from spadepis.manifest import STAGES
-from spadepis.plan import make_plan
-from spadepis.report import file_sha256, redact, run_record, samples_markdown, summary_rows
+from spadepis.pipeline.manifest import STAGES
+from spadepis.pipeline.plan import make_plan
+from spadepis.pipeline.report import file_sha256, redact, run_record, samples_markdown, summary_rows
 
 
 def test_redact_hides_secrets_at_any_depth():

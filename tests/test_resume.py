@@ -13,9 +13,9 @@ from pathlib import Path
 import yaml
 
 from pipeline_helpers import make_inputs, small_config
-from spadepis.images import read_rgb
-from spadepis.manifest import read_index
-from spadepis.storage import RunStorage
+from spadepis.data.images import read_rgb
+from spadepis.pipeline.manifest import read_index
+from spadepis.pipeline.storage import RunStorage
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -39,7 +39,7 @@ def _in_flight(run: Path, storage: RunStorage) -> tuple[set[str], str | None]:
 def test_sigkill_mid_shard_then_resume(tmp_path, prefect_harness):
     from prefect.settings import PREFECT_API_URL
 
-    from flows.augment import augment
+    from spadepis.flows.augment import augment
 
     root = make_inputs(tmp_path, n_maps=12, n_styles=2)
     cfg = small_config(root, shard_size=3, runner={"kind": "thread", "max_concurrency": 1})

@@ -14,8 +14,8 @@ import time
 import pytest
 
 from pipeline_helpers import make_inputs, small_config
-from spadepis.images import read_rgb
-from spadepis.manifest import read_index
+from spadepis.data.images import read_rgb
+from spadepis.pipeline.manifest import read_index
 
 moto_server = pytest.importorskip("moto.server", reason="moto[server] is not installed: pip install -e '.[test]'")
 pytest.importorskip("s3fs", reason="s3fs is not installed: pip install -e '.[test]' (or the s3 extra)")
@@ -132,7 +132,7 @@ def _s3_config(root, s3, run_id, **kw):
 def test_full_run_resume_and_read_back(tmp_path, s3, prefect_harness):
     import fsspec
 
-    from flows.augment import augment
+    from spadepis.flows.augment import augment
 
     cfg = _s3_config(make_inputs(tmp_path, n_maps=4), s3, "full", models={"smoothing": "fast"})
     first = augment(config=cfg)
@@ -158,7 +158,7 @@ def test_server_outage_is_retried_and_nothing_lost(tmp_path, s3, prefect_harness
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
 
-    from flows.augment import augment
+    from spadepis.flows.augment import augment
 
     cfg = _s3_config(make_inputs(tmp_path, n_maps=6), s3, "outage", retries={"count": 3, "delay": 2})
     direct = boto3.client("s3", endpoint_url=f"http://127.0.0.1:{s3['port']}", aws_access_key_id="testing",
@@ -196,10 +196,10 @@ def test_server_outage_is_retried_and_nothing_lost(tmp_path, s3, prefect_harness
 def test_uris_normalised_and_dataset_reads_from_any_cwd(tmp_path, s3, monkeypatch):
     """Label paths typed with ``..`` relative to the start directory; an s3:// run folder with ``..`` in the
     output; the manifest holds normalised absolute URIs, and AugmentedDataset reads it from elsewhere."""
-    from spadepis.manifest import AugmentedDataset
-    from spadepis.plan import make_plan
-    from spadepis.shard import process_shard
-    from spadepis.storage import RunStorage
+    from spadepis.pipeline.manifest import AugmentedDataset
+    from spadepis.pipeline.plan import make_plan
+    from spadepis.pipeline.worker import process_shard
+    from spadepis.pipeline.storage import RunStorage
 
     make_inputs(tmp_path / "data", n_maps=2)
     (tmp_path / "work").mkdir()

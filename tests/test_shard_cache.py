@@ -1,4 +1,4 @@
-"""spadepis.shard's per-process style cache under concurrent shards (thread runner)."""
+"""spadepis.pipeline.worker's per-process style cache under concurrent shards (thread runner)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 from pipeline_helpers import make_inputs, small_config
-from spadepis import shard as shard_mod
+from spadepis.pipeline import worker as shard_mod
 from spadepis.errors import InputError
 
 

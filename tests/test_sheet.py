@@ -16,9 +16,9 @@ from pipeline_helpers import make_inputs, small_config
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
     """A committed run of 5 label maps (one bad) x 2 styles, made by the shard worker without Prefect."""
-    from spadepis.plan import make_plan
-    from spadepis.shard import process_shard
-    from spadepis.storage import RunStorage
+    from spadepis.pipeline.plan import make_plan
+    from spadepis.pipeline.worker import process_shard
+    from spadepis.pipeline.storage import RunStorage
 
     root = tmp_path_factory.mktemp("sheet")
     make_inputs(root, n_maps=5, n_styles=2, bad=(2,))
@@ -46,7 +46,7 @@ def _rows_with_content(sheet: np.ndarray, x0: int, x1: int) -> list[tuple[int, i
 
 def test_contact_sheet_shows_every_source_and_a_style_header(run, tmp_path):
     from spadepis.pipeline.sheet import contact_sheet, sheet_layout
-    from spadepis.manifest import read_index
+    from spadepis.pipeline.manifest import read_index
 
     tile, pad = 64, 4
     data = contact_sheet(run.run_uri, str(tmp_path / "s.png"), tile=tile)
@@ -123,7 +123,8 @@ def test_pipeline_commands_have_help_texts(command, capsys):
 
 def test_label_range_message_names_the_valid_ids(tmp_path):
     from spadepis.errors import InputError
-    from spadepis.labelmaps import get_preset, read_label_map
+    from spadepis.data.labelmaps import read_label_map
+    from spadepis.data.presets import get_preset
 
     ade = get_preset("ade20k")
     lab = np.full((8, 8), 150, np.uint8)

@@ -14,13 +14,12 @@ import scipy.sparse.linalg
 
 from conftest import shared_path
 from spadepis.errors import ConfigError, InputError
-from spadepis.images import read_rgb, write_png
-from spadepis import smoothing
-from spadepis.smoothing import (
+from spadepis.data.images import read_rgb, write_png
+from spadepis.models import smoothing
+from spadepis.models.smoothing import (
     SmoothingSystem,
     guided_filter_smooth,
     matting_affinity,
-    nested_dissection_order,
     prepare_smoother,
 )
 
@@ -68,10 +67,34 @@ def test_matting_affinity_matches_loop_definition():
     assert degree[0, 0] == pytest.approx(1.0) and degree[3, 3] == pytest.approx(9.0)
 
 
-def test_nested_dissection_order_is_a_permutation():
-    for h, w in [(1, 1), (5, 3), (37, 64), (64, 37)]:
-        perm = nested_dissection_order(h, w)
-        assert np.array_equal(np.sort(perm), np.arange(h * w))
+def test_grid_pattern_is_analysed_once_per_size_and_reused():
+    """The CHOLMOD order/analysis depends only on H x W: contents of one size share it, factors are recycled."""
+    pattern = smoothing.grid_pattern(17, 19)
+    before = pattern.symbolic_analyses
+    outs = []
+    for seed in range(3):
+        content = _rng_image(17, 19, seed=20 + seed)
+        with SmoothingSystem(content) as system:  # close() hands the factor back for the next content
+            assert system._pattern is pattern
+            outs.append(system.solve(_rng_image(17, 19, seed=30 + seed)))
+    assert pattern.symbolic_analyses - before <= 1
+    # a recycled factor gives the same answer as a fresh analysis
+    smoothing._PATTERNS.pop((17, 19))
+    fresh = SmoothingSystem(_rng_image(17, 19, seed=22)).solve(_rng_image(17, 19, seed=32))
+    np.testing.assert_allclose(outs[2], fresh, atol=1e-12)
+    assert smoothing.grid_pattern(17, 19) is not pattern and len(smoothing._PATTERNS) <= smoothing._PATTERN_CACHE_MAX
+
+
+def test_solve_many_equals_single_solves_and_closed_system_refuses():
+    content = _smooth_image(21, 18, seed=4)
+    inits = [_rng_image(21, 18, seed=s) for s in range(3)]
+    system = SmoothingSystem(content)
+    many = system.smooth_many(inits)
+    for init, out in zip(inits, many):
+        np.testing.assert_array_equal(out, system.smooth(init))
+    system.close()
+    with pytest.raises(RuntimeError, match="after close"):
+        system.solve(inits[0])
 
 
 # --------------------------------------------------------------------------------------------------
@@ -161,13 +184,13 @@ def test_smoothing_removes_noise_but_keeps_edges():
 
 def test_factorisation_built_once_and_reused(monkeypatch):
     calls = []
-    real_splu = scipy.sparse.linalg.splu
+    real_numeric = smoothing._GridPattern.factorise
 
-    def counting_splu(*args, **kwargs):
-        calls.append(args[0].shape)
-        return real_splu(*args, **kwargs)
+    def counting_factorise(self, bands):
+        calls.append(self.shape)
+        return real_numeric(self, bands)
 
-    monkeypatch.setattr(smoothing.scipy.sparse.linalg, "splu", counting_splu)
+    monkeypatch.setattr(smoothing._GridPattern, "factorise", counting_factorise)
     content = _smooth_image(20, 25, seed=9)
     smoother = prepare_smoother(content, mode="exact")
     outs = [smoother(_rng_image(20, 25, seed=s)) for s in range(4)]
@@ -311,24 +334,9 @@ def test_cli_smooth(tmp_path, capsys):
     assert "--raw" in capsys.readouterr().err
 
 
-def test_torch_cg_path_agrees_with_direct_solve():
-    """The CUDA path (25-band stencil + CG) on the CPU, on a tiny image: same V as the direct solve."""
-    from spadepis.smoothing import TorchSmoothingSystem
-
-    content = _smooth_image(8, 9, seed=16)
-    init = _rng_image(8, 9, seed=17)
-    for compat in (None, "fastphotostyle"):
-        direct = SmoothingSystem(content, compat=compat).solve(init)
-        system = TorchSmoothingSystem(content, compat=compat, device="cpu")
-        v = system.solve(init)
-        assert v.shape == direct.shape
-        assert np.abs(v - direct).max() < 1e-6
-        assert system.iterations and system.residual(init) < 1e-10
-
-
 def test_fast_smoother_reuses_the_guide_for_every_style():
     """prepare_smoother('fast') computes the guide's statistics once; each style equals the one-shot filter."""
-    from spadepis.smoothing import GuidedFilter, guided_filter_smooth, prepare_smoother
+    from spadepis.models.smoothing import GuidedFilter, guided_filter_smooth, prepare_smoother
 
     rng = np.random.default_rng(3)
     content = rng.integers(0, 256, (33, 41, 3), dtype=np.uint8)

@@ -14,9 +14,10 @@ import torch.nn.functional as F
 from PIL import Image
 
 from spadepis.cli import main as cli_main
+from spadepis.data.labelmaps import build_semantics
+from spadepis.data.presets import PRESETS, get_preset
 from spadepis.errors import CheckpointError, InputError
-from spadepis.labelmaps import build_semantics, get_preset
-from spadepis.spade import (
+from spadepis.models.spade import (
     FastSPADE,
     SPADEGenerator,
     expected_state_dict_shapes,
@@ -192,6 +193,21 @@ def test_generator_forward_shapes():
         g = SPADEGenerator(36, ngf=64, num_upsampling_layers="more", crop_size=512, aspect_ratio=2.0)
     assert (g.sh, g.sw) == (4, 8)
     assert round(sum(p.numel() for p in g.parameters()) / 1e4) == 9305  # cityscapes_pretrained: 93.05 M (ALGORITHMS.md 1.2)
+
+
+def test_cli_choices_come_from_the_preset_registry(capsys):
+    from spadepis.cli import build_parser
+    from spadepis.data.presets import PREPROCESS_MODES, UPSAMPLING_LAYERS
+
+    sub = next(a for a in build_parser()._actions if a.dest == "command").choices["synthesize"]
+    choices = {a.dest: a.choices for a in sub._actions if a.choices}
+    assert choices["preset"] == list(PRESETS) == ["coco", "ade20k", "cityscapes", "custom"]
+    assert choices["num_upsampling_layers"] == list(UPSAMPLING_LAYERS) == ["normal", "more", "most"]
+    assert choices["preprocess_mode"] == list(PREPROCESS_MODES) == ["resize_and_crop", "fixed"]
+    with pytest.raises(SystemExit):
+        cli_main(["synthesize", "--checkpoint", "x.pth", "--label", "a.png", "--out", "b.png", "--preset", "kitti"])
+    err = capsys.readouterr().err
+    assert "--preset" in err and "kitti" in err and "coco" in err and "cityscapes" in err, err
 
 
 def test_cli_single_and_batch(small, tmp_path, capsys):

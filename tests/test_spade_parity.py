@@ -17,8 +17,9 @@ import pytest
 import torch
 
 from conftest import shared_path
-from spadepis.labelmaps import build_semantics, get_preset, load_label_and_instance
-from spadepis.spade import expected_state_dict_shapes, load_synthesizer
+from spadepis.data.labelmaps import build_semantics, load_label_and_instance
+from spadepis.data.presets import get_preset
+from spadepis.models.spade import expected_state_dict_shapes, load_synthesizer
 
 # case -> (preset, overrides, label glob, instance glob); the official batch order is the natural sort of paths
 CASES = {

@@ -9,9 +9,9 @@ import pyarrow as pa
 import pytest
 
 from spadepis.errors import ConfigError, InputError, StorageError
-from spadepis.manifest import SCHEMA, SCHEMA_VERSION, rows_to_table, table_schema_version
-from spadepis.shard import is_transient
-from spadepis.storage import RunStorage, new_attempt_id
+from spadepis.pipeline.manifest import SCHEMA, SCHEMA_VERSION, rows_to_table, table_schema_version
+from spadepis.pipeline.worker import is_transient
+from spadepis.pipeline.storage import RunStorage, new_attempt_id
 
 
 def _rows(shard: str, n: int, attempt: str, *, error_at: int | None = None) -> pa.Table:

@@ -7,12 +7,12 @@ import pytest
 from PIL import Image
 
 from pipeline_helpers import LABEL_NC, make_inputs, small_config
-from spadepis.config import config_hash
+from spadepis.pipeline.config import config_hash
 from spadepis.errors import ConfigError
-from spadepis.images import read_rgb
-from spadepis.manifest import AugmentedDataset, read_index
-from spadepis.plan import make_plan
-from spadepis.shard import process_shard
+from spadepis.data.images import read_rgb
+from spadepis.pipeline.manifest import AugmentedDataset, read_index
+from spadepis.pipeline.plan import make_plan
+from spadepis.pipeline.worker import process_shard
 
 
 def _stylize_only_inputs(root):

@@ -7,12 +7,12 @@ import pytest
 import torch
 from PIL import Image
 
-from spadepis import wct
+from spadepis.models import wct
 from spadepis.cli import main as cli_main
 from spadepis.errors import CheckpointError, ConfigError, InputError
-from spadepis.images import float_to_uint8
-from spadepis.photowct import PhotoWCT
-from spadepis.stylizers import NetworkStylizer, StyleCache, colour_maps_to_labels, load_stylizer
+from spadepis.data.images import float_to_uint8
+from spadepis.models.photowct import PhotoWCT
+from spadepis.models.stylizers import NetworkStylizer, StyleCache, colour_maps_to_labels, load_stylizer
 from tests.conftest import shared_path
 
 

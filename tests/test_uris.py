@@ -13,9 +13,9 @@ from pipeline_helpers import make_inputs, small_config
 
 
 def _run_all(cfg):
-    from spadepis.plan import make_plan
-    from spadepis.shard import process_shard
-    from spadepis.storage import RunStorage
+    from spadepis.pipeline.plan import make_plan
+    from spadepis.pipeline.worker import process_shard
+    from spadepis.pipeline.storage import RunStorage
 
     cfg = cfg.resolved()
     for shard in make_plan(cfg).shards:
@@ -25,7 +25,7 @@ def _run_all(cfg):
 
 
 def test_normalize_uri():
-    from spadepis.storage import normalize_uri
+    from spadepis.pipeline.storage import normalize_uri
 
     assert normalize_uri("s3://b/runs/../x/./y.png") == "s3://b/x/y.png"
     assert normalize_uri("/a/b/../c") == "/a/c"
@@ -49,7 +49,7 @@ def relative_run(tmp_path, monkeypatch):
 def test_manifest_uris_are_absolute_and_readers_work_from_anywhere(relative_run, tmp_path, monkeypatch):
     import pandas as pd
 
-    from spadepis.manifest import AugmentedDataset, read_index
+    from spadepis.pipeline.manifest import AugmentedDataset, read_index
 
     cfg, work = relative_run
     raw = pd.read_parquet(work / "runs" / "t" / "index.parquet")  # what a trainer reads with plain pandas
@@ -75,8 +75,8 @@ def test_older_runs_with_cwd_relative_uris_and_moved_runs_still_read(relative_ru
 
     import pyarrow as pa
 
-    from spadepis.manifest import AugmentedDataset, read_index
-    from spadepis.storage import RunStorage
+    from spadepis.pipeline.manifest import AugmentedDataset, read_index
+    from spadepis.pipeline.storage import RunStorage
 
     cfg, work = relative_run
     run = work / "runs" / "t"

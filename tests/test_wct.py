@@ -7,7 +7,7 @@ import pytest
 import torch
 from PIL import Image
 
-from spadepis import wct
+from spadepis.models import wct
 from spadepis.errors import InputError
 
 

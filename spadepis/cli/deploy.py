@@ -24,7 +24,7 @@ from ..errors import ConfigError, SpadepisError
 __all__ = ["register", "deploy", "PROJECT_ROOT", "PREFECT_FILE", "GPU_TAG"]
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
-"""The checkout: ``deployments/prefect.yaml`` and the ``flows/`` entrypoints live here."""
+"""The checkout: ``deployments/prefect.yaml`` and the ``spadepis/flows/`` entrypoints live here."""
 PREFECT_FILE = Path("deployments") / "prefect.yaml"
 FLOW_NAME = "spadepis-augment"
 GPU_TAG = "gpu"
@@ -98,9 +98,9 @@ def deploy(
     if not prefect_file.is_file():
         raise ConfigError(f"deployment file {prefect_file} not found; run from a spadepis checkout or pass --prefect-file")
     project_dir = Path(project_dir or os.environ.get("SPADEPIS_PROJECT_DIR") or PROJECT_ROOT).resolve()
-    if not (project_dir / "flows").is_dir():
+    if not (project_dir / "spadepis" / "flows").is_dir():
         raise ConfigError(
-            f"--project-dir {project_dir}: no flows/ folder there; point it to the spadepis checkout the workers use"
+            f"--project-dir {project_dir}: no spadepis/flows/ folder there; point it to the spadepis checkout the workers use"
         )
 
     from prefect.client.orchestration import get_client

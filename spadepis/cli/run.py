@@ -1,6 +1,6 @@
 """``spadepis run | check | summary | demo``: the pipeline from the command line.
 
-The Prefect flow (top-level ``flows`` package) is imported inside the command functions only, so
+The Prefect flow (``spadepis.flows``) is imported inside the command functions only, so
 the library stays free of Prefect.
 """
 
@@ -20,16 +20,24 @@ def _quiet_prefect_defaults() -> None:
 
 
 def _load(args) -> "object":
-    from ..config import load_config
+    from ..pipeline.config import load_config
 
     return load_config(args.config, overrides=args.set or [])
 
 
+def _prepare_inputs(cfg) -> None:
+    from ..pipeline.demo import prepare_inputs
+
+    for folder in prepare_inputs(cfg):
+        print(f"generated the demo inputs in {folder} (dataset.demo_inputs)")
+
+
 def _cmd_check(args) -> int:
-    from ..config import validate_config
-    from ..plan import make_plan
+    from ..pipeline.config import validate_config
+    from ..pipeline.plan import make_plan
 
     cfg = _load(args)
+    _prepare_inputs(cfg)
     problems = validate_config(cfg)
     if problems:
         print(f"{args.config}: {len(problems)} problem(s); fix them before running:", file=sys.stderr)
@@ -48,11 +56,12 @@ def _cmd_check(args) -> int:
 
 def _cmd_run(args) -> int:
     _quiet_prefect_defaults()
-    from ..config import check_config
+    from ..pipeline.config import check_config
 
     cfg = _load(args)
+    _prepare_inputs(cfg)
     check_config(cfg)  # every problem, before Prefect even starts
-    from flows.augment import augment
+    from ..flows.augment import augment
 
     result = augment(config=cfg)
     print(f"\nrun {result['run_id']}: index {result['index_uri']}")
@@ -80,7 +89,7 @@ def _write_sheet(run_uri: str, out: str | None, *, max_rows: int | None) -> str 
 
 
 def _cmd_sheet(args) -> int:
-    from ..storage import RunStorage
+    from ..pipeline.storage import RunStorage
 
     try:
         RunStorage(args.run_uri).read_manifest()
@@ -94,8 +103,8 @@ def _cmd_sheet(args) -> int:
 
 
 def _cmd_summary(args) -> int:
-    from ..manifest import format_summary, summary
-    from ..storage import RunStorage
+    from ..pipeline.manifest import format_summary, summary
+    from ..pipeline.storage import RunStorage
 
     storage = RunStorage(args.run_uri)
     try:
@@ -117,12 +126,12 @@ def _cmd_summary(args) -> int:
 
 def _cmd_demo(args) -> int:
     _quiet_prefect_defaults()
-    from .. import demo
+    from ..pipeline import demo
 
     out = Path(args.out)
     cfg = demo.prepare_demo(out, n_maps=args.n_maps)
     config_path = demo.write_config(cfg, out / "demo.yaml")
-    from flows.augment import augment
+    from ..flows.augment import augment
 
     result = augment(config=cfg)
     sheet = demo.contact_sheet(result["run_uri"], out / "contact_sheet.png")

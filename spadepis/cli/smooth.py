@@ -17,8 +17,8 @@ from ..errors import ConfigError, InputError
 def _cmd(args) -> int:
     import numpy as np
 
-    from ..images import read_rgb, write_png
-    from ..smoothing import SmoothingSystem, guided_filter_smooth
+    from ..data.images import read_rgb, write_png
+    from ..models.smoothing import SmoothingSystem, guided_filter_smooth
 
     # check every argument before any work
     if args.mode == "fast" and args.compat:

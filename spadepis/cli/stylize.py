@@ -25,7 +25,7 @@ def _read_seg(uri: str, what: str):
     """A segmentation PNG as a 2-D int map (grey / palette / 16-bit) or an (H, W, 3) colour map."""
     import numpy as np
 
-    from ..images import open_image
+    from ..data.images import open_image
 
     img = open_image(uri)
     if img.mode in ("RGB", "RGBA", "LA", "CMYK", "YCbCr", "HSV"):
@@ -44,8 +44,8 @@ def _read_seg(uri: str, what: str):
 def _cmd(args) -> int:
     import numpy as np
 
-    from ..images import float_to_uint8, read_rgb, write_png
-    from ..stylizers import colour_maps_to_labels, load_stylizer
+    from ..data.images import float_to_uint8, read_rgb, write_png
+    from ..models.stylizers import colour_maps_to_labels, load_stylizer
 
     # argument checks before any work
     if args.raw and not str(args.raw).endswith(".npy"):
@@ -72,7 +72,7 @@ def _cmd(args) -> int:
     smoother = None
     if args.smoothing != "none":
         try:
-            from ..smoothing import prepare_smoother
+            from ..models.smoothing import prepare_smoother
         except ImportError as exc:  # pragma: no cover - smoothing ships with the package
             raise ConfigError(f"smoothing is not available ({exc}); use --smoothing none.") from exc
 

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..data.presets import PREPROCESS_MODES, PRESETS, UPSAMPLING_LAYERS
 from ..errors import ConfigError, InputError
 
 _EXTS = (".png", ".bmp", ".tif", ".tiff")
@@ -31,10 +32,10 @@ def register(sub) -> None:
         "(latest_net_G.pth, legacy or zip format, .xz allowed). Label maps are loaded like the official test.py.",
     )
     p.add_argument("--checkpoint", required=True, help="latest_net_G.pth (path or fsspec URI)")
-    p.add_argument("--preset", default="coco", choices=["coco", "ade20k", "cityscapes", "custom"],
+    p.add_argument("--preset", default="coco", choices=list(PRESETS),
                    help="dataset preset of the checkpoint (default coco)")
     p.add_argument("--ngf", type=int, default=None, help="generator width (default: inferred from the checkpoint)")
-    p.add_argument("--num-upsampling-layers", choices=["normal", "more", "most"], default=None,
+    p.add_argument("--num-upsampling-layers", choices=list(UPSAMPLING_LAYERS), default=None,
                    help="default: the preset's ('more' for cityscapes); 'most' is inferred from the checkpoint")
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--label", help="one label map PNG")
@@ -60,7 +61,7 @@ def register(sub) -> None:
     inst.add_argument("--use-instance", dest="no_instance", action="store_false")
     g.add_argument("--crop-size", type=int, default=None, help="output width")
     g.add_argument("--aspect-ratio", type=float, default=None, help="output width / height")
-    g.add_argument("--preprocess-mode", choices=["resize_and_crop", "fixed"], default=None)
+    g.add_argument("--preprocess-mode", choices=list(PREPROCESS_MODES), default=None)
     p.set_defaults(func=_cmd)
 
 
@@ -96,9 +97,10 @@ def _find_instance(folder: Path, stem: str) -> Path | None:
 def _cmd(args) -> int:
     import torch
 
-    from ..images import write_png
-    from ..labelmaps import get_preset, load_label_and_instance, load_palette
-    from ..spade import load_synthesizer, to_uint8
+    from ..data.images import write_png
+    from ..data.labelmaps import load_label_and_instance, load_palette
+    from ..data.presets import get_preset
+    from ..models.spade import load_synthesizer, to_uint8
 
     _check_args(args)
     overrides = dict(label_nc=args.label_nc, contain_dontcare_label=args.dontcare, no_instance=args.no_instance,

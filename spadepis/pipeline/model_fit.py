@@ -6,7 +6,7 @@
 * instance maps: the ``coco`` and ``cityscapes`` models take instance edges, so a run without
   ``dataset.instances`` must say ``dataset.use_instance: false`` (label boundaries used instead).
 
-Used by ``spadepis check`` / the flow's config check (through :func:`spadepis.config.validate_config`)
+Used by ``spadepis check`` / the flow's config check (through :func:`spadepis.pipeline.config.validate_config`)
 and by the shard worker, so a run and a check speak the same config language.
 """
 
@@ -36,14 +36,14 @@ def config_hint(info: dict[str, Any], config) -> str:
 
 
 def _preset(config):
-    from ..labelmaps import get_preset
+    from ..data.presets import get_preset
 
     return get_preset(config.dataset.preset, **config.dataset.preset_overrides)
 
 
 def checkpoint_fit_problem(config, state_dict) -> str | None:
     """``None`` when the SPADE ``state_dict`` fits the config's preset (and ``models.ngf``), else the problem."""
-    from ..spade import expected_state_dict_shapes, infer_generator_options
+    from ..models.spade import expected_state_dict_shapes, infer_generator_options
 
     uri = config.models.synth_checkpoint
     info = infer_generator_options(state_dict)
@@ -52,7 +52,7 @@ def checkpoint_fit_problem(config, state_dict) -> str | None:
                 "[16*ngf, semantic_nc, 3, 3]); use the latest_net_G.pth of an official checkpoint folder (not latest_net_D.pth)")
     preset = _preset(config)
     p = preset
-    from ..labelmaps import get_preset
+    from ..data.presets import get_preset
 
     nul = "most" if info["most"] else ("normal" if preset.num_upsampling_layers == "most" else preset.num_upsampling_layers)
     try:
@@ -105,16 +105,15 @@ def instance_problem(config) -> str | None:
     return None
 
 
-def check_model_fit(config) -> list[str]:
-    """Problems with the models against the data, for :func:`spadepis.config.validate_config`."""
-    from ..config import RANDOM_INIT
-
+def check_model_fit(config, *, check_checkpoint: bool = True) -> list[str]:
+    """Problems with the models against the data, for :func:`spadepis.pipeline.config.validate_config`
+    (``check_checkpoint=False`` for random-init weights)."""
     problems = []
     p = instance_problem(config)
     if p:
         problems.append(p)
     uri = config.models.synth_checkpoint
-    if config.stylize_only or uri == RANDOM_INIT:
+    if config.stylize_only or not check_checkpoint:
         return problems
     import fsspec
 
@@ -124,7 +123,7 @@ def check_model_fit(config) -> list[str]:
             return problems  # reported by the weights check
     except Exception:  # noqa: BLE001
         return problems
-    from ..checkpoints import read_checkpoint
+    from ..models.checkpoints import read_checkpoint
     from ..errors import SpadepisError
 
     try:
@@ -141,7 +140,7 @@ def check_model_fit(config) -> list[str]:
 def explain_checkpoint_error(config, exc: Exception) -> Exception:
     """Inside a run: a checkpoint that does not fit the preset becomes a :class:`ConfigError` whose fix is
     in config terms (``--set dataset.preset=... --set models.ngf=...``), not the ``synthesize`` flags."""
-    from ..checkpoints import read_checkpoint
+    from ..models.checkpoints import read_checkpoint
     from ..errors import ConfigError, SpadepisError
 
     try:

@@ -70,7 +70,7 @@ def sheet_layout(df, *, max_rows: int | None = None) -> dict[str, Any]:
 
 
 def _label_rgb(uri: str) -> np.ndarray:
-    from ..images import open_image
+    from ..data.images import open_image
 
     img = open_image(uri)
     if img.mode in ("RGB", "RGBA"):  # colour-coded label maps are shown as they are
@@ -83,7 +83,7 @@ def _label_rgb(uri: str) -> np.ndarray:
 def _tile(kind: str, uri: str | None, size: int) -> Image.Image | None:
     """A ``size`` x ``size`` thumbnail (aspect kept, letterboxed), or ``None`` when it cannot be read."""
     from ..errors import InputError
-    from ..images import read_rgb
+    from ..data.images import read_rgb
 
     if not uri:
         return None
@@ -116,7 +116,7 @@ def contact_sheet(source, out_uri: str | None = None, *, max_rows: int | None = 
     says otherwise (then the title says "first N of M"). Header row: the style photos; each row starts
     with the source id; an output that failed shows "error".
     """
-    from ..manifest import read_index
+    from .manifest import read_index
 
     df = read_index(source) if isinstance(source, str) else source
     lay = sheet_layout(df, max_rows=max_rows)
@@ -186,7 +186,7 @@ def samples_grid_markdown(source, run_uri: str, *, budget_bytes: int = 100_000, 
     one output per style. Thumbnails shrink, then rows are dropped, until the whole table fits in
     ``budget_bytes``. Below the table: the shown outputs' paths relative to the run folder.
     """
-    from ..manifest import read_index
+    from .manifest import read_index
 
     df = read_index(source) if isinstance(source, str) else source
     lay = sheet_layout(df, max_rows=max_rows)

@@ -148,7 +148,7 @@ def timing_chart_data_uri(s: dict[str, Any], *, title: str = "") -> str:
 def samples_report(run_uri: str, df, failures: dict[str, str], s: dict[str, Any], *, budget_bytes: int = 100_000) -> str:
     """The samples artifact: a grid like the contact sheet with inline thumbnails (run-relative paths below it),
     then the failed shards and the error rows (once per source)."""
-    from ..manifest import _styles_text, resolve_uris
+    from .manifest import _styles_text, resolve_uris
     from .sheet import samples_grid_markdown
 
     lines = [f"# run `{run_uri}`", "",
@@ -159,7 +159,7 @@ def samples_report(run_uri: str, df, failures: dict[str, str], s: dict[str, Any]
     if s["errors"]:
         tail += ["", f"## Error rows ({s['error']} rows from {s.get('error_sources', '?')} sources; once per source)", ""]
         tail += [f"- {e['shard_id']} `{e['source_id']}` x {_styles_text(e)}: {str(e['error'])[:300]}" for e in s["errors"]]
-    tail += ["", "Read it: `spadepis.manifest.read_index(run)` or `spadepis summary <run>`."]
+    tail += ["", "Read it: `spadepis.pipeline.manifest.read_index(run)` or `spadepis summary <run>`."]
     head_tail = "\n".join(lines + tail)
     grid = samples_grid_markdown(resolve_uris(df, run_uri), run_uri, budget_bytes=max(10_000, budget_bytes - len(head_tail.encode())))
     return "\n".join(lines) + "\n" + grid + "\n" + "\n".join(tail)

@@ -25,17 +25,17 @@ import hashlib
 import io
 import threading
 import time
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
-from . import __version__
+from .. import __version__
 from .config import RANDOM_INIT, RunConfig, apply_storage_options
-from .errors import CheckpointError, InputError, SpadepisError, StorageError
-from .images import encode_png, float_to_uint8, read_rgb
+from ..errors import CheckpointError, ConfigError, InputError, SpadepisError, StorageError
+from ..data.images import encode_png, float_to_uint8, read_rgb
 from .manifest import SCHEMA_VERSION, rows_to_table
 from .plan import ShardSpec, sample_id
 from .storage import RunStorage, new_attempt_id, normalize_uri
@@ -81,14 +81,14 @@ class ShardResult:
 
 
 def _preset(config: RunConfig):
-    from .labelmaps import get_preset
+    from ..data.presets import get_preset
 
     return get_preset(config.dataset.preset, **config.dataset.preset_overrides)
 
 
 def get_synthesizer(config: RunConfig, device):
     """The SPADE synthesizer of ``config`` on ``device``, loaded once per process."""
-    from .spade import load_synthesizer, random_synthesizer
+    from ..models.spade import load_synthesizer, random_synthesizer
 
     m = config.models
     preset = _preset(config)
@@ -102,7 +102,7 @@ def get_synthesizer(config: RunConfig, device):
                 try:
                     synth = load_synthesizer(m.synth_checkpoint, preset, ngf=m.ngf, device=device)
                 except CheckpointError as exc:  # say the fix in config fields, not the synthesize flags
-                    from .pipeline.model_fit import explain_checkpoint_error
+                    from .model_fit import explain_checkpoint_error
 
                     raise explain_checkpoint_error(config, exc) from None
             _MODELS[key] = synth
@@ -112,7 +112,7 @@ def get_synthesizer(config: RunConfig, device):
 
 def get_stylizer(config: RunConfig, device):
     """The stylizer of ``config`` on ``device``, loaded once per process."""
-    from .stylizers import load_stylizer
+    from ..models.stylizers import load_stylizer
 
     m = config.models
     key = ("stylizer", m.stylizer, m.stylizer_weights, str(device))
@@ -264,7 +264,7 @@ def _aligned_label_png(label_uri: str, size: tuple[int, int]) -> bytes | None:
     (so ``label_uri`` and ``image_uri`` are pixel-aligned); ``None`` when it already has that size."""
     from PIL import Image
 
-    from .images import open_image
+    from ..data.images import open_image
 
     img = open_image(label_uri)
     h, w = size
@@ -276,7 +276,7 @@ def _aligned_label_png(label_uri: str, size: tuple[int, int]) -> bytes | None:
 
 
 def _load_item(item: _Item, config: RunConfig, preset) -> None:
-    from .labelmaps import load_label_and_instance, read_label_map
+    from ..data.labelmaps import load_label_and_instance, read_label_map
 
     src = item.source
     t0 = time.perf_counter()
@@ -291,7 +291,7 @@ def _load_item(item: _Item, config: RunConfig, preset) -> None:
                 )
             resized = _downscale_rgb(photo, config.dataset.max_side)
             if resized is not photo:  # keep the label map pixel-aligned with the (smaller) outputs
-                from .labelmaps import resize_nearest
+                from ..data.labelmaps import resize_nearest
 
                 label = resize_nearest(label, resized.shape[:2])
                 item.label_png = _aligned_label_png(src.label_uri, resized.shape[:2])
@@ -312,6 +312,47 @@ def _load_item(item: _Item, config: RunConfig, preset) -> None:
     item.t_load = _ms(t0)
 
 
+def _synthesize_batch(synth, batch: list[_Item], storage: RunStorage, shard_name: str) -> None:
+    """SPADE for one batch of items; each content image is written to ``synth/<shard>/<source_id>.png``."""
+    from ..models.spade import to_uint8
+
+    t0 = time.perf_counter()
+    labels = np.stack([it.labels for it in batch])
+    inst = np.stack([it.instances for it in batch]) if batch[0].instances is not None else None
+    images = to_uint8(synth.synthesize(labels, inst))
+    dt = _ms(t0) / len(batch)
+    for it, img in zip(batch, images):
+        it.content, it.t_synth = np.ascontiguousarray(img), dt
+        t0 = time.perf_counter()
+        it.synth_uri = storage.write_bytes(storage.synth_rel(shard_name, it.source.source_id), encode_png(it.content))
+        it.t_write_source = _ms(t0)
+
+
+def _smoothing_device(config: RunConfig, device):
+    """The torch device exact smoothing runs on, or ``None`` for the CPU (CHOLMOD on the smoothing pool)."""
+    from ..devices import resolve_device
+
+    m = config.models
+    if m.smoothing != "exact":
+        return None
+    dev = device if m.smoothing_device == "auto" else resolve_device(m.smoothing_device)
+    return dev if dev.type != "cpu" else None
+
+
+def _done(content: np.ndarray, inits: list[np.ndarray]):
+    """A finished future of ``smooth_content`` for mode ``none`` (no smoothing: nothing to run in parallel)."""
+    from concurrent.futures import Future
+
+    from ..models.smoothing import smooth_content
+
+    fut: Future = Future()
+    try:
+        fut.set_result(smooth_content(content, inits, "none"))
+    except Exception as exc:
+        fut.set_exception(exc)
+    return fut
+
+
 def process_shard(
     config: RunConfig,
     shard: ShardSpec,
@@ -324,8 +365,8 @@ def process_shard(
     ``on_output(n)`` is called after every ``n`` outputs (progress bars). Raises on transient failures
     (:class:`StorageError`, CUDA out-of-memory) so the caller retries; bad items become error rows.
     """
-    from .devices import resolve_device
-    from .smoothing import prepare_smoother
+    from ..devices import resolve_device
+    from ..models.smoothing import default_smoothing_workers, smooth_batch_torch, smoothing_pool
 
     t_start = time.perf_counter()
     config = config.resolved()
@@ -357,25 +398,6 @@ def process_shard(
             item.label_uri = storage.write_bytes(storage.label_rel(shard.name, item.source.source_id), item.label_png)
             item.label_png, item.t_write_source = None, _ms(t0)
 
-    # SPADE, batched.
-    if synth is not None:
-        from .spade import to_uint8
-
-        good = [it for it in items if it.error is None]
-        for b in range(0, len(good), config.batch_size):
-            batch = good[b : b + config.batch_size]
-            t0 = time.perf_counter()
-            labels = np.stack([it.labels for it in batch])
-            inst = np.stack([it.instances for it in batch]) if batch[0].instances is not None else None
-            images = to_uint8(synth.synthesize(labels, inst))
-            dt = _ms(t0) / len(batch)
-            for it, img in zip(batch, images):
-                it.content, it.t_synth = np.ascontiguousarray(img), dt
-                t0 = time.perf_counter()
-                it.synth_uri = storage.write_bytes(storage.synth_rel(shard.name, it.source.source_id), encode_png(it.content))
-                it.t_write_source = _ms(t0)
-
-    rows: list[dict[str, Any]] = []
     samples: list[dict[str, str]] = []
     now = lambda: _dt.datetime.now(_dt.timezone.utc)  # noqa: E731
 
@@ -422,51 +444,122 @@ def process_shard(
         base["t_total_ms"] = sum(base[k] for k in ("t_load_ms", "t_synth_ms", "t_stylize_ms", "t_smooth_ms", "t_write_ms"))
         return base
 
-    for item in items:
+    # Stage thread: stylize and smooth one SPADE batch while the main thread synthesizes the next. CPU exact
+    # smoothing of different contents runs on the smoothing pool's processes (factorisations in parallel);
+    # GPU smoothing solves every content and style of a batch in one batched call.
+    smooth_device = _smoothing_device(config, device)
+    pool = None
+    if smooth_device is None and m.smoothing != "none":
+        pool = smoothing_pool(config.runner.smoothing_workers or default_smoothing_workers())
+    item_rows: list[list[tuple[int, dict[str, Any]]]] = [[] for _ in items]
+    pending: deque = deque()  # (index, item, styles, stylize ms, future), in submission order
+    max_pending = 2 * (pool.workers if pool is not None else 1)
+
+    def progress(n: int) -> None:
+        if on_output and n:
+            on_output(n)
+
+    def stylize_item(idx: int, item: _Item) -> tuple[list[int], list[np.ndarray], list[float]]:
+        """The item's stylized images (style positions, uint8 images, ms each); error rows for failures."""
         k = max(1, len(item.styles))
         shared = {"t_load_ms": item.t_load / k, "t_synth_ms": item.t_synth / k}
         if item.error is not None:
-            rows.extend(row(item, s, status="error", error=item.error, **shared) for s in item.styles)
-            if on_output:
-                on_output(len(item.styles))
-            continue
-        t0 = time.perf_counter()
-        try:
-            smoother = prepare_smoother(item.content, m.smoothing)
-            prep_ms = _ms(t0) / k
-        except InputError as exc:
-            rows.extend(row(item, s, status="error", error=f"smoothing: {exc}", **shared) for s in item.styles)
-            if on_output:
-                on_output(len(item.styles))
-            continue
-        for style_id in item.styles:
+            item_rows[idx].extend((j, row(item, s, status="error", error=item.error, **shared)) for j, s in enumerate(item.styles))
+            progress(len(item.styles))
+            return [], [], []
+        ok, inits, t_sty = [], [], []
+        for j, style_id in enumerate(item.styles):
             try:
                 cache, t_cache = get_style_cache(config, device, style_id, shard.style_uri(style_id))
                 t0 = time.perf_counter()
-                raw = stylizer.stylize(item.content, cache, None)
-                init = float_to_uint8(raw)
-                t_sty = _ms(t0) + t_cache
-                t0 = time.perf_counter()
-                out = smoother(init)
-                t_sm = _ms(t0) + prep_ms
+                init = float_to_uint8(stylizer.stylize(item.content, cache, None))
+                t_sty.append(_ms(t0) + t_cache)
+            except InputError as exc:
+                item_rows[idx].append((j, row(item, style_id, status="error", error=str(exc), **shared)))
+                progress(1)
+            else:
+                ok.append(j)
+                inits.append(init)
+        return ok, inits, t_sty
+
+    def finish(idx: int, item: _Item, ok: list[int], t_sty: list[float], smoothed) -> None:
+        """Write the smoothed outputs of one item and make its rows. ``smoothed``: a future of smooth_content."""
+        k = max(1, len(item.styles))
+        shared = {"t_load_ms": item.t_load / k, "t_synth_ms": item.t_synth / k}
+        try:
+            results, prep_s, smooth_s = smoothed.result()
+        except (InputError, ConfigError) as exc:
+            item_rows[idx].extend(
+                (j, row(item, item.styles[j], status="error", error=f"smoothing: {exc}", **shared)) for j in ok
+            )
+            progress(len(ok))
+            return
+        t_sm = (prep_s + smooth_s) * 1000.0 / max(1, len(ok))
+        for j, t_st, out in zip(ok, t_sty, results):
+            style_id = item.styles[j]
+            try:
+                if isinstance(out, str):
+                    raise InputError(f"smoothing: {out}")
                 t0 = time.perf_counter()
                 data = encode_png(out)
                 uri = storage.write_bytes(storage.image_rel(shard.name, item.source.source_id, style_id), data)
                 t_wr = _ms(t0) + item.t_write_source / k
             except InputError as exc:
-                rows.append(row(item, style_id, status="error", error=str(exc), **shared))
+                item_rows[idx].append((j, row(item, style_id, status="error", error=str(exc), **shared)))
             else:
-                rows.append(row(
+                item_rows[idx].append((j, row(
                     item, style_id, image_uri=uri, width=int(out.shape[1]), height=int(out.shape[0]),
-                    sha256=hashlib.sha256(data).hexdigest(), t_stylize_ms=t_sty, t_smooth_ms=t_sm, t_write_ms=t_wr,
+                    sha256=hashlib.sha256(data).hexdigest(), t_stylize_ms=t_st, t_smooth_ms=t_sm, t_write_ms=t_wr,
                     **shared,
-                ))
+                )))
                 if len(samples) < 4:
                     samples.append({"source_id": item.source.source_id, "style_id": style_id,
                                     "label_uri": item.row_label_uri,
                                     "synth_uri": item.synth_uri or "", "image_uri": uri})
-            if on_output:
-                on_output(1)
+            progress(1)
+
+    def drain(block_until: int) -> None:
+        """Finish pending items in order: done ones, and any beyond ``block_until`` still pending."""
+        while pending and (len(pending) > block_until or pending[0][4].done()):
+            finish(*pending.popleft())
+
+    def stage(batch: list[tuple[int, _Item]]) -> None:
+        stylized = [(idx, item, *stylize_item(idx, item)) for idx, item in batch]
+        if smooth_device is not None:  # one batched GPU solve for the whole batch
+            todo = [(idx, item, ok, inits, t) for idx, item, ok, inits, t in stylized if ok]
+            futures = smooth_batch_torch([(it.content, inits) for _, it, _, inits, _ in todo], m.smoothing, smooth_device)
+            for (idx, item, ok, _, t_sty), fut in zip(todo, futures):
+                finish(idx, item, ok, t_sty, fut)
+            return
+        for idx, item, ok, inits, t_sty in stylized:
+            if not ok:
+                continue
+            fut = pool.submit(item.content, inits, m.smoothing) if pool is not None else _done(item.content, inits)
+            pending.append((idx, item, ok, t_sty, fut))
+            drain(max_pending)
+
+    from concurrent.futures import ThreadPoolExecutor
+
+    indexed = list(enumerate(items))
+    good = [(i, it) for i, it in indexed if it.error is None]
+    stage_runner = ThreadPoolExecutor(1, thread_name_prefix=f"spadepis-{shard.name}")
+    stage_futures = []
+    try:
+        # items with a load error make their rows at once
+        stage_futures.append(stage_runner.submit(stage, [(i, it) for i, it in indexed if it.error is not None]))
+        for b in range(0, len(good), config.batch_size):
+            batch = good[b : b + config.batch_size]
+            if synth is not None:
+                _synthesize_batch(synth, [it for _, it in batch], storage, shard.name)
+            if any(f.done() and f.exception() is not None for f in stage_futures):
+                break  # a transient failure downstream: stop synthesizing, re-raise below
+            stage_futures.append(stage_runner.submit(stage, batch))
+    finally:
+        stage_runner.shutdown(wait=True)
+    for f in stage_futures:
+        f.result()  # re-raises a stage failure (transient: the caller retries the shard)
+    drain(0)
+    rows = [r for per_item in item_rows for _, r in sorted(per_item, key=lambda jr: jr[0])]
 
     table = rows_to_table(rows)
     marker = storage.commit_shard(shard.name, attempt_id, table, extra={"device": str(device), "wall_s": time.perf_counter() - t_start})

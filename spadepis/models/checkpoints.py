@@ -16,7 +16,7 @@ from pathlib import Path
 
 import torch
 
-from .errors import CheckpointError
+from ..errors import CheckpointError
 
 __all__ = ["LoadedCheckpoint", "read_checkpoint", "check_state_dict", "sha256_bytes", "tensor_digest"]
 

@@ -31,7 +31,7 @@ from typing import Any, TypeVar
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from .errors import ConfigError, SpadepisError, StorageError
+from ..errors import ConfigError, SpadepisError, StorageError
 from .manifest import SCHEMA, SCHEMA_VERSION, table_schema_version
 from .plan import shard_name
 

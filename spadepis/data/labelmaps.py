@@ -1,4 +1,4 @@
-"""Label maps, instance maps and the dataset presets of the official SPADE models.
+"""Label maps and instance maps, read as the official SPADE loader reads them (presets: :mod:`.presets`).
 
 A label map goes through the same steps as in the official ``Pix2pixDataset`` + ``Pix2PixModel``:
 
@@ -21,7 +21,6 @@ Colour-coded RGB label maps need a palette file, either text (one ``id r g b [na
 
 from __future__ import annotations
 
-import dataclasses
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,13 +29,11 @@ import numpy as np
 import torch
 from PIL import Image
 
-from .errors import ConfigError, InputError
+from ..errors import InputError
 from .images import open_image, read_bytes
+from .presets import Preset
 
 __all__ = [
-    "Preset",
-    "PRESETS",
-    "get_preset",
     "Palette",
     "load_palette",
     "read_label_map",
@@ -47,147 +44,6 @@ __all__ = [
     "instance_edges",
     "build_semantics",
 ]
-
-_UPSAMPLING = {"normal": 5, "more": 6, "most": 7}
-_PREPROCESS = ("resize_and_crop", "fixed")
-
-
-@dataclass(frozen=True)
-class Preset:
-    """Options of one SPADE model family (the official dataset presets, test mode).
-
-    Attributes
-    ----------
-    label_nc:
-        number of label ids in the dataset (0..label_nc-1), not counting dontcare.
-    contain_dontcare_label:
-        the map value 255 means "unknown" and gets its own channel (index ``label_nc``).
-    no_instance:
-        True when the model takes no instance-edge channel.
-    crop_size, aspect_ratio, preprocess_mode:
-        label size: ``resize_and_crop`` gives ``crop x crop``; ``fixed`` gives
-        ``round(crop / aspect) x crop`` (H x W).
-    num_upsampling_layers:
-        ``normal`` | ``more`` | ``most`` (5/6/7 doublings from the latent grid).
-    ngf:
-        generator width (64 for the official models); ``None`` means "infer from the checkpoint".
-    """
-
-    name: str
-    label_nc: int
-    contain_dontcare_label: bool
-    no_instance: bool
-    crop_size: int = 256
-    aspect_ratio: float = 1.0
-    num_upsampling_layers: str = "normal"
-    preprocess_mode: str = "resize_and_crop"
-    ngf: int | None = 64
-
-    def __post_init__(self) -> None:
-        if self.label_nc < 1:
-            raise ConfigError(f"preset {self.name!r}: label_nc={self.label_nc} must be >= 1 (the number of label ids).")
-        if self.num_upsampling_layers not in _UPSAMPLING:
-            raise ConfigError(
-                f"preset {self.name!r}: num_upsampling_layers={self.num_upsampling_layers!r} must be one of "
-                f"{', '.join(_UPSAMPLING)}."
-            )
-        if self.preprocess_mode not in _PREPROCESS:
-            raise ConfigError(
-                f"preset {self.name!r}: preprocess_mode={self.preprocess_mode!r} must be one of {', '.join(_PREPROCESS)}."
-            )
-        if self.aspect_ratio <= 0:
-            raise ConfigError(f"preset {self.name!r}: aspect_ratio={self.aspect_ratio} must be > 0.")
-        if self.ngf is not None and self.ngf < 2:
-            raise ConfigError(f"preset {self.name!r}: ngf={self.ngf} must be >= 2 (64 for the official models).")
-        n = 2 ** _UPSAMPLING[self.num_upsampling_layers]
-        if self.crop_size < n or self.crop_size % n:
-            raise ConfigError(
-                f"preset {self.name!r}: crop_size={self.crop_size} must be a multiple of {n} with "
-                f"num_upsampling_layers={self.num_upsampling_layers!r} (e.g. {max(n, self.crop_size // n * n)})."
-            )
-        if self.output_size != self.label_size:
-            raise ConfigError(
-                f"preset {self.name!r}: the generator output {self.output_size} (H, W) differs from the label size "
-                f"{self.label_size}; choose crop_size/aspect_ratio so that crop_size / aspect_ratio is a multiple of "
-                f"{n} (e.g. aspect_ratio 1.0 or 2.0 with crop_size 256/512)."
-            )
-
-    @property
-    def num_label_channels(self) -> int:
-        """One-hot channels for labels: ``label_nc`` (+1 for dontcare)."""
-        return self.label_nc + (1 if self.contain_dontcare_label else 0)
-
-    @property
-    def semantic_nc(self) -> int:
-        """Generator input channels: label channels (+1 for instance edges)."""
-        return self.num_label_channels + (0 if self.no_instance else 1)
-
-    @property
-    def label_size(self) -> tuple[int, int]:
-        """(H, W) of the label map after the official test-time resize."""
-        if self.preprocess_mode == "fixed":
-            return (round(self.crop_size / self.aspect_ratio), self.crop_size)
-        return (self.crop_size, self.crop_size)
-
-    @property
-    def latent_size(self) -> tuple[int, int]:
-        """(sh, sw) of the generator's first feature map."""
-        sw = self.crop_size // 2 ** _UPSAMPLING[self.num_upsampling_layers]
-        return (round(sw / self.aspect_ratio), sw)
-
-    @property
-    def output_size(self) -> tuple[int, int]:
-        """(H, W) of the generated image."""
-        sh, sw = self.latent_size
-        n = 2 ** _UPSAMPLING[self.num_upsampling_layers]
-        return (sh * n, sw * n)
-
-    def describe(self) -> str:
-        return (
-            f"{self.name} (label_nc={self.label_nc}, dontcare={self.contain_dontcare_label}, "
-            f"instance={not self.no_instance}, semantic_nc={self.semantic_nc}, size={self.label_size[1]}x{self.label_size[0]}, "
-            f"upsampling={self.num_upsampling_layers}, ngf={self.ngf})"
-        )
-
-
-PRESETS: dict[str, Preset] = {
-    "coco": Preset("coco", label_nc=182, contain_dontcare_label=True, no_instance=False),
-    "ade20k": Preset("ade20k", label_nc=150, contain_dontcare_label=True, no_instance=True),
-    "cityscapes": Preset(
-        "cityscapes",
-        label_nc=35,
-        contain_dontcare_label=False,
-        no_instance=False,
-        crop_size=512,
-        aspect_ratio=2.0,
-        num_upsampling_layers="more",
-        preprocess_mode="fixed",
-    ),
-    # The official 'custom' dataset mode: 13 labels, no dontcare. We default to no instance maps
-    # (most custom label sets have none); override any field with get_preset("custom", ...).
-    "custom": Preset("custom", label_nc=13, contain_dontcare_label=False, no_instance=True),
-}
-
-
-def get_preset(name: str | Preset, **overrides) -> Preset:
-    """A preset by name, with fields overridden (``None`` values are ignored).
-
-    >>> get_preset("custom", label_nc=20, no_instance=True).semantic_nc
-    20
-    """
-    if isinstance(name, Preset):
-        base = name
-    else:
-        try:
-            base = PRESETS[str(name)]
-        except KeyError:
-            raise ConfigError(f"unknown preset {name!r}: use one of {', '.join(PRESETS)}.") from None
-    fields = {f.name for f in dataclasses.fields(Preset)} - {"name"}
-    bad = sorted(set(overrides) - fields)
-    if bad:
-        raise ConfigError(f"unknown preset field(s) {', '.join(bad)} for preset {base.name!r}: valid fields are {', '.join(sorted(fields))}.")
-    overrides = {k: v for k, v in overrides.items() if v is not None}
-    return dataclasses.replace(base, **overrides) if overrides else base
 
 
 # ----------------------------------------------------------------------------------------------

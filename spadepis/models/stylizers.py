@@ -32,8 +32,8 @@ import numpy as np
 import torch
 
 from . import wct as _wct
-from .devices import resolve_device
-from .errors import ConfigError, InputError
+from ..devices import resolve_device
+from ..errors import ConfigError, InputError
 
 __all__ = [
     "STYLIZER_NAMES",

@@ -3,14 +3,14 @@
 The runner is chosen by the run's config (``RunConfig.runner``), so it is opened *inside* the flow,
 not fixed in the ``@flow`` decorator::
 
-    with open_shard_runner(config) as runner:          # config: spadepis.config.RunConfig
+    with open_shard_runner(config) as runner:          # config: spadepis.pipeline.config.RunConfig
         futures = [runner.submit(shard_task, {"config": config, "shard": s}) for s in shards]
 
 * ``kind: thread``: Prefect's ``ThreadPoolTaskRunner`` with ``max_workers = runner.max_concurrency``
   (Prefect's default pool is unbounded; a GPU box must not run 50 shards at once).
 * ``kind: dask``: ``prefect_dask.DaskTaskRunner`` on a ``distributed.LocalCluster`` of
   ``runner.n_workers`` worker *processes* (one thread each: one shard at a time per process, and the
-  models cached in ``spadepis.shard`` are loaded once per process), or on the existing scheduler at
+  models cached in ``spadepis.pipeline.worker`` are loaded once per process), or on the existing scheduler at
   ``runner.address``.
 * GPU placement: when the run's device is CUDA, model tasks are submitted with the Dask annotation
   ``resources={"GPU": 1}``, so a scheduler only hands them to workers started with

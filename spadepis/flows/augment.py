@@ -1,6 +1,6 @@
 """The ``spadepis-augment`` flow: plan, fan out one task per shard, finalize the index, publish artifacts.
 
-Its only parameter is a :class:`spadepis.config.RunConfig`, so the Prefect UI renders a form and
+Its only parameter is a :class:`spadepis.pipeline.config.RunConfig`, so the Prefect UI renders a form and
 deployments pass ``{"config": {...}}``. A run:
 
 1. validates the config (every problem reported before any work starts);
@@ -34,14 +34,15 @@ from prefect.artifacts import (
 from prefect.futures import as_completed
 from prefect.states import Completed
 
-from spadepis.config import RunConfig, apply_storage_options, check_config
+from spadepis.pipeline.config import RunConfig, apply_storage_options, check_config
 from spadepis.errors import SpadepisError
-from spadepis.manifest import format_summary, summary
-from spadepis.plan import make_plan
 from spadepis.pipeline import ui
-from spadepis.report import run_record
-from spadepis.storage import RunStorage
-from tasks.shard import shard_task_for
+from spadepis.pipeline.demo import prepare_inputs
+from spadepis.pipeline.manifest import format_summary, summary
+from spadepis.pipeline.plan import make_plan
+from spadepis.pipeline.report import run_record
+from spadepis.pipeline.storage import RunStorage
+from spadepis.tasks.shard import shard_task_for
 
 __all__ = ["augment", "ShardsFailedError"]
 
@@ -80,6 +81,7 @@ def augment(config: RunConfig) -> dict[str, Any]:
 
     log = get_run_logger()
     cfg = config.resolved()
+    prepare_inputs(cfg)  # the demo config makes its inputs on a fresh checkout / deployment
     check_config(cfg)
     apply_storage_options(cfg)
     plan = make_plan(cfg)
@@ -109,7 +111,7 @@ def augment(config: RunConfig) -> dict[str, Any]:
     bar = tqdm(total=plan.n_samples, initial=plan.n_samples - sum(s.n_samples for s in pending), unit="img",
                desc=f"spadepis {plan.run_id}", disable=None)
     if pending:
-        from flows.runners import open_shard_runner
+        from spadepis.flows.runners import open_shard_runner
 
         with open_shard_runner(cfg) as runner:
             log.info("shards run on: %s", runner.describe())

@@ -20,10 +20,10 @@ import numpy as np
 from PIL import Image
 
 from .config import RunConfig, parse_config
-from .pipeline.sheet import colorize
+from .sheet import colorize
 
 __all__ = ["ADE20K", "DEMO_STYLES", "make_label_maps", "write_styles", "demo_config", "prepare_demo", "contact_sheet",
-           "colorize", "closing_note", "ensure_demo_inputs", "write_config"]
+           "colorize", "closing_note", "ensure_demo_inputs", "prepare_inputs", "write_config"]
 
 # ADE20K (SceneParsing, objectInfo150) ids as stored in the annotation PNGs (0 = other).
 ADE20K = {
@@ -183,7 +183,7 @@ def ensure_demo_inputs(config: RunConfig, *, n_maps: int = 12, seed: int = 0) ->
 
     Local folders only (a fresh deployment's working directory); existing inputs are never touched.
     """
-    from .errors import ConfigError
+    from ..errors import ConfigError
 
     made = []
     for field, spec, make in (("dataset.labels", config.dataset.labels, lambda d: make_label_maps(d, n_maps, seed=seed)),
@@ -199,6 +199,11 @@ def ensure_demo_inputs(config: RunConfig, *, n_maps: int = 12, seed: int = 0) ->
         make(folder)
         made.append(str(folder))
     return made
+
+
+def prepare_inputs(config: RunConfig) -> list[str]:
+    """What runs and checks call first: the demo inputs when the config asks for them (``dataset.demo_inputs``)."""
+    return ensure_demo_inputs(config) if config.dataset.demo_inputs else []
 
 
 def write_config(config: RunConfig, path: str | Path) -> Path:
@@ -222,7 +227,7 @@ def write_config(config: RunConfig, path: str | Path) -> Path:
 def contact_sheet(run_uri: str, out_path: str | Path, *, max_rows: int | None = None, tile: int = 128) -> Path:
     """The run's contact sheet (see :func:`spadepis.pipeline.sheet.contact_sheet`): a header row with the style
     photos, then one row per source (id, label map, synthesized, one column per style); every source by default."""
-    from .pipeline.sheet import contact_sheet as _sheet
+    from .sheet import contact_sheet as _sheet
 
     _sheet(run_uri, str(out_path), max_rows=max_rows, tile=tile)
     return Path(out_path)

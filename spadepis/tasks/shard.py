@@ -1,4 +1,4 @@
-"""Prefect task around :func:`spadepis.shard.process_shard`: one task run per shard.
+"""Prefect task around :func:`spadepis.pipeline.worker.process_shard`: one task run per shard.
 
 Retried with exponential backoff, but only for transient failures (storage and connection errors,
 CUDA out-of-memory, a lost Dask worker): ``retry_transient`` is the task's ``retry_condition_fn``.
@@ -14,16 +14,16 @@ from typing import Any
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from spadepis.config import RunConfig
-from spadepis.plan import ShardSpec
-from spadepis.shard import ShardResult, is_transient, process_shard
-from spadepis.storage import new_attempt_id
+from spadepis.pipeline.config import RunConfig
+from spadepis.pipeline.plan import ShardSpec
+from spadepis.pipeline.worker import ShardResult, is_transient, process_shard
+from spadepis.pipeline.storage import new_attempt_id
 
 __all__ = ["process_shard_task", "retry_transient", "shard_task_for"]
 
 
 def retry_transient(task: Any, task_run: Any, state: Any) -> bool:
-    """``retry_condition_fn``: retry only when the failure is transient (see ``spadepis.shard.is_transient``)."""
+    """``retry_condition_fn``: retry only when the failure is transient (see ``spadepis.pipeline.worker.is_transient``)."""
     exc = state.data if isinstance(getattr(state, "data", None), BaseException) else None
     if exc is None:
         try:

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from .errors import InputError
+from ..errors import InputError
 
 __all__ = ["read_bytes", "open_image", "read_rgb", "encode_png", "write_png", "float_to_uint8"]
 

@@ -32,7 +32,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .checkpoints import check_state_dict, read_checkpoint, tensor_digest
-from .errors import CheckpointError, ConfigError
+from ..errors import CheckpointError, ConfigError
 
 __all__ = [
     "PoolRecord",

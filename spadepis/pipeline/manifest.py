@@ -291,7 +291,7 @@ class AugmentedDataset(Dataset):
         import torch
         from PIL import Image
 
-        from .images import open_image, read_rgb
+        from ..data.images import open_image, read_rgb
 
         row = self.frame.iloc[int(i)]
         image = read_rgb(row["image_uri"])

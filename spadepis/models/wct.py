@@ -49,7 +49,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from .errors import InputError
+from ..errors import InputError
 
 __all__ = [
     "RANK_EPS",

@@ -11,7 +11,7 @@ import hashlib
 import re
 from typing import Any
 
-from . import __version__
+from .. import __version__
 from .config import RANDOM_INIT, RunConfig
 from .manifest import SCHEMA_VERSION, STAGES
 from .plan import Plan

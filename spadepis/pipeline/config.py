@@ -24,7 +24,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from .errors import ConfigError
+from ..errors import ConfigError
 
 __all__ = [
     "DatasetConfig",
@@ -171,6 +171,12 @@ class ModelsConfig(_Strict):
         title="Smoothing",
         description="exact: closed-form photorealistic smoothing; fast: guided-filter approximation; none: skip.",
     )
+    smoothing_device: Literal["auto", "cpu", "cuda"] = Field(
+        "auto",
+        title="Smoothing device",
+        description="Where exact smoothing runs. cpu: sparse Cholesky (CHOLMOD) on runner.smoothing_workers "
+        "processes; cuda: batched multigrid-preconditioned CG on the GPU; auto: the run's device.",
+    )
 
 
 class RunnerConfig(_Strict):
@@ -185,6 +191,15 @@ class RunnerConfig(_Strict):
     n_workers: int = Field(1, ge=1, le=1024, title="Dask workers", description="Workers of the local Dask cluster.")
     max_concurrency: int = Field(
         1, ge=1, le=1024, title="Max concurrent shards", description="Shards processed at once (threads or Dask tasks)."
+    )
+    smoothing_workers: int | None = Field(
+        None,
+        ge=1,
+        le=1024,
+        title="Smoothing processes",
+        description="Processes that smooth different content images at once (CPU exact smoothing). Empty: the "
+        "cores this worker process may run on (its CPU affinity). Dask workers cannot start processes: there "
+        "smoothing runs in the worker itself (scale with n_workers).",
     )
 
 
@@ -449,15 +464,8 @@ def validate_config(config: RunConfig) -> list[str]:
 
     problems: list[str] = []
     apply_storage_options(config)
-    if config.dataset.demo_inputs:
-        from .demo import ensure_demo_inputs
-
-        try:
-            ensure_demo_inputs(config)
-        except ConfigError as exc:
-            problems.append(str(exc))
     try:
-        from .labelmaps import get_preset
+        from ..data.presets import get_preset
 
         get_preset(config.dataset.preset, **config.dataset.preset_overrides)
     except ConfigError as exc:
@@ -486,11 +494,11 @@ def validate_config(config: RunConfig) -> list[str]:
             f"holds only {n_styles}; lower it or add style photos"
         )
     _check_weights(config, problems)
-    from .pipeline.model_fit import check_model_fit
+    from .model_fit import check_model_fit
 
-    problems.extend(check_model_fit(config))
+    problems.extend(check_model_fit(config, check_checkpoint=config.models.synth_checkpoint != RANDOM_INIT))
     try:
-        from .devices import resolve_device
+        from ..devices import resolve_device
 
         resolve_device(config.device)
     except ConfigError as exc:

@@ -1,0 +1,304 @@
+"""Sparse direct solvers for the exact smoothing system: which library factorises it best on a CPU.
+
+The matrix is the one :mod:`spadepis.models.smoothing` builds (``A = I - beta D^-1/2 W D^-1/2``, symmetric positive
+definite, 25-point stencil on the pixel grid) for a photo-like content image. Candidates:
+
+* ``superlu_nd``: scipy's SuperLU in the project's former geometric nested-dissection order, symmetric mode
+  (what ``spadepis`` used before issue 12; rebuilt here so the comparison stays runnable);
+* ``cholmod``: CHOLMOD (SuiteSparse) through ``cvxopt.cholmod``, supernodal LL^T, AMD order computed once per
+  size (``cvxopt.amd.order``) and handed to ``cholmod.symbolic``;
+* ``spadepis``: what :class:`spadepis.models.smoothing.SmoothingSystem` does now: CHOLMOD as above, the analysis and
+  the factor object kept per grid size and refactorised in place for the next content (the first, analysing,
+  factorisation is the "analyse" column; "factor" is a later content's);
+* ``pardiso``: MKL PARDISO through ``pypardiso`` (``mtype=2``: real SPD), phases 11 / 22 / 33;
+* ``mumps``: MUMPS through ``python-mumps`` (symmetric LDL^T, METIS order), analysis then factorisation.
+
+Every (solver, size) runs in its own child process, so ``ru_maxrss`` is that solver's peak memory (matrix
+build included: the "build" column's process already holds it). BLAS / OpenMP / MKL threads are fixed by
+environment variables before any import (``--threads``, default 1) and printed. Each child solves the same
+3 right-hand sides and saves the solution; the parent compares every solution with ``superlu_nd``'s.
+
+Libraries that are not installed are reported as missing. To try all of them without touching a shared
+environment::
+
+    pip install --target /tmp/cand cvxopt pypardiso python-mumps==0.0.2   # MKL's libs: see --mkl-lib
+    python bench/bench_cholesky.py --extra-path /tmp/cand --mkl-lib /tmp/mkl/lib
+
+Usage::
+
+    python bench/bench_cholesky.py                       # 256x256, 512x512, 1024x512, 1 thread
+    python bench/bench_cholesky.py --sizes 256x256 --solvers cholmod,superlu_nd --repeat 3
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+SOLVERS = ("superlu_nd", "cholmod", "spadepis", "pardiso", "mumps")
+THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "MKL_DYNAMIC")
+
+
+def content_image(h: int, w: int, seed: int = 0):
+    """A photo-like content image: gradients, hard edges, texture and noise (fill depends only on H x W)."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    y, x = np.mgrid[0:h, 0:w] / max(h, w)
+    base = np.stack([120 + 100 * x, 60 + 150 * y, 200 - 120 * x * y], axis=-1)
+    base[: h // 2, w // 3 :] *= 0.5
+    base[h // 3 : 2 * h // 3, : w // 4] = [30, 160, 40]
+    base += 20 * np.sin(40 * x)[..., None] * np.cos(25 * y)[..., None]
+    return np.clip(base + rng.normal(0, 4, base.shape), 0, 255).astype(np.uint8)
+
+
+# ------------------------------------------------------------------------------------------------ child
+
+
+def _nested_dissection(h: int, w: int, leaf: int = 64, sep: int = 2):
+    """The grid order spadepis used before issue 12 (separators of 2 rows/cols, larger side cut first)."""
+    import numpy as np
+
+    index = np.arange(h * w, dtype=np.int64).reshape(h, w)
+    out, stack = [], [(0, h, 0, w, False)]
+    while stack:
+        y0, y1, x0, x1, done = stack.pop()
+        bh, bw = y1 - y0, x1 - x0
+        if bh <= 0 or bw <= 0:
+            continue
+        if done or bh * bw <= leaf or max(bh, bw) <= 2 * sep + 1:
+            out.append(index[y0:y1, x0:x1].ravel())
+        elif bh >= bw:
+            m = y0 + (bh - sep) // 2
+            stack += [(m, m + sep, x0, x1, True), (m + sep, y1, x0, x1, False), (y0, m, x0, x1, False)]
+        else:
+            m = x0 + (bw - sep) // 2
+            stack += [(y0, y1, m, m + sep, True), (y0, y1, m + sep, x1, False), (y0, y1, x0, m, False)]
+    return np.concatenate(out)
+
+
+def child(solver: str, h: int, w: int, repeat: int, out_npy: str) -> dict:
+    import resource
+
+    import numpy as np
+    import scipy.sparse
+    import scipy.sparse.linalg
+
+    sys.path.insert(0, str(ROOT))
+    from spadepis.models.smoothing import smoothing_matrix
+
+    def rss_mb() -> float:
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+    t0 = time.perf_counter()
+    a, _ = smoothing_matrix(content_image(h, w))  # CSR, full symmetric
+    build_s = time.perf_counter() - t0
+    n = a.shape[0]
+    b = np.random.default_rng(1).random((n, 3))
+    rss_build = rss_mb()
+    res: dict = {"solver": solver, "size": f"{h}x{w}", "n": n, "build_s": build_s, "rss_build_mb": rss_build}
+    analyse_s, factor_s, solve_s = [], [], []
+
+    if solver == "superlu_nd":
+        t0 = time.perf_counter()
+        perm = _nested_dissection(h, w)
+        analyse_s.append(time.perf_counter() - t0)
+        for _ in range(repeat):
+            t0 = time.perf_counter()
+            lu = scipy.sparse.linalg.splu(a[perm][:, perm].tocsc(), permc_spec="NATURAL", diag_pivot_thresh=0.0,
+                                          options={"SymmetricMode": True})
+            factor_s.append(time.perf_counter() - t0)
+            t0 = time.perf_counter()
+            xp = lu.solve(np.asfortranarray(b[perm]))
+            x = np.empty_like(xp)
+            x[perm] = xp
+            solve_s.append(time.perf_counter() - t0)
+        res["factor_nnz"] = int(lu.L.nnz + lu.U.nnz)
+    elif solver == "cholmod":
+        from cvxopt import amd, cholmod, matrix, spmatrix
+
+        cholmod.options["supernodal"] = 2
+        lower = scipy.sparse.tril(a).tocoo()
+        for k in range(repeat):
+            t0 = time.perf_counter()
+            am = spmatrix(lower.data, lower.row.astype(np.int64), lower.col.astype(np.int64), (n, n))
+            convert = time.perf_counter() - t0
+            if k == 0:
+                t0 = time.perf_counter()
+                perm = amd.order(am)  # once per size: the pattern depends only on H x W
+                analyse_s.append(time.perf_counter() - t0)
+            t0 = time.perf_counter()
+            f = cholmod.symbolic(am, p=perm)
+            sym = time.perf_counter() - t0
+            cholmod.numeric(am, f)
+            factor_s.append(time.perf_counter() - t0 + convert)
+            res.setdefault("symbolic_with_perm_s", []).append(sym)
+            t0 = time.perf_counter()
+            xm = matrix(b)
+            cholmod.solve(f, xm)
+            x = np.array(xm)
+            solve_s.append(time.perf_counter() - t0)
+    elif solver == "spadepis":
+        from spadepis.models.smoothing import _system_bands, grid_pattern
+
+        bands, _ = _system_bands(content_image(h, w), 0.9999, 1e-7)
+        t0 = time.perf_counter()
+        pattern = grid_pattern(h, w)
+        pattern.release(pattern.factorise(bands))  # the first content of this size
+        analyse_s.append(time.perf_counter() - t0)
+        for _ in range(repeat):
+            t0 = time.perf_counter()
+            f = pattern.factorise(bands)
+            factor_s.append(time.perf_counter() - t0)
+            from cvxopt import cholmod, matrix
+
+            t0 = time.perf_counter()
+            xm = matrix(b)
+            cholmod.solve(f, xm)
+            x = np.array(xm)
+            solve_s.append(time.perf_counter() - t0)
+            pattern.release(f)
+    elif solver == "pardiso":
+        import pypardiso
+
+        upper = scipy.sparse.triu(a, format="csr")
+        upper.sort_indices()
+        ps = pypardiso.PyPardisoSolver(mtype=2)
+        ps.set_iparm(1, 1)
+        ps.set_iparm(2, 2)  # METIS
+        for k in range(repeat):
+            if k == 0:
+                t0 = time.perf_counter()
+                ps.set_phase(11)
+                ps._call_pardiso(upper, np.zeros((n, 1)))
+                analyse_s.append(time.perf_counter() - t0)
+            t0 = time.perf_counter()
+            ps.set_phase(22)
+            ps._call_pardiso(upper, np.zeros((n, 1)))
+            factor_s.append(time.perf_counter() - t0)
+            t0 = time.perf_counter()
+            ps.set_phase(33)
+            x = ps._call_pardiso(upper, np.asfortranarray(b))
+            solve_s.append(time.perf_counter() - t0)
+        res["factor_nnz"] = int(ps.iparm[17])
+    elif solver == "mumps":
+        import mumps
+
+        ctx = mumps.Context()
+        ctx.set_matrix(a, symmetric=True)
+        t0 = time.perf_counter()
+        ctx.analyze(ordering="metis")
+        analyse_s.append(time.perf_counter() - t0)
+        for _ in range(repeat):
+            t0 = time.perf_counter()
+            ctx.set_matrix(a, symmetric=True)
+            ctx.factor(reuse_analysis=True, pivot_tol=0.0)
+            factor_s.append(time.perf_counter() - t0)
+            t0 = time.perf_counter()
+            x = ctx.solve(b)
+            solve_s.append(time.perf_counter() - t0)
+    else:
+        raise SystemExit(f"unknown solver {solver}")
+    np.save(out_npy, np.asarray(x, dtype=np.float64).reshape(n, 3))
+    res.update(analyse_s=analyse_s[0], factor_s=min(factor_s), solve3_s=min(solve_s), peak_rss_mb=rss_mb(),
+               residual=float(np.linalg.norm(a @ np.asarray(x).reshape(n, 3) - b) / np.linalg.norm(b)))
+    return res
+
+
+# ------------------------------------------------------------------------------------------------ parent
+
+
+def wheel_size(dist: str) -> str:
+    """Installed size of a distribution and of the libraries it pulls (MB), from its RECORD."""
+    from importlib import metadata
+
+    try:
+        d = metadata.distribution(dist)
+    except metadata.PackageNotFoundError:
+        return "not installed"
+    total = 0
+    for f in d.files or []:
+        try:
+            total += (Path(d.locate_file(f))).stat().st_size
+        except OSError:
+            pass
+    return f"{total / 1e6:.0f} MB"
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--sizes", default="256x256,512x512,1024x512", help="HxW list")
+    p.add_argument("--solvers", default=",".join(SOLVERS))
+    p.add_argument("--threads", type=int, default=1, help="BLAS/OpenMP/MKL threads of every solver")
+    p.add_argument("--repeat", type=int, default=2, help="factorisations per child (min reported)")
+    p.add_argument("--extra-path", default=None, help="extra sys.path entry holding candidate libraries")
+    p.add_argument("--mkl-lib", default=None, help="folder with libmkl_rt.so.* (pypardiso under --target installs)")
+    p.add_argument("--child", nargs=5, metavar=("SOLVER", "H", "W", "REPEAT", "OUT"), help=argparse.SUPPRESS)
+    args = p.parse_args()
+    if args.child:
+        solver, h, w, repeat, out = args.child
+        print(json.dumps(child(solver, int(h), int(w), int(repeat), out)))
+        return 0
+
+    env = dict(os.environ)
+    for var in THREAD_VARS:
+        env[var] = "FALSE" if var == "MKL_DYNAMIC" else str(args.threads)
+    paths = [str(ROOT)] + ([args.extra_path] if args.extra_path else [])
+    env["PYTHONPATH"] = os.pathsep.join(paths + [env.get("PYTHONPATH", "")])
+    if args.mkl_lib:
+        env["LD_LIBRARY_PATH"] = os.pathsep.join([args.mkl_lib, env.get("LD_LIBRARY_PATH", "")])
+        libs = sorted(Path(args.mkl_lib).glob("libmkl_rt.so*"))
+        if libs:
+            env["PYPARDISO_MKL_RT"] = str(libs[0])
+    print(f"# {platform.processor() or platform.machine()}, {os.cpu_count()} cores, python {platform.python_version()}")
+    print("# threads: " + ", ".join(f"{v}={env[v]}" for v in THREAD_VARS))
+    print(f"# load average at start: {os.getloadavg()} (machine shared with other users)")
+    sys.path[:0] = paths
+    for dist in ("scipy", "cvxopt", "pypardiso", "mkl", "python-mumps"):
+        print(f"# installed size {dist}: {wheel_size(dist)}")
+    if args.mkl_lib:
+        size = sum(f.stat().st_size for f in Path(args.mkl_lib).glob("*") if f.is_file())
+        print(f"# MKL + OpenMP + TBB libraries in {args.mkl_lib}: {size / 1e6:.0f} MB")
+
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for size in args.sizes.split(","):
+            h, w = (int(v) for v in size.lower().split("x"))
+            ref = None
+            for solver in args.solvers.split(","):
+                out = Path(tmp) / f"{solver}_{h}x{w}.npy"
+                cmd = [sys.executable, __file__, "--child", solver, str(h), str(w), str(args.repeat), str(out)]
+                proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
+                if proc.returncode != 0:
+                    last = (proc.stderr.strip().splitlines() or ["?"])[-1]
+                    print(f"{solver:11s} {h}x{w}: FAILED: {last}")
+                    continue
+                r = json.loads(proc.stdout.strip().splitlines()[-1])
+                import numpy as np
+
+                x = np.load(out)
+                if ref is None:
+                    ref = x
+                r["max_diff_vs_first"] = float(np.abs(x - ref).max())
+                rows.append(r)
+                print(f"{solver:11s} {h:5d}x{w:<5d} analyse {r['analyse_s']:7.3f} s  factor {r['factor_s']:7.3f} s  "
+                      f"solve(3) {r['solve3_s']:6.3f} s  peak RSS {r['peak_rss_mb']:7.0f} MB "
+                      f"(after build {r['rss_build_mb']:5.0f})  residual {r['residual']:.1e}  "
+                      f"|x - {args.solvers.split(',')[0]}| {r['max_diff_vs_first']:.1e}", flush=True)
+    print(f"# load average at end: {os.getloadavg()}")
+    res_dir = ROOT / "bench" / "results"
+    res_dir.mkdir(exist_ok=True)
+    (res_dir / "bench_cholesky.json").write_text(json.dumps({"threads": args.threads, "rows": rows}, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
