@@ -165,3 +165,46 @@ def test_library_never_imports_prefect(inputs):
     )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=str(ROOT))
     assert proc.returncode == 0, proc.stderr[-2000:]
+
+
+@pytest.mark.parametrize("options", [
+    {"s3": {"secret": "s3cr3t"}},
+    {"s3": {"client_kwargs": {"aws_access_key_id": "AKIA"}}},
+    {"abfs": {"connection_string": "AccountName=a;AccountKey=k"}},
+    {"http": {"headers": {"Authorization": "Bearer t"}}},
+    {"s3": {"endpoint_url": "https://user:pw@minio:9000"}},
+])
+def test_literal_secrets_are_refused_with_what_to_do(tmp_path, options):
+    from pipeline_helpers import make_inputs, small_config
+
+    root = make_inputs(tmp_path, n_maps=1)
+    with pytest.raises(ConfigError, match=r"literal credentials in storage_options\.") as err:
+        small_config(root, storage_options=options)
+    assert "{env: AWS_SECRET_ACCESS_KEY}" in str(err.value) and "{secret: my-block}" in str(err.value)
+    for value in ("s3cr3t", "AKIA", "AccountKey=k", "Bearer t", "pw@"):
+        assert value not in str(err.value)
+
+
+def test_secret_references_resolve_where_used(tmp_path, monkeypatch):
+    import fsspec.config
+
+    from pipeline_helpers import make_inputs, small_config
+    from spadepis.pipeline.config import apply_storage_options
+    from spadepis.pipeline.secrets import register_secret_resolver
+
+    cfg = small_config(make_inputs(tmp_path, n_maps=1), storage_options={
+        "spadepistest": {"key": {"env": "SPADEPIS_T_KEY"}, "secret": {"secret": "blk"}, "anon": False}})
+    monkeypatch.delenv("SPADEPIS_T_KEY", raising=False)
+    with pytest.raises(ConfigError, match="SPADEPIS_T_KEY is not set"):
+        apply_storage_options(cfg)
+    monkeypatch.setenv("SPADEPIS_T_KEY", "k1")
+    register_secret_resolver(None)
+    with pytest.raises(ConfigError, match="Prefect Secret block"):
+        apply_storage_options(cfg)
+    register_secret_resolver({"blk": "v1"}.__getitem__)
+    try:
+        apply_storage_options(cfg)
+        assert fsspec.config.conf["spadepistest"] == {"key": "k1", "secret": "v1", "anon": False}
+    finally:
+        fsspec.config.conf.pop("spadepistest", None)
+        register_secret_resolver(None)

@@ -41,3 +41,18 @@ def test_run_record_and_reports(tmp_path):
     assert {"metric": "outputs/s (this run, wall)", "value": "n/a"} in rows
     md = samples_markdown("runs/x", [], {"shard=00001": "StorageError: boom"}, s)
     assert "shard=00001" in md and "label id 999" in md
+
+
+def test_redact_catches_every_secret_shape():
+    cfg = {"az": {"connection_string": "DefaultEndpointsProtocol=https;AccountName=a;AccountKey=abc123=="},
+           "gcs": {"credential": "c", "passphrase": "p"},
+           "s3": {"client_kwargs": {"aws_access_key_id": "AKIA1", "aws_secret_access_key": "x", "region_name": "eu"},
+                  "endpoint_url": "https://user:pw123@minio:9000", "secret": {"env": "AWS_SECRET_ACCESS_KEY"}},
+           "http": {"headers": {"Authorization": "Bearer tok", "X-Custom": "value"}}}
+    out = redact(cfg)
+    text = repr(out)
+    for leaked in ("abc123", "AKIA1", "pw123", "Bearer", "'c'", "'p'", "value"):
+        assert leaked not in text, leaked
+    assert out["s3"]["client_kwargs"]["region_name"] == "eu"
+    assert out["s3"]["endpoint_url"] == "https://user:***@minio:9000"
+    assert out["s3"]["secret"] == {"env": "AWS_SECRET_ACCESS_KEY"}  # a reference is no secret

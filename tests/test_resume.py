@@ -70,8 +70,22 @@ def test_sigkill_mid_shard_then_resume(tmp_path, prefect_harness):
     committed_before = storage.committed_shards()
     assert killed_in not in committed_before and len(committed_before) < 4
     before = _snapshot(run, set(committed_before))
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId, FlowRunFilterName
 
-    result = augment(config=cfg)  # resume: same config, same run id
+    with get_client(sync_client=True) as client:
+        named = client.read_flow_runs(flow_run_filter=FlowRunFilter(name=FlowRunFilterName(any_=["augment-t"])))
+        killed_runs = [r.id for r in named if r.state is not None and r.state.is_running()]
+    assert killed_runs, "the killed run's flow run is not Running"
+
+    result = augment(config=cfg)  # resume: same config, same run id; takes over the dead run's lease
+
+    # what the killed run left Running is marked Crashed, its task runs included
+    with get_client(sync_client=True) as client:
+        dead = client.read_flow_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=killed_runs)))
+        tasks = client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=killed_runs)))
+    assert [r.state.type.value for r in dead] == ["CRASHED"] * len(killed_runs)
+    assert tasks and all(t.state.is_final() for t in tasks), [(t.name, t.state.type) for t in tasks]
 
     assert result["failed"] == [] and result["processed"] == 4 - len(committed_before)
     df = read_index(cfg.run_uri)
@@ -84,3 +98,23 @@ def test_sigkill_mid_shard_then_resume(tmp_path, prefect_harness):
     assert {s: m["attempt_id"] for s, m in storage.committed_shards().items() if s in committed_before} == {
         s: m["attempt_id"] for s, m in committed_before.items()
     }
+
+
+def test_damaged_committed_part_of_the_right_size_is_redone(tmp_path):
+    from spadepis.pipeline.plan import make_plan
+    from spadepis.pipeline.worker import process_shard
+
+    cfg = small_config(make_inputs(tmp_path, n_maps=2), models={"smoothing": "none"})
+    shard = make_plan(cfg).shards[0]
+    first = process_shard(cfg, shard)
+    storage = RunStorage(cfg.run_uri)
+    part = Path(cfg.run_uri) / first.part
+    data = bytearray(part.read_bytes())
+    data[len(data) // 3] ^= 0x55  # bit rot: same size, other bytes
+    part.write_bytes(bytes(data))
+    assert storage.marker(shard.name) is None  # no longer a commit: sha256 checked, not only the size
+    again = process_shard(cfg, shard)
+    assert not again.skipped and again.attempt_id != first.attempt_id and again.ok == 4
+    df = storage.merge_committed().to_pandas()
+    assert len(df) == 4 and set(df.attempt_id) == {again.attempt_id}
+    assert not part.exists(), "the damaged part of the replaced attempt was left behind"

@@ -7,6 +7,8 @@ with a StorageError, Prefect retries it, and nothing is lost.
 
 from __future__ import annotations
 
+import json
+import os
 import socket
 import threading
 import time
@@ -108,10 +110,13 @@ def s3():
     creds = dict(aws_access_key_id="testing", aws_secret_access_key="testing", region_name="us-east-1")
     boto3.client("s3", endpoint_url=f"http://127.0.0.1:{port}", **creds).create_bucket(Bucket="spadepis-test")
     saved = fsspec.config.conf.get("s3")
+    saved_env = {k: os.environ.get(k) for k in ("SPADEPIS_TEST_S3_KEY", "SPADEPIS_TEST_S3_SECRET")}
+    os.environ.update(SPADEPIS_TEST_S3_KEY="testing", SPADEPIS_TEST_S3_SECRET="testing")
     options = {
         "endpoint_url": f"http://127.0.0.1:{proxy.port}",
-        "key": "testing",
-        "secret": "testing",
+        # credentials by reference only: literal secrets in a config are refused
+        "key": {"env": "SPADEPIS_TEST_S3_KEY"},
+        "secret": {"env": "SPADEPIS_TEST_S3_SECRET"},
         "client_kwargs": {"region_name": "us-east-1"},
         # fail fast so an outage reaches the task instead of hiding in client-side retries
         "config_kwargs": {"retries": {"max_attempts": 1, "mode": "standard"}, "connect_timeout": 2, "read_timeout": 10},
@@ -119,6 +124,11 @@ def s3():
     yield {"port": port, "proxy": proxy, "options": options}
     proxy.close()
     server.stop()
+    for k, v in saved_env.items():
+        if v is None:
+            os.environ.pop(k, None)
+        else:
+            os.environ[k] = v
     if saved is None:
         fsspec.config.conf.pop("s3", None)
     else:
@@ -217,3 +227,68 @@ def test_uris_normalised_and_dataset_reads_from_any_cwd(tmp_path, s3, monkeypatc
     assert image.shape == (3, 64, 64) and label.shape == (64, 64)
     assert meta["image_uri"].startswith("s3://spadepis-test/runs/uris/images/shard=")
     assert meta["label_uri"] == str(tmp_path / "data" / "labels" / meta["source_id"]) + ".png"
+
+
+def test_missing_bucket_is_named_by_check_and_run_and_never_created(tmp_path, s3, capsys):
+    import boto3
+    import yaml
+
+    from spadepis.cli import main
+    from spadepis.pipeline.config import check_config, validate_config
+    from spadepis.errors import ConfigError, StorageError
+    from spadepis.pipeline.worker import is_transient
+    from spadepis.pipeline.storage import RunStorage
+
+    direct = boto3.client("s3", endpoint_url=f"http://127.0.0.1:{s3['port']}", aws_access_key_id="testing",
+                          aws_secret_access_key="testing", region_name="us-east-1")
+    buckets = lambda: {b["Name"] for b in direct.list_buckets()["Buckets"]}  # noqa: E731
+    cfg = small_config(make_inputs(tmp_path, n_maps=2), output="s3://spadepis-tset/runs", run_id="typo",
+                       storage_options={"s3": s3["options"]})
+    problems = validate_config(cfg)
+    assert any("bucket 'spadepis-tset'" in p and "never creates buckets" in p for p in problems), problems
+    with pytest.raises(ConfigError, match="bucket 'spadepis-tset'"):
+        check_config(cfg)  # what `spadepis run` and the flow do first
+    path = tmp_path / "typo.yaml"
+    path.write_text(yaml.safe_dump(cfg.model_dump(mode="json")))
+    assert main(["check", str(path)]) == 1
+    assert "bucket 'spadepis-tset'" in capsys.readouterr().err
+    assert main(["run", str(path)]) == 1
+    assert "bucket 'spadepis-tset'" in capsys.readouterr().err
+    with pytest.raises(StorageError, match="bucket 'spadepis-tset' does not exist") as err:
+        RunStorage("s3://spadepis-tset/runs/typo").write_bytes("synth/shard=00000/a.png", b"x")
+    assert not is_transient(err.value)
+    assert "spadepis-tset" not in buckets(), "a bucket was created"
+
+
+def test_secrets_never_reach_flow_parameters_run_json_or_logs(tmp_path, s3, prefect_harness, monkeypatch):
+    import fsspec
+    import yaml
+    from prefect.blocks.system import Secret
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterName, LogFilter, LogFilterFlowRunId
+
+    from spadepis.cli import main
+
+    key_id, secret = "AKIDSPADEPIS7TEST", "s3cr3t-spadepis-9f8e7d"
+    monkeypatch.setenv("SPADEPIS_TEST_KEY_ID", key_id)
+    Secret(value=secret).save("spadepis-test-s3-secret", overwrite=True)
+    options = {**s3["options"], "key": {"env": "SPADEPIS_TEST_KEY_ID"}, "secret": {"secret": "spadepis-test-s3-secret"}}
+    cfg = small_config(make_inputs(tmp_path, n_maps=2), output="s3://spadepis-test/runs", run_id="secrets",
+                       storage_options={"s3": options}, models={"smoothing": "none"})
+    path = tmp_path / "secrets.yaml"
+    path.write_text(yaml.safe_dump(cfg.model_dump(mode="json")))
+    assert main(["run", str(path)]) == 0
+    # the credentials were used (resolved inside the process doing the I/O) ...
+    assert fsspec.config.conf["s3"]["secret"] == secret
+    # ... but never stored: not in the flow run's parameters (the Prefect database), run.json, or the logs
+    with get_client(sync_client=True) as client:
+        runs = client.read_flow_runs(flow_run_filter=FlowRunFilter(name=FlowRunFilterName(any_=["augment-secrets"])))
+        assert len(runs) == 1 and runs[0].state.is_completed()
+        params = json.dumps(runs[0].parameters, default=str)
+        logs = " ".join(log.message for log in client.read_logs(
+            log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=[runs[0].id]))))
+    assert "spadepis-test-s3-secret" in params and "SPADEPIS_TEST_KEY_ID" in params  # references only
+    run_json = fsspec.filesystem("s3").cat_file("spadepis-test/runs/secrets/run.json").decode()
+    assert "spadepis-test-s3-secret" in run_json
+    for text in (params, logs, run_json):
+        assert secret not in text and key_id not in text

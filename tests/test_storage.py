@@ -71,13 +71,33 @@ def test_orphans_torn_markers_and_missing_parts_are_not_commits(storage):
     assert table.num_rows == 2 and set(table.column("attempt_id").to_pylist()) == {a1}
 
 
-def test_recommit_names_new_part_and_readers_follow_the_marker(storage):
-    a1, a2 = new_attempt_id(), new_attempt_id()
-    storage.commit_shard(0, a1, _rows("shard=00000", 2, a1))
-    storage.commit_shard(0, a2, _rows("shard=00000", 2, a2))  # e.g. a duplicate attempt on a lost worker
-    assert storage.exists(storage.part_rel(0, a1))
+def test_first_commit_wins_and_orphans_are_cleaned(storage):
+    a0, a1, a2 = new_attempt_id(), new_attempt_id(), new_attempt_id()
+    # a crashed attempt left a part and a temporary marker behind
+    storage.write_bytes(storage.part_rel(0, a0), b"half a parquet file")
+    storage.write_bytes("manifest/shard=00000/_SUCCESS.json.tmp-1a2b3c4d", b"{")
+    first = storage.commit_shard(0, a1, _rows("shard=00000", 2, a1))
+    assert not storage.exists(storage.part_rel(0, a0)), "orphan part of the crashed attempt left behind"
+    assert not storage.exists("manifest/shard=00000/_SUCCESS.json.tmp-1a2b3c4d")
+    assert storage.orphans_of_shard(0, first["part"]) == []
+    again = storage.commit_shard(0, a2, _rows("shard=00000", 2, a2))  # e.g. a duplicate attempt on a lost worker
+    assert again["attempt_id"] == a1 and again["superseded_attempt"] == a2
+    assert not storage.exists(storage.part_rel(0, a2)) and storage.exists(storage.part_rel(0, a1))
     table = storage.merge_committed()
-    assert table.num_rows == 2 and set(table.column("attempt_id").to_pylist()) == {a2}
+    assert table.num_rows == 2 and set(table.column("attempt_id").to_pylist()) == {a1}
+
+
+def test_damaged_part_of_the_right_size_uncommits_the_shard(storage):
+    a = new_attempt_id()
+    marker = storage.commit_shard(0, a, _rows("shard=00000", 2, a))
+    data = bytearray(storage.read_bytes(marker["part"]))
+    data[len(data) // 2] ^= 0xFF  # same size, other content
+    storage.write_bytes(marker["part"], bytes(data))
+    assert storage.marker(0) is None and storage.committed_shards() == {}
+    assert "damaged" in storage.invalid_markers["shard=00000"]
+    b = new_attempt_id()
+    assert storage.commit_shard(0, b, _rows("shard=00000", 2, b))["attempt_id"] == b  # the redo commits
+    assert storage.merge_committed().num_rows == 2
 
 
 def test_index_merges_committed_parts_and_knows_when_stale(storage):
@@ -100,7 +120,7 @@ def test_tampered_part_is_refused(storage):
     data[-20] ^= 0xFF
     storage.write_bytes(marker["part"], bytes(data))
     with pytest.raises(StorageError, match="does not match its _SUCCESS.json sha256"):
-        storage.merge_committed()
+        storage.merge_committed({"shard=00000": marker})  # a reader holding the marker from before the damage
 
 
 def test_run_record_is_frozen(storage):
@@ -110,13 +130,32 @@ def test_run_record_is_frozen(storage):
         storage.write_run_record({"config_hash": "def"})
 
 
-def test_storage_failures_become_retryable_storage_errors(tmp_path):
+def test_storage_failures_say_what_happened_and_whether_retry_helps(tmp_path):
+    import errno
+
+    from spadepis.pipeline.failures import classify, describe
+
     blocker = tmp_path / "file"
     blocker.write_text("x")
     storage = RunStorage(str(blocker / "run"))
-    with pytest.raises(StorageError, match="transient storage failure") as err:
+    with pytest.raises(StorageError, match="a file stands where a folder must go.*retrying will not help") as err:
         storage.write_bytes("a/b.png", b"x")
-    assert is_transient(err.value)
+    assert not is_transient(err.value) and classify(err.value).kind == "path-conflict"
+    # local failures a retry would repeat are not transient
+    for exc, kind in ((FileExistsError(errno.EEXIST, "exists"), "path-conflict"),
+                      (OSError(errno.ENOSPC, "No space left on device"), "disk-full"),
+                      (OSError(errno.ENAMETOOLONG, "File name too long"), "name-too-long"),
+                      (PermissionError(errno.EACCES, "denied"), "permission")):
+        wrapped = StorageError("writing x failed")
+        wrapped.__cause__ = exc
+        assert (classify(exc).kind, is_transient(exc)) == (kind, False)
+        assert classify(wrapped).kind == kind and not is_transient(wrapped)
+    assert "disk is full" in describe(OSError(errno.ENOSPC, "No space left on device"))
+    # the Prefect API going away is named as such (Prefect's exception, recognised by name)
+    ConcurrencySlotAcquisitionError = type("ConcurrencySlotAcquisitionError", (Exception,), {})
+    api = ConcurrencySlotAcquisitionError("Unable to acquire concurrency slots for tag:gpu")
+    assert classify(api).kind == "prefect-api-unreachable"
+    assert describe(api).startswith("the Prefect API is unreachable")
 
 
 def test_is_transient_classification():

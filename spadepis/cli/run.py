@@ -21,8 +21,15 @@ def _quiet_prefect_defaults() -> None:
 
 def _load(args) -> "object":
     from ..pipeline.config import load_config
+    from ..pipeline.secrets import has_secret_references
 
-    return load_config(args.config, overrides=args.set or [])
+    overrides = list(args.set or [])
+    if getattr(args, "wait_lease", None) is not None:
+        overrides.append(f"lease.wait_s={args.wait_lease}")
+    cfg = load_config(args.config, overrides=overrides)
+    if any(has_secret_references(opts) for opts in cfg.storage_options.values()):
+        import spadepis.tasks.shard  # noqa: F401 - the Prefect layer registers the Secret-block resolver
+    return cfg
 
 
 def _prepare_inputs(cfg) -> None:
@@ -45,6 +52,20 @@ def _cmd_check(args) -> int:
             print(f"  - {p}", file=sys.stderr)
         return 1
     plan = make_plan(cfg)
+    from ..pipeline.plan import renamed_inputs, storage_name_problems
+
+    problems = storage_name_problems(plan, cfg.run_uri)
+    if problems:
+        print(f"{args.config}: {len(problems)} output name(s) cannot be stored:", file=sys.stderr)
+        for p in problems:
+            print(f"  - {p}", file=sys.stderr)
+        return 1
+    renamed = renamed_inputs(plan)
+    if renamed:
+        shown = "; ".join(f"{name!r} -> {sid!r}" for name, sid in renamed[:5])
+        print(f"note: {len(renamed)} file name(s) cannot be stored as they are (characters a file name cannot "
+              f"safely hold, or longer than the id limit) and get a readable id with a short hash: {shown}"
+              + (" ..." if len(renamed) > 5 else ""))
     print(
         f"{args.config}: OK. run {plan.run_id} -> {cfg.run_uri}\n"
         f"  {len(plan.sources)} sources, {len(plan.styles)} styles, {plan.n_samples} outputs in {len(plan.shards)} shard(s) "
@@ -140,6 +161,13 @@ def _cmd_demo(args) -> int:
     return 0
 
 
+def _cmd_gc(args) -> int:
+    from ..pipeline.gc import collect_garbage
+
+    print(collect_garbage(args.run_uri, dry_run=args.dry_run).describe())
+    return 0
+
+
 def register(subparsers) -> None:
     p = subparsers.add_parser(
         "run", help="run the augmentation flow on a YAML config (resumes a run with the same run id)",
@@ -149,6 +177,9 @@ def register(subparsers) -> None:
     )
     p.add_argument("config", help="YAML run config, e.g. configs/coco.yaml")
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a field, e.g. --set models.smoothing=fast (repeatable)")
+    p.add_argument("--wait-lease", type=float, metavar="SECONDS",
+                   help="when another run holds the run folder, wait up to SECONDS for it (default: refuse at once; "
+                   "config lease.wait_s)")
     p.set_defaults(func=_cmd_run)
 
     p = subparsers.add_parser(
@@ -171,6 +202,15 @@ def register(subparsers) -> None:
     p.add_argument("run_uri", help="<output>/<run_id> of a run (local path or fsspec URI)")
     p.add_argument("--json", action="store_true", help="print the summary as JSON instead of a table")
     p.set_defaults(func=_cmd_summary)
+
+    p = subparsers.add_parser(
+        "gc", help="delete what crashed attempts left in a run folder (orphan parts, *.tmp-* files, unnamed outputs)",
+        description="Delete orphan manifest parts, *.tmp-* leftovers, check probes and outputs of committed shards "
+        "that their committed part does not name. Refused while a run holds the folder's lease.",
+    )
+    p.add_argument("run_uri", help="<output>/<run_id> of a run (local path or fsspec URI)")
+    p.add_argument("--dry-run", action="store_true", help="only list what would be deleted")
+    p.set_defaults(func=_cmd_gc)
 
     p = subparsers.add_parser(
         "sheet", help="draw a run's contact sheet (style photos, then per source: label map | synthesized | outputs)",

@@ -10,7 +10,39 @@ from PIL import Image, UnidentifiedImageError
 
 from ..errors import InputError
 
-__all__ = ["read_bytes", "open_image", "read_rgb", "encode_png", "write_png", "float_to_uint8"]
+__all__ = [
+    "read_bytes", "open_image", "read_rgb", "encode_png", "write_png", "float_to_uint8",
+    "DEFAULT_MAX_IMAGE_PIXELS", "set_max_image_pixels", "max_image_pixels",
+]
+
+DEFAULT_MAX_IMAGE_PIXELS = 89_478_485
+"""PIL's own default: about 0.25 GiB of 24-bit pixels (the config field ``max_image_pixels``)."""
+_MAX_PIXELS = DEFAULT_MAX_IMAGE_PIXELS
+
+
+def set_max_image_pixels(limit: int | None) -> None:
+    """Largest image (width x height) :func:`open_image` decodes in this process; larger ones are an
+    :class:`InputError` naming the file (decompression bombs: a small file that expands to gigabytes).
+    PIL's own guard is moved to the same limit."""
+    global _MAX_PIXELS
+    _MAX_PIXELS = int(limit or DEFAULT_MAX_IMAGE_PIXELS)
+    Image.MAX_IMAGE_PIXELS = _MAX_PIXELS
+
+
+def max_image_pixels() -> int:
+    return _MAX_PIXELS
+
+
+def _too_big(uri: str | Path, w: int | None, h: int | None, pixels: int | None = None) -> InputError:
+    if w and h:
+        size = f"{w}x{h} = {w * h / 1e6:.0f} megapixels"
+    else:
+        size = f"{pixels / 1e6:.0f} megapixels" if pixels else "more pixels than allowed"
+    return InputError(
+        f"{uri}: image is {size}, above the limit of {_MAX_PIXELS / 1e6:.0f} megapixels (config field "
+        "max_image_pixels), which guards against decompression bombs; downscale the image, remove it, or raise "
+        "max_image_pixels if it is genuine."
+    )
 
 
 def read_bytes(uri: str | Path) -> bytes:
@@ -31,8 +63,16 @@ def open_image(uri: str | Path) -> Image.Image:
     if not data:
         raise InputError(f"{uri}: file is empty (0 bytes); regenerate or re-download it.")
     try:
-        img = Image.open(io.BytesIO(data))
+        img = Image.open(io.BytesIO(data))  # reads the header only
+        w, h = img.size
+        if w * h > _MAX_PIXELS:
+            raise _too_big(uri, w, h)
         img.load()
+    except Image.DecompressionBombError as exc:  # PIL's guard fires in open() at twice its limit
+        import re
+
+        found = re.search(r"\((\d+) pixels\)", str(exc))
+        raise _too_big(uri, None, None, int(found.group(1)) if found else None) from exc
     except UnidentifiedImageError as exc:
         raise InputError(f"{uri}: not a readable image ({len(data)} bytes); expected a PNG or JPEG file.") from exc
     except (OSError, SyntaxError, ValueError) as exc:
@@ -71,7 +111,9 @@ def write_png(uri: str | Path, array: np.ndarray) -> bytes:
     uri = str(uri)
     fs, path = fsspec.core.url_to_fs(uri)
     parent = path.rsplit("/", 1)[0] if "/" in path else ""
-    if parent:
+    from .buckets import is_object_store
+
+    if parent and not is_object_store(fs):  # never create buckets
         fs.makedirs(parent, exist_ok=True)
     with fs.open(path, "wb") as f:
         f.write(data)

@@ -38,6 +38,8 @@ from spadepis.pipeline.config import RunConfig, apply_storage_options, check_con
 from spadepis.errors import SpadepisError
 from spadepis.pipeline import ui
 from spadepis.pipeline.demo import prepare_inputs
+from spadepis.pipeline.failures import describe
+from spadepis.pipeline.lease import RunLease
 from spadepis.pipeline.manifest import format_summary, summary
 from spadepis.pipeline.plan import make_plan
 from spadepis.pipeline.report import run_record
@@ -66,15 +68,100 @@ def _slug(text: str) -> str:
     return re.sub(r"[^a-z0-9-]+", "-", text.lower()).strip("-")[:60] or "run"
 
 
+ARTIFACT_TIMEOUT_S = 10.0
+"""Longest wait for one artifact publish; after a timeout or an unreachable API, this run publishes no more."""
+_ARTIFACTS_DOWN: set[str] = set()
+
+
 def _safe_artifact(fn, *args, **kwargs):
-    try:
-        return fn(*args, **kwargs)
-    except Exception as exc:  # noqa: BLE001 - artifacts must not fail a run that produced its data
-        get_run_logger().warning("could not publish artifact: %s", exc)
+    """Publish an artifact without ever stopping or slowing the work: a call runs in a helper thread for at
+    most ``ARTIFACT_TIMEOUT_S``; a timeout or an unreachable API turns artifacts off for the rest of the run."""
+    import contextvars
+    import threading
+
+    from prefect.runtime import flow_run
+
+    from spadepis.pipeline.failures import classify
+
+    run = str(flow_run.id)
+    if run in _ARTIFACTS_DOWN:
         return None
+    ctx, box = contextvars.copy_context(), {}
+
+    def call() -> None:
+        try:
+            box["value"] = ctx.run(fn, *args, **kwargs)
+        except Exception as exc:  # noqa: BLE001 - artifacts must not fail a run that produced its data
+            box["error"] = exc
+
+    thread = threading.Thread(target=call, name="spadepis-artifact", daemon=True)
+    thread.start()
+    thread.join(ARTIFACT_TIMEOUT_S)
+    if thread.is_alive():
+        _ARTIFACTS_DOWN.add(run)
+        get_run_logger().warning("publishing an artifact took more than %.0f s (Prefect API slow or unreachable); no "
+                                 "more artifacts for this run, the work goes on", ARTIFACT_TIMEOUT_S)
+        return None
+    if "error" in box:
+        failure = classify(box["error"])
+        if failure.kind == "prefect-api-unreachable":
+            _ARTIFACTS_DOWN.add(run)
+        get_run_logger().warning("could not publish artifact (%s): %s", failure.what, box["error"])
+        return None
+    return box.get("value")
 
 
-@flow(name="spadepis-augment", flow_run_name=_flow_run_name, validate_parameters=True, log_prints=True)
+_LEASES: dict[str, RunLease] = {}
+
+
+def _take_lease(storage: RunStorage, cfg: RunConfig, log) -> RunLease:
+    """Hold the run folder's lease for this flow run (released by the state hooks); a stale lease's flow run
+    and its unfinished task runs are marked Crashed."""
+    from prefect.runtime import flow_run
+
+    run_id = str(flow_run.id) if flow_run.id else None
+    lease = RunLease(storage, ttl_s=cfg.lease.ttl_s, owner=f"flow run {flow_run.name or '?'}", flow_run_id=run_id,
+                     log=log.warning)
+    stale = lease.acquire(wait_s=cfg.lease.wait_s)
+    _LEASES[str(run_id)] = lease
+    if stale is not None and stale.flow_run_id and stale.flow_run_id != run_id:
+        _mark_crashed(stale.flow_run_id, f"its process is gone or stopped renewing its lease; flow run {flow_run.name} "
+                      "took over the run folder and resumes the run", log)
+    return lease
+
+
+def _mark_crashed(flow_run_id: str, message: str, log) -> None:
+    """Mark a dead run's flow run and its unfinished task runs Crashed (what a killed process cannot do)."""
+    import uuid as _uuid
+
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+    from prefect.states import Crashed
+
+    try:
+        with get_client(sync_client=True) as client:
+            dead = client.read_flow_run(_uuid.UUID(flow_run_id))
+            marked = 0
+            for tr in client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[dead.id]))):
+                if tr.state is not None and not tr.state.is_final():
+                    client.set_task_run_state(tr.id, Crashed(message=f"flow run {dead.name}: {message}"), force=True)
+                    marked += 1
+            if dead.state is not None and not dead.state.is_final():
+                client.set_flow_run_state(dead.id, Crashed(message=message), force=True)
+                log.warning("marked flow run %s (%s) and %d task run(s) it left running as Crashed", dead.name, dead.id, marked)
+    except Exception as exc:  # noqa: BLE001 - bookkeeping of a dead run must not stop this one
+        log.warning("could not mark the dead flow run %s as Crashed: %s", flow_run_id, exc)
+
+
+def _release_lease(flow, flow_run, state) -> None:  # noqa: ARG001 - Prefect state hook signature
+    lease = _LEASES.pop(str(flow_run.id), None)
+    if lease is not None:
+        lease.release()
+
+
+@flow(name="spadepis-augment", flow_run_name=_flow_run_name, validate_parameters=True, log_prints=True,
+      on_completion=[_release_lease], on_failure=[_release_lease], on_cancellation=[_release_lease],
+      on_crashed=[_release_lease])
 def augment(config: RunConfig) -> dict[str, Any]:
     """Augment a dataset of label maps: SPADE synthesis, then stylization with each style; resumable."""
     from tqdm.auto import tqdm
@@ -86,10 +173,13 @@ def augment(config: RunConfig) -> dict[str, Any]:
     apply_storage_options(cfg)
     plan = make_plan(cfg)
     storage = RunStorage(cfg.run_uri)
+    _take_lease(storage, cfg, log)  # one run at a time in this folder; released by the state hooks
     existing = storage.read_run_record()  # a resume keeps run.json (no re-hashing of the weights)
     resumed = existing is not None and existing.get("config_hash") == plan.config_hash
     storage.write_run_record(existing if resumed else run_record(cfg, plan))
     committed = storage.committed_shards()
+    for name, why in sorted(storage.invalid_markers.items()):
+        log.warning("%s: its commit marker does not hold (%s); the shard is redone", name, why)
     pending = [s for s in plan.shards if s.name not in committed]
     total = len(plan.shards)
     log.info(
@@ -124,7 +214,7 @@ def augment(config: RunConfig) -> dict[str, Any]:
                     if res.error:
                         log.warning("%s: %d error row(s), e.g. %s", shard.name, res.error, res.errors[:1])
                 except Exception as exc:  # noqa: BLE001 - a failed shard is reported, the others go on
-                    failures[shard.name] = f"{type(exc).__name__}: {exc}"
+                    failures[shard.name] = describe(exc)
                     log.error("%s failed after its retries: %s", shard.name, failures[shard.name])
                 n_failed, n_ok = len(failures), total - len(pending) + len(results)
                 bar.update(shard.n_samples)
@@ -133,7 +223,16 @@ def augment(config: RunConfig) -> dict[str, Any]:
                                    description=f"run {plan.run_id}: {ui.progress_text(n_ok, n_failed, total)}")
     bar.close()
     wall = time.perf_counter() - t0
-    index = storage.write_index()
+    try:
+        index = storage.write_index()
+    except Exception as exc:
+        if not failures:
+            raise
+        # the shard failures come first: the index failure must not hide them
+        raise ShardsFailedError(
+            f"{len(failures)} of {total} shard(s) failed after their retries: {', '.join(sorted(failures))} "
+            f"(first: {failures[sorted(failures)[0]]}); then writing the index failed too: {describe(exc)}"
+        ) from exc
     new_ok = sum(r.ok for r in results if not r.skipped)
     s = summary(index)
     s["wall_s"] = wall
@@ -144,9 +243,14 @@ def augment(config: RunConfig) -> dict[str, Any]:
                                                       failed=len(failures)))
     _safe_artifact(create_image_artifact, image_url=ui.timing_chart_data_uri(s, title=f"run {plan.run_id}"),
                    key=f"spadepis-timings-{key}", description=f"run {plan.run_id}: stage time per output (ms, p50 / p95)")
-    _safe_artifact(lambda: create_markdown_artifact(
-        markdown=ui.samples_report(storage.run_uri, index.to_pandas(), failures, s),
-        key=f"spadepis-samples-{key}", description=f"run {plan.run_id}: samples like the contact sheet, failures, errors"))
+    try:  # built here, not inside the publish timeout: it reads a few images (thumbnails)
+        samples_md = ui.samples_report(storage.run_uri, index.to_pandas(), failures, s)
+    except Exception as exc:  # noqa: BLE001 - a report must not fail a run that produced its data
+        log.warning("could not build the samples report: %s", describe(exc))
+        samples_md = None
+    if samples_md is not None:
+        _safe_artifact(create_markdown_artifact, markdown=samples_md, key=f"spadepis-samples-{key}",
+                       description=f"run {plan.run_id}: samples like the contact sheet, failures, errors")
     print(format_summary(s))
     out = {
         "run_id": plan.run_id,

@@ -105,12 +105,7 @@ def read_checkpoint(uri: str | Path, *, unwrap: tuple[str, ...] = ("state_dict",
     try:
         obj = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises several types for bad files
-        msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        if "weights_only" in str(exc) or "Unsupported global" in str(exc):
-            hint = "it contains pickled code or objects, not just tensors; re-save it with torch.save(model.state_dict(), path)"
-        else:
-            hint = "it is truncated or not a PyTorch file; download it again and compare its size with the original"
-        raise CheckpointError(f"cannot load checkpoint {uri!r} ({len(raw)} bytes): {msg}. Likely cause: {hint}.") from exc
+        raise CheckpointError(_explain_load_failure(uri, len(raw), exc)) from exc
     for key in unwrap:
         if isinstance(obj, Mapping) and key in obj and isinstance(obj[key], Mapping):
             obj = obj[key]
@@ -122,6 +117,34 @@ def read_checkpoint(uri: str | Path, *, unwrap: tuple[str, ...] = ("state_dict",
             "pass a file written by torch.save(model.state_dict(), path)."
         )
     return LoadedCheckpoint(state_dict=dict(obj), uri=uri, sha256=digest)
+
+
+def _explain_load_failure(uri: str, size: int, exc: BaseException) -> str:
+    """Why ``torch.load(weights_only=True)`` refused the file, naming the offending pickle global instead of
+    repeating torch's advice to load it with ``weights_only=False`` (which would run the file's code)."""
+    import re
+
+    text = str(exc)
+    found = re.search(r"Unsupported global: GLOBAL ([\w.]+)", text)
+    if found:
+        return (
+            f"cannot load checkpoint {uri!r} ({size} bytes): besides tensors it holds a pickled {found.group(1)} object, "
+            "and spadepis never runs pickled code (torch.load(..., weights_only=True)). Save the weights alone where "
+            "you trust the file: torch.save(model.state_dict(), 'weights.pth') (or the state-dict entry of the file), "
+            "and point the config at that file."
+        )
+    unpickler = re.search(r"WeightsUnpickler error: ([^\n]+)", text)
+    if unpickler or "weights_only" in text:
+        what = unpickler.group(1).strip() if unpickler else "it holds objects other than tensors"
+        return (
+            f"cannot load checkpoint {uri!r} ({size} bytes): {what}; spadepis never runs pickled code "
+            "(weights_only=True). Save the weights alone where you trust the file: torch.save(model.state_dict(), path)."
+        )
+    first = text.splitlines()[0] if text else type(exc).__name__
+    return (
+        f"cannot load checkpoint {uri!r} ({size} bytes): {first}. Likely cause: it is truncated or not a PyTorch file; "
+        "download it again and compare its size with the original."
+    )
 
 
 def _fmt(keys: list[str], limit: int = 12) -> str:

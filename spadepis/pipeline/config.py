@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from ..errors import ConfigError
 
@@ -32,6 +32,7 @@ __all__ = [
     "ModelsConfig",
     "RunnerConfig",
     "RetriesConfig",
+    "LeaseConfig",
     "RunConfig",
     "RANDOM_INIT",
     "load_config",
@@ -212,6 +213,19 @@ class RetriesConfig(_Strict):
     )
 
 
+class LeaseConfig(_Strict):
+    """The run folder's lease: one run at a time writes into <output>/<run_id>/."""
+
+    ttl_s: float = Field(
+        120.0, ge=5, le=86400, title="Lease TTL (s)",
+        description="A lease not renewed for this long (the holder was killed) is taken over; renewed every ttl/4.",
+    )
+    wait_s: float = Field(
+        0.0, ge=0, le=7 * 86400, title="Wait for the lease (s)",
+        description="When another run holds the folder: 0 refuses at once (naming it), N waits up to N seconds.",
+    )
+
+
 class RunConfig(_Strict):
     """A whole augmentation run. The flow ``spadepis-augment`` takes exactly this."""
 
@@ -232,11 +246,19 @@ class RunConfig(_Strict):
     device: str = Field("auto", title="Device", description="auto (CUDA when present), cpu, cuda or cuda:N.")
     runner: RunnerConfig = Field(default_factory=RunnerConfig)
     retries: RetriesConfig = Field(default_factory=RetriesConfig)
+    lease: LeaseConfig = Field(default_factory=LeaseConfig)
+    max_image_pixels: int = Field(
+        89_478_485, ge=1, le=10**10, title="Max image pixels",
+        description="Images (label and instance maps, photos, styles) with more pixels (width x height) are refused, "
+        "naming the file: a label map becomes an error row, a style's pairs become error rows. Guards against "
+        "decompression bombs; the default is PIL's.",
+    )
     storage_options: dict[str, dict[str, Any]] = Field(
         default_factory=dict,
         title="Storage options",
-        description="fsspec options per protocol, e.g. {s3: {endpoint_url: 'http://127.0.0.1:9000'}}. "
-        "Prefer environment variables for secrets.",
+        description="fsspec options per protocol, e.g. {s3: {endpoint_url: 'http://127.0.0.1:9000'}}. Credentials only "
+        "by reference: {env: VARIABLE} (the worker's environment) or {secret: BLOCK} (a Prefect Secret block); "
+        "literal secrets are refused.",
     )
 
     @field_validator("run_id")
@@ -255,6 +277,22 @@ class RunConfig(_Strict):
         if not re.match(r"^(auto|cpu|cuda(:\d+)?|mps)$", value):
             raise ValueError(f"device {value!r} is not one of auto, cpu, cuda, cuda:N")
         return value
+
+    @model_validator(mode="after")
+    def _no_literal_secrets(self) -> "RunConfig":
+        from .secrets import literal_secrets
+
+        found = [f for proto, opts in self.storage_options.items() for f in literal_secrets(opts, f"storage_options.{proto}")]
+        found += literal_secrets(self.model_dump(mode="json", exclude={"storage_options"}))
+        if found:
+            raise ValueError(
+                f"literal credentials in {', '.join(found)}: a config travels as the Prefect flow parameter and into "
+                "run.json, so it must not hold secrets. Write a reference instead: {env: AWS_SECRET_ACCESS_KEY} (read "
+                "from the environment of the process doing the I/O) or {secret: my-block} (a Prefect Secret block), "
+                "or leave the key out and let the storage library find credentials (AWS_* variables, ~/.aws, roles); "
+                "URLs must not carry user:password@"
+            )
+        return self
 
     @property
     def stylize_only(self) -> bool:
@@ -284,7 +322,10 @@ class RunConfig(_Strict):
 
 # Fields that change nothing in the outputs: left out of the config hash, so the same work on another
 # machine, with another runner or another output location, gets the same sample ids.
-_EXECUTION_ONLY = {"output", "run_id", "device", "runner", "retries", "batch_size", "storage_options"}
+_EXECUTION_ONLY = {
+    "output", "run_id", "device", "runner", "retries", "batch_size", "storage_options", "lease",
+    "max_image_pixels",  # a guard: raising it only turns refusals into outputs
+}
 
 
 def config_hash(config: RunConfig) -> str:
@@ -311,8 +352,11 @@ def _format_validation_error(exc: ValidationError, source: str) -> str:
         elif err["type"] == "missing":
             lines.append(f"  {loc}: required field is missing; add it")
         else:
+            from .secrets import is_secret_key, redact_url
+
             value = err.get("input")
-            shown = f" (got {value!r})" if not isinstance(value, dict) else ""
+            secret = any(is_secret_key(str(p)) for p in err["loc"])
+            shown = f" (got {redact_url(repr(value))})" if not isinstance(value, dict) and not secret else ""
             lines.append(f"  {loc}: {err['msg']}{shown}")
     return "\n".join(lines)
 
@@ -380,13 +424,20 @@ def load_config(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -
 
 
 def apply_storage_options(config: RunConfig) -> None:
-    """Make ``config.storage_options`` the fsspec defaults of this process (workers call it too)."""
+    """Make ``config.storage_options`` the fsspec defaults of this process (workers call it too).
+
+    Credential references (``{env: NAME}``, ``{secret: BLOCK}``) are resolved here, in the process that
+    does the I/O; their values live only in this process's fsspec defaults (see ``spadepis.pipeline.secrets``).
+    """
     if not config.storage_options:
         return
     import fsspec.config
 
+    from .secrets import resolve_references
+
     for protocol, options in config.storage_options.items():
-        fsspec.config.conf.setdefault(protocol, {}).update(options)
+        resolved = resolve_references(options, f"storage_options.{protocol}")
+        fsspec.config.conf.setdefault(protocol, {}).update(resolved)
 
 
 def _check_weights(config: RunConfig, problems: list[str]) -> None:
@@ -439,11 +490,24 @@ def _check_weights(config: RunConfig, problems: list[str]) -> None:
 def _check_output(config: RunConfig, problems: list[str]) -> None:
     import fsspec
 
+    from ..data.buckets import is_object_store, missing_bucket
+
+    try:
+        bucket = missing_bucket(config.run_uri)
+    except Exception:  # noqa: BLE001 - reported by the write probe below, with its cause
+        bucket = None
+    if bucket is not None:
+        problems.append(
+            f"output: the bucket {bucket!r} of {config.output!r} does not exist; spadepis never creates buckets: "
+            "create it (e.g. `aws s3 mb s3://" + bucket + "`) or fix the bucket name"
+        )
+        return
     probe = f"{config.run_uri}/.write-check-{uuid.uuid4().hex[:12]}"
     try:
         fs, path = fsspec.core.url_to_fs(probe)
         parent = path.rsplit("/", 1)[0]
-        fs.makedirs(parent, exist_ok=True)
+        if not is_object_store(fs):  # on object stores makedirs would create a missing bucket
+            fs.makedirs(parent, exist_ok=True)
         with fs.open(path, "wb") as f:
             f.write(b"ok")
         fs.rm(path)
@@ -463,7 +527,10 @@ def validate_config(config: RunConfig) -> list[str]:
     from .plan import list_inputs
 
     problems: list[str] = []
-    apply_storage_options(config)
+    try:
+        apply_storage_options(config)
+    except ConfigError as exc:
+        problems.append(str(exc))
     try:
         from ..data.presets import get_preset
 

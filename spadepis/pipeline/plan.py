@@ -29,11 +29,14 @@ __all__ = [
     "sample_id",
     "list_inputs",
     "make_plan",
+    "safe_id",
+    "renamed_inputs",
+    "storage_name_problems",
+    "MAX_ID_BYTES",
 ]
 
 IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 _LIST_EXTS = (".txt", ".lst", ".list")
-_SAFE_ID = re.compile(r"[^A-Za-z0-9._-]+")
 
 
 def shard_name(index: int) -> str:
@@ -164,6 +167,11 @@ def list_inputs(spec: str, *, field: str = "input", exts: tuple[str, ...] = IMAG
         elif fs.isfile(path):
             uris = [spec]
         else:
+            from ..data.buckets import missing_bucket
+
+            bucket = missing_bucket(spec)
+            if bucket is not None:
+                raise ConfigError(f"{field}: the bucket {bucket!r} of {spec!r} does not exist; fix the bucket name")
             raise ConfigError(f"{field}: {spec!r} does not exist; give a folder, a glob or a list file")
     except ConfigError:
         raise
@@ -176,6 +184,34 @@ def _stem(uri: str) -> str:
     return PurePosixPath(uri.split("://", 1)[-1]).stem
 
 
+MAX_ID_BYTES = 96
+"""Longest id (UTF-8 bytes) before shortening: ``<source>__<style>.png`` stays far below the usual 255-byte
+limit on a file name (ext4, XFS, APFS, NTFS) and S3's 1024-byte keys."""
+
+
+def safe_id(stem: str) -> str:
+    """The id a file stem gets: readable, unique and bounded.
+
+    Letters and digits of any script (NFC-normalised), ``.``, ``_`` and ``-`` are kept; every other run of
+    characters becomes ``_``. When that changed the stem or it is longer than :data:`MAX_ID_BYTES`, the id
+    is the (shortened) readable part plus ``-`` and 8 hex of the stem's sha256, so two names never collapse
+    into one and ids stay bounded.
+
+    >>> safe_id("aachen_000000_000019"), safe_id("猫"), safe_id("a b")
+    ('aachen_000000_000019', '猫', 'a_b-c8687a08')
+    """
+    import unicodedata
+
+    norm = unicodedata.normalize("NFC", stem)
+    kept = re.sub(r"[^\w.-]+", "_", norm).strip(".") or "_"
+    if kept == stem and len(kept.encode()) <= MAX_ID_BYTES:
+        return kept
+    digest = hashlib.sha256(stem.encode("utf-8", "surrogatepass")).hexdigest()[:8]
+    room = MAX_ID_BYTES - 9
+    short = kept.encode()[:room].decode("utf-8", "ignore")
+    return f"{short}-{digest}"
+
+
 def _source_id(uri: str, strip: tuple[str, ...] = ()) -> str:
     stem = _stem(uri)
     changed = True
@@ -184,7 +220,42 @@ def _source_id(uri: str, strip: tuple[str, ...] = ()) -> str:
         for suffix in strip:
             if suffix and stem.endswith(suffix) and len(stem) > len(suffix):
                 stem, changed = stem[: -len(suffix)], True
-    return _SAFE_ID.sub("_", stem)
+    return safe_id(stem)
+
+
+def renamed_inputs(plan: "Plan") -> list[tuple[str, str]]:
+    """``(file name, id)`` of every source and style stored under another id than its file stem
+    (characters a file name cannot safely hold, or a name longer than :data:`MAX_ID_BYTES`)."""
+    out = []
+    for uri, sid in [(s.label_uri, s.source_id) for s in plan.sources] + [(s.uri, s.style_id) for s in plan.styles]:
+        stem = _stem(uri)
+        if not stem.startswith(sid):  # a stripped suffix (_labelIds) leaves a prefix of the stem
+            out.append((uri.rsplit("/", 1)[-1], sid))
+    return out
+
+
+def storage_name_problems(plan: "Plan", run_uri: str) -> list[str]:
+    """Output names under ``run_uri`` that the storage cannot hold: a file name over 255 bytes, a local path
+    over 4096 bytes or an object key over 1024 bytes (the run folder's own path is usually the cause)."""
+    problems = []
+    local = "://" not in run_uri or run_uri.startswith("file://")
+    limit = 4096 if local else 1024
+    for shard in plan.shards:
+        for src, styles in zip(shard.sources, shard.style_ids):
+            for style in styles or ("",):
+                rel = f"images/{shard.name}/{src.source_id}__{style}.png"
+                name = rel.rsplit("/", 1)[-1]
+                full = f"{run_uri}/{rel}".split("://", 1)[-1]
+                if len(name.encode()) > 255:
+                    problems.append(f"source {src.source_id!r} x style {style!r}: output file name {name!r} is over 255 bytes")
+                elif len(full.encode()) > limit:
+                    problems.append(
+                        f"output: paths under {run_uri!r} reach {len(full.encode())} bytes, over the {limit}-byte limit of "
+                        "the storage; choose a shorter output / run_id"
+                    )
+                if len(problems) >= 5:
+                    return problems
+    return problems
 
 
 def _ids_by_stem(uris: list[str], field: str, strip: tuple[str, ...] = ()) -> dict[str, str]:

@@ -8,25 +8,16 @@ from __future__ import annotations
 
 import datetime as _dt
 import hashlib
-import re
 from typing import Any
 
 from .. import __version__
 from .config import RANDOM_INIT, RunConfig
 from .manifest import SCHEMA_VERSION, STAGES
+from .secrets import redact
 from .plan import Plan
 
 __all__ = ["redact", "file_sha256", "run_record", "summary_rows", "samples_markdown"]
 
-_SECRET_KEYS = re.compile(r"(secret|token|password|key)$", re.I)
-
-
-def redact(obj: Any) -> Any:
-    if isinstance(obj, dict):
-        return {k: ("***" if _SECRET_KEYS.search(str(k)) and v else redact(v)) for k, v in obj.items()}
-    if isinstance(obj, list):
-        return [redact(v) for v in obj]
-    return obj
 
 
 def file_sha256(uri: str) -> str | dict[str, str] | None:

@@ -12,8 +12,9 @@ Layout under ``<output>/<run_id>/`` (local path, ``s3://``, ``gs://``, ``memory:
 
 Object stores have no atomic rename, so the marker written last *is* the commit: a reader trusts
 only the part a valid marker names, checks its size and sha256, and ignores orphan parts of
-crashed attempts. Every storage failure is raised as :class:`StorageError` (an ``OSError``), which
-the pipeline treats as transient and retries.
+crashed attempts. Every storage failure is raised as :class:`StorageError` (an ``OSError``) whose
+message says what happened (disk full, permission, bucket missing, ...) and whether a retry can help
+(``spadepis.pipeline.failures``). Buckets are never created: writes on object stores skip ``makedirs``.
 """
 
 from __future__ import annotations
@@ -33,9 +34,11 @@ import pyarrow.parquet as pq
 
 from ..errors import ConfigError, SpadepisError, StorageError
 from .manifest import SCHEMA, SCHEMA_VERSION, table_schema_version
+from ..data.buckets import is_object_store, missing_bucket
+from .failures import Failure, classify
 from .plan import shard_name
 
-__all__ = ["RunStorage", "new_attempt_id", "normalize_uri", "SUCCESS", "INDEX"]
+__all__ = ["RunStorage", "new_attempt_id", "normalize_uri", "is_object_store", "missing_bucket", "SUCCESS", "INDEX"]
 
 SUCCESS = "_SUCCESS.json"
 INDEX = "index.parquet"
@@ -67,6 +70,12 @@ def normalize_uri(uri: str | None) -> str | None:
     return os.path.abspath(os.path.expanduser(uri))
 
 
+def _storage_error(what: str, exc: BaseException, failure: Failure) -> StorageError:
+    err = StorageError(f"{what} failed: {failure.what} ({type(exc).__name__}: {exc}); {failure.retry_text}; {failure.advice}")
+    err.failure = failure  # type: ignore[attr-defined]
+    return err
+
+
 def _as_shard(shard: int | str) -> str:
     return shard_name(shard) if isinstance(shard, int) else shard
 
@@ -84,7 +93,16 @@ class RunStorage:
             raise ConfigError(f"cannot open storage {self.run_uri!r}: {type(exc).__name__}: {exc}") from None
         self.root = self.root.rstrip("/")
         protocol = self.fs.protocol if isinstance(self.fs.protocol, str) else self.fs.protocol[0]
+        self.protocol = protocol
         self.is_local = protocol in ("file", "local")
+        self.is_object_store = is_object_store(self.fs)
+        self.bucket = self.root.split("/", 1)[0] if self.is_object_store else None
+        self.invalid_markers: dict[str, str] = {}
+        """Shards whose marker was found but does not commit them (missing or damaged part), with why."""
+
+    def missing_bucket(self) -> str | None:
+        """The bucket name when the run's bucket does not exist (object stores only), else ``None``."""
+        return missing_bucket(self.run_uri)
 
     @classmethod
     def from_run_uri(cls, run_uri: str) -> "RunStorage":
@@ -118,16 +136,21 @@ class RunStorage:
         return f"manifest/{_as_shard(shard)}/{SUCCESS}"
 
     # ------------------------------------------------------------------------------ raw I/O
-    def _io(self, what: str, fn: Callable[[], T]) -> T:
+    def _io(self, what: str, fn: Callable[[], T], *, writing: bool = False) -> T:
         try:
             return fn()
-        except (SpadepisError, FileNotFoundError):
+        except SpadepisError:
             raise
-        except Exception as exc:  # noqa: BLE001 - every storage failure becomes a retryable StorageError
-            raise StorageError(
-                f"{what} failed ({type(exc).__name__}: {exc}); transient storage failure: the shard is retried, "
-                "check the storage service and credentials if it persists"
-            ) from exc
+        except FileNotFoundError as exc:
+            if not writing:
+                raise  # reading: "not there" is an answer (run.json, markers), not a failure
+            failure = classify(exc)
+            if self.is_object_store:
+                failure = Failure("bucket-missing", False, f"the bucket {self.bucket!r} does not exist",
+                                  "create the bucket (spadepis never creates buckets) or fix its name in the config")
+            raise _storage_error(what, exc, failure) from exc
+        except Exception as exc:  # noqa: BLE001 - every storage failure becomes a StorageError that says what happened
+            raise _storage_error(what, exc, classify(exc)) from exc
 
     def write_bytes(self, rel: str, data: bytes, *, atomic: bool = False) -> str:
         """Write ``data`` at ``rel`` (parents created); ``atomic`` uses rename where the filesystem has one."""
@@ -135,7 +158,8 @@ class RunStorage:
 
         def _write() -> None:
             parent = path.rsplit("/", 1)[0]
-            self.fs.makedirs(parent, exist_ok=True)
+            if not self.is_object_store:  # object stores have no folders; makedirs would create a missing bucket
+                self.fs.makedirs(parent, exist_ok=True)
             if atomic and self.is_local:
                 tmp = f"{path}.tmp-{uuid.uuid4().hex[:8]}"
                 with open(tmp, "wb") as f:
@@ -147,7 +171,7 @@ class RunStorage:
                 with self.fs.open(path, "wb") as f:
                     f.write(data)
 
-        self._io(f"writing {self.uri(rel)}", _write)
+        self._io(f"writing {self.uri(rel)}", _write, writing=True)
         return self.uri(rel)
 
     def read_bytes(self, rel: str) -> bytes:
@@ -200,9 +224,16 @@ class RunStorage:
             part = marker["part"]
         except (ValueError, KeyError, TypeError):
             return None  # a torn marker is no commit
-        info = self._io(f"checking {self.uri(part)}", lambda: self.fs.info(self.path(part)) if self.fs.exists(self.path(part)) else None)
-        if info is None or int(info.get("size", -1)) != int(marker.get("part_bytes", -2)):
+        try:
+            data = self.read_bytes(part)
+        except FileNotFoundError:
+            self.invalid_markers[shard] = f"its part {part} is missing"
             return None
+        if len(data) != int(marker.get("part_bytes", -2)) or hashlib.sha256(data).hexdigest() != marker.get("part_sha256"):
+            # a damaged part (even of the right size) is no commit: the shard is redone
+            self.invalid_markers[shard] = f"its part {part} does not match the marker's size / sha256 (damaged)"
+            return None
+        self.invalid_markers.pop(shard, None)
         marker.setdefault("shard", shard)
         return marker
 
@@ -232,6 +263,12 @@ class RunStorage:
         data = buf.getvalue()
         part = self.part_rel(shard, attempt_id)
         self.write_bytes(part, data)
+        existing = self.marker(shard)
+        if existing is not None and existing.get("attempt_id") != attempt_id:
+            # another attempt (a duplicate on a lost worker, another run) committed first: its files stand,
+            # this attempt's part is dropped and the marker is not rewritten
+            self._remove_quietly(part)
+            return {**existing, "superseded_attempt": attempt_id}
         status = table.column("status").to_pylist()
         marker = {
             "shard": shard,
@@ -247,7 +284,40 @@ class RunStorage:
             **(extra or {}),
         }
         self.write_bytes(self.success_rel(shard), json.dumps(marker, indent=1).encode(), atomic=True)
+        self.clean_shard(shard, keep_part=part)
         return marker
+
+    # ------------------------------------------------------------------------------ cleanup
+    def _remove_quietly(self, rel_or_path: str, *, is_path: bool = False) -> bool:
+        try:
+            self.fs.rm(rel_or_path if is_path else self.path(rel_or_path))
+            return True
+        except Exception:  # noqa: BLE001 - cleanup never fails the work
+            return False
+
+    def orphans_of_shard(self, shard: int | str, keep_part: str | None) -> list[str]:
+        """Paths in the shard's manifest folder that nobody reads: parts other than ``keep_part`` (crashed or
+        superseded attempts) and ``*.tmp-*`` leftovers of interrupted atomic writes."""
+        folder = self.path(f"manifest/{_as_shard(shard)}")
+        try:
+            names = self.fs.ls(folder, detail=False)
+        except FileNotFoundError:
+            return []
+        keep = self.path(keep_part) if keep_part else None
+        out = []
+        for p in names:
+            base = p.rstrip("/").rsplit("/", 1)[-1]
+            if ".tmp-" in base or (base.startswith("part-") and base.endswith(".parquet") and p.rstrip("/") != keep):
+                out.append(p)
+        return sorted(out)
+
+    def clean_shard(self, shard: int | str, *, keep_part: str) -> list[str]:
+        """Delete the shard's orphan parts and temporary files (best effort); returns what was deleted."""
+        try:
+            victims = self.orphans_of_shard(shard, keep_part)
+        except Exception:  # noqa: BLE001
+            return []
+        return [p for p in victims if self._remove_quietly(p, is_path=True)]
 
     def read_part(self, marker: dict[str, Any]) -> pa.Table:
         data = self.read_bytes(marker["part"])

@@ -34,8 +34,10 @@ import numpy as np
 
 from .. import __version__
 from .config import RANDOM_INIT, RunConfig, apply_storage_options
-from ..errors import CheckpointError, ConfigError, InputError, SpadepisError, StorageError
-from ..data.images import encode_png, float_to_uint8, read_rgb
+from ..errors import CheckpointError, ConfigError, InputError, StorageError
+from ..data.images import encode_png, float_to_uint8, read_rgb, set_max_image_pixels
+from .failures import classify
+from .failures import is_transient as _is_transient
 from .manifest import SCHEMA_VERSION, rows_to_table
 from .plan import ShardSpec, sample_id
 from .storage import RunStorage, new_attempt_id, normalize_uri
@@ -207,28 +209,11 @@ def model_info() -> dict[str, int]:
 def is_transient(exc: BaseException | None) -> bool:
     """Whether retrying the shard may help: storage and connection errors, CUDA out-of-memory, a lost worker.
 
-    Bad inputs, configuration and checkpoint errors, and programming errors are not transient.
-    The exception's ``__cause__``/``__context__`` chain is searched too.
+    Bad inputs, configuration and checkpoint errors, programming errors, and local failures a retry would
+    repeat (disk full, permission, name too long, a file in the way, a missing bucket) are not transient.
+    The exception's ``__cause__``/``__context__`` chain is searched too (``spadepis.pipeline.failures``).
     """
-    seen = set()
-    while exc is not None and id(exc) not in seen:
-        seen.add(id(exc))
-        if isinstance(exc, StorageError):
-            return True
-        if isinstance(exc, SpadepisError):  # InputError, ConfigError, CheckpointError: retrying won't help
-            return False
-        name = type(exc).__name__
-        module = type(exc).__module__ or ""
-        if name in ("OutOfMemoryError", "KilledWorker", "CommClosedError") or "out of memory" in str(exc).lower():
-            return True
-        if isinstance(exc, (ConnectionError, TimeoutError)):
-            return True
-        if isinstance(exc, OSError) and not isinstance(exc, (FileNotFoundError, IsADirectoryError, NotADirectoryError, PermissionError)):
-            return True
-        if module.startswith(("botocore", "aiobotocore", "aiohttp", "s3fs", "urllib3", "requests", "gcsfs")):
-            return True
-        exc = exc.__cause__ or exc.__context__
-    return False
+    return _is_transient(exc)
 
 
 # ------------------------------------------------------------------------------------ the shard
@@ -253,6 +238,18 @@ class _Item:
     def row_label_uri(self) -> str:
         """The label map the rows name: the aligned copy when one was written, else the source's."""
         return self.label_uri or self.source.label_uri
+
+
+def _write_item(storage: RunStorage, rel: str, data: bytes) -> str:
+    """Write one item's output; a name the storage refuses becomes that item's :class:`InputError` (an error
+    row), so one bad name never takes its neighbours down. Other failures propagate (the shard is retried)."""
+    try:
+        return storage.write_bytes(rel, data)
+    except StorageError as exc:
+        if classify(exc).kind != "name-too-long":
+            raise
+        raise InputError(f"{storage.uri(rel)}: the storage refuses this file name ({exc.__cause__}); rename the input "
+                         "file (shorter, plainer name)") from exc
 
 
 def _ms(t0: float) -> float:
@@ -324,7 +321,10 @@ def _synthesize_batch(synth, batch: list[_Item], storage: RunStorage, shard_name
     for it, img in zip(batch, images):
         it.content, it.t_synth = np.ascontiguousarray(img), dt
         t0 = time.perf_counter()
-        it.synth_uri = storage.write_bytes(storage.synth_rel(shard_name, it.source.source_id), encode_png(it.content))
+        try:
+            it.synth_uri = _write_item(storage, storage.synth_rel(shard_name, it.source.source_id), encode_png(it.content))
+        except InputError as exc:
+            it.error = str(exc)
         it.t_write_source = _ms(t0)
 
 
@@ -371,6 +371,7 @@ def process_shard(
     t_start = time.perf_counter()
     config = config.resolved()
     apply_storage_options(config)
+    set_max_image_pixels(config.max_image_pixels)
     storage = RunStorage(config.run_uri)
     existing = storage.marker(shard.name)
     if existing is not None:
@@ -395,7 +396,10 @@ def process_shard(
         _load_item(item, config, preset)
         if item.label_png is not None and item.error is None:
             t0 = time.perf_counter()
-            item.label_uri = storage.write_bytes(storage.label_rel(shard.name, item.source.source_id), item.label_png)
+            try:
+                item.label_uri = _write_item(storage, storage.label_rel(shard.name, item.source.source_id), item.label_png)
+            except InputError as exc:
+                item.error = str(exc)
             item.label_png, item.t_write_source = None, _ms(t0)
 
     samples: list[dict[str, str]] = []
@@ -502,7 +506,7 @@ def process_shard(
                     raise InputError(f"smoothing: {out}")
                 t0 = time.perf_counter()
                 data = encode_png(out)
-                uri = storage.write_bytes(storage.image_rel(shard.name, item.source.source_id, style_id), data)
+                uri = _write_item(storage, storage.image_rel(shard.name, item.source.source_id, style_id), data)
                 t_wr = _ms(t0) + item.t_write_source / k
             except InputError as exc:
                 item_rows[idx].append((j, row(item, style_id, status="error", error=str(exc), **shared)))

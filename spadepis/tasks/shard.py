@@ -16,10 +16,22 @@ from prefect.cache_policies import NO_CACHE
 
 from spadepis.pipeline.config import RunConfig
 from spadepis.pipeline.plan import ShardSpec
+from spadepis.pipeline.secrets import register_secret_resolver
 from spadepis.pipeline.worker import ShardResult, is_transient, process_shard
 from spadepis.pipeline.storage import new_attempt_id
 
-__all__ = ["process_shard_task", "retry_transient", "shard_task_for"]
+__all__ = ["process_shard_task", "retry_transient", "shard_task_for", "load_secret_block"]
+
+
+def load_secret_block(name: str) -> Any:
+    """Value of the Prefect Secret block ``name``: resolves ``{secret: name}`` in ``storage_options``."""
+    from prefect.blocks.system import Secret
+
+    return Secret.load(name, _sync=True).get()
+
+
+# Importing the task (flow process, Dask workers unpickling it) lets the library resolve {secret: ...}.
+register_secret_resolver(load_secret_block)
 
 
 def retry_transient(task: Any, task_run: Any, state: Any) -> bool:
