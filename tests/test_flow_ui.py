@@ -70,7 +70,7 @@ def test_summary_is_one_numeric_row_per_stage(runs):
     with _client() as client:
         arts = _artifacts(client, runs["a"].state_details.flow_run_id)
     table = arts["table"].data if isinstance(arts["table"].data, list) else json.loads(arts["table"].data)
-    assert [r["stage"] for r in table] == ["load", "synthesize", "stylize", "smooth", "write", "total"]
+    assert [r["stage"] for r in table] == ["load", "synthesize", "stylize", "smooth", "quality", "write", "total"]
     for r in table:
         assert all(isinstance(r[k], (int, float)) for k in ("p50_ms", "p95_ms", "mean_ms")), r
         assert r["p95_ms"] >= r["p50_ms"] >= 0
@@ -110,7 +110,7 @@ def test_per_shard_log_line(runs):
         logs = client.read_logs(log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=[runs["a"].state_details.flow_run_id])))
     lines = [entry.message for entry in logs if entry.task_run_id is not None]
     assert any(re.match(r"shard=00000: 2 sources, 2 ok / 2 error; stage ms .*load \d+ synth \d+ stylize \d+ smooth \d+ "
-                        r"write \d+; [\d.]+ s", m) for m in lines), lines
+                        r"quality \d+ write \d+; [\d.]+ s", m) for m in lines), lines
 
 
 def test_every_shard_failed_run(runs):

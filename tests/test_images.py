@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 from PIL import Image
 
 from spadepis.data.images import read_rgb
+from spadepis.errors import InputError
 
 
 def test_read_rgb_scales_16bit_grey_instead_of_clipping(tmp_path):
@@ -29,3 +31,14 @@ def test_read_rgb_keeps_8bit_grey_and_rgb(tmp_path):
     rgb = np.random.default_rng(0).integers(0, 256, (20, 24, 3), dtype=np.uint8)
     Image.fromarray(rgb).save(tmp_path / "c.png")
     assert (read_rgb(tmp_path / "c.png") == rgb).all()
+
+
+def test_check_rgb_uint8_names_what_and_the_fix():
+    from spadepis.data.images import check_rgb_uint8
+
+    img = np.zeros((2, 3, 3), np.uint8)
+    assert check_rgb_uint8(img, "content") is img
+    for bad, msg in ((img.tolist(), "got list"), (img[..., :1], r"shape \(H, W, 3\)"),
+                     (img.astype(np.float32), "float_to_uint8"), (np.zeros((0, 3, 3), np.uint8), "is empty")):
+        with pytest.raises(InputError, match=r"^style image.*" + msg):
+            check_rgb_uint8(bad, "style image")

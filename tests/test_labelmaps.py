@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 
 import numpy as np
@@ -189,3 +190,37 @@ def test_grey_plus_alpha_label_map_uses_the_id_channel(tmp_path):
     Image.fromarray(la, mode="LA").save(tmp_path / "la.png")
     preset = get_preset("ade20k", crop_size=32)
     np.testing.assert_array_equal(load_label_map(tmp_path / "la.png", preset), ids.astype(np.int64))
+
+
+def test_as_id_map_is_the_one_coercion():
+    from spadepis.data.labelmaps import as_id_map
+
+    ids = np.array([[0, 1], [2, 3]])
+    for source in (ids.astype(np.uint16), ids.astype(np.float32), torch.from_numpy(ids)[None], ids.astype(bool)):
+        out = as_id_map(source, "map")
+        assert out.dtype == np.int64 and out.shape == (2, 2)
+    np.testing.assert_array_equal(as_id_map(ids.astype(np.float64), "map"), ids)
+    with pytest.raises(InputError, match=r"seg: holds non-integer values"):
+        as_id_map(np.full((2, 2), np.nan), "seg:")
+    with pytest.raises(InputError, match=r"m has dtype <U1"):
+        as_id_map(np.array([["a"]]), "m")
+    with pytest.raises(InputError, match=r"m is empty"):
+        as_id_map(np.zeros((0, 3), np.int64), "m")
+    with pytest.raises(InputError, match=r"expected a 2-D integer label map \(H, W\) of ids; use ids"):
+        as_id_map(np.zeros((2, 2, 3), np.int64), "m", hint="; use ids")
+    # instance maps get the same coercion (integral floats were refused before)
+    inst = load_instance_map(np.array([[1.0, 2.0], [2.0, 2.0]]), get_preset("coco", crop_size=32))
+    assert inst.dtype == np.int64 and inst.shape == (32, 32)
+
+
+def test_resized_label_png_keeps_mode_and_matches_resize_nearest(tmp_path):
+    from spadepis.data.labelmaps import resized_label_png
+
+    ids = np.random.default_rng(1).integers(0, 30, (13, 17)).astype(np.uint8)
+    img = Image.fromarray(ids, mode="L").convert("P")
+    img.putpalette([v for i in range(256) for v in (i, 255 - i, i // 2)])
+    img.save(tmp_path / "lab.png")
+    assert resized_label_png(tmp_path / "lab.png", (13, 17)) is None
+    out = Image.open(io.BytesIO(resized_label_png(tmp_path / "lab.png", (40, 25))))
+    assert out.mode == "P" and out.size == (25, 40) and out.getpalette()[:6] == [0, 255, 0, 1, 254, 0]
+    np.testing.assert_array_equal(np.asarray(out), resize_nearest(ids.astype(np.int64), (40, 25)))

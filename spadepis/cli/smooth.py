@@ -12,6 +12,10 @@ import time
 from pathlib import Path
 
 from ..errors import ConfigError, InputError
+from ..models.registry import COMPAT_MODES, SMOOTHERS
+
+_MODES = tuple(n for n in SMOOTHERS if not SMOOTHERS[n].identity)
+"""The smoothing modes that do something (``none`` is no command of its own)."""
 
 
 def _cmd(args) -> int:
@@ -65,10 +69,8 @@ def register(sub) -> None:
     )
     p.add_argument("--content", required=True, help="content image (PNG/JPEG path or fsspec URI)")
     p.add_argument("--init", required=True, help="stylized image to smooth (same size as the content)")
-    p.add_argument("--mode", choices=["exact", "fast"], default="exact",
-                   help="exact: closed-form solve (default); fast: guided filter (radius 35, eps 1e-3)")
-    p.add_argument("--compat", choices=["fastphotostyle"], default=None,
-                   help="reproduce FastPhotoStyle's crop/resize/pad (output 4 px smaller)")
+    p.add_argument("--mode", choices=_MODES, default="exact", help=SMOOTHERS.help(_MODES) + " (default exact)")
+    p.add_argument("--compat", choices=COMPAT_MODES.names, default=None, help=COMPAT_MODES.help())
     p.add_argument("--out", required=True, help="output PNG (path or fsspec URI)")
     p.add_argument("--raw", default=None,
                    help="also write V before clipping: float64 .npy, shape (H, W, 3) (after the crop in compat mode)")

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import io
+import re
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -11,8 +13,8 @@ from PIL import Image, UnidentifiedImageError
 from ..errors import InputError
 
 __all__ = [
-    "read_bytes", "open_image", "read_rgb", "encode_png", "write_png", "float_to_uint8",
-    "DEFAULT_MAX_IMAGE_PIXELS", "set_max_image_pixels", "max_image_pixels",
+    "read_bytes", "open_image", "read_rgb", "check_rgb_uint8", "encode_png", "write_png", "float_to_uint8",
+    "DEFAULT_MAX_IMAGE_PIXELS", "set_max_image_pixels", "max_image_pixels", "oversized_images",
 ]
 
 DEFAULT_MAX_IMAGE_PIXELS = 89_478_485
@@ -31,6 +33,29 @@ def set_max_image_pixels(limit: int | None) -> None:
 
 def max_image_pixels() -> int:
     return _MAX_PIXELS
+
+
+def oversized_images(uris: list[str], limit: int) -> list[tuple[str, int]]:
+    """``(uri, pixels)`` of the images above ``limit`` pixels, from their headers only (nothing is decoded);
+    unreadable files are left to the run, which reports them per item."""
+    import fsspec
+
+    out = []
+    for uri in uris:
+        try:
+            with fsspec.open(str(uri), "rb") as f, warnings.catch_warnings():
+                warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+                try:
+                    w, h = Image.open(f).size
+                except Image.DecompressionBombError as exc:
+                    found = re.search(r"\((\d+) pixels\)", str(exc))
+                    out.append((str(uri), int(found.group(1)) if found else limit + 1))
+                    continue
+        except Exception:  # noqa: BLE001 - unreadable: reported by the run
+            continue
+        if w * h > limit:
+            out.append((str(uri), w * h))
+    return out
 
 
 def _too_big(uri: str | Path, w: int | None, h: int | None, pixels: int | None = None) -> InputError:
@@ -69,8 +94,6 @@ def open_image(uri: str | Path) -> Image.Image:
             raise _too_big(uri, w, h)
         img.load()
     except Image.DecompressionBombError as exc:  # PIL's guard fires in open() at twice its limit
-        import re
-
         found = re.search(r"\((\d+) pixels\)", str(exc))
         raise _too_big(uri, None, None, int(found.group(1)) if found else None) from exc
     except UnidentifiedImageError as exc:
@@ -95,6 +118,22 @@ def read_rgb(uri: str | Path) -> np.ndarray:
         grey = ((np.clip(grey, 0, 65535) + 128) // 257).astype(np.uint8)
         return np.repeat(grey[..., None], 3, axis=2)
     return np.asarray(img.convert("RGB"))
+
+
+def check_rgb_uint8(image, what: str) -> np.ndarray:
+    """``image`` as an ``(H, W, 3)`` uint8 RGB array, or an :class:`InputError` naming ``what`` and the fix."""
+    if not isinstance(image, np.ndarray):
+        raise InputError(f"{what}: expected a numpy array (H, W, 3) uint8 RGB, got {type(image).__name__}; "
+                         "read images with spadepis.data.images.read_rgb.")
+    if image.ndim != 3 or image.shape[2] != 3:
+        raise InputError(f"{what}: expected shape (H, W, 3) RGB, got {image.shape}; convert the image to RGB first "
+                         "(spadepis.data.images.read_rgb does).")
+    if image.dtype != np.uint8:
+        raise InputError(f"{what}: expected dtype uint8 (0..255), got {image.dtype}; convert [0, 1] floats with "
+                         "spadepis.data.images.float_to_uint8.")
+    if image.shape[0] < 1 or image.shape[1] < 1:
+        raise InputError(f"{what} is empty (shape {image.shape}).")
+    return image
 
 
 def encode_png(array: np.ndarray) -> bytes:

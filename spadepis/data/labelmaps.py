@@ -21,6 +21,7 @@ Colour-coded RGB label maps need a palette file, either text (one ``id r g b [na
 
 from __future__ import annotations
 
+import io
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,8 +37,10 @@ from .presets import Preset
 __all__ = [
     "Palette",
     "load_palette",
+    "as_id_map",
     "read_label_map",
     "resize_nearest",
+    "resized_label_png",
     "load_label_map",
     "load_instance_map",
     "load_label_and_instance",
@@ -141,6 +144,28 @@ def _name_of(source) -> str:
     return "<array>" if isinstance(source, np.ndarray | torch.Tensor) else str(source)
 
 
+def as_id_map(source: np.ndarray | torch.Tensor, what: str, *, hint: str = "") -> np.ndarray:
+    """A map of integer ids as a 2-D ``(H, W)`` int64 array: the one coercion of label and instance maps.
+
+    Accepts ``(H, W)`` or ``(1, H, W)`` arrays or tensors of integers, booleans, or floats holding whole
+    numbers; anything else is an :class:`InputError` that names ``what`` (``hint`` is added to the shape
+    error, e.g. how to pass colour-coded maps).
+    """
+    arr = source.detach().cpu().numpy() if isinstance(source, torch.Tensor) else np.asarray(source)
+    if arr.ndim == 3 and arr.shape[0] == 1:
+        arr = arr[0]
+    if arr.ndim != 2:
+        raise InputError(f"{what} has shape {tuple(arr.shape)}, expected a 2-D integer label map (H, W) of ids{hint}.")
+    if arr.size == 0:
+        raise InputError(f"{what} is empty (shape {tuple(arr.shape)}); pass a non-empty map.")
+    if arr.dtype.kind == "f":
+        if not (np.all(np.isfinite(arr)) and np.all(arr == np.round(arr))):
+            raise InputError(f"{what} holds non-integer values; pass integer ids.")
+    elif arr.dtype.kind not in "iub":
+        raise InputError(f"{what} has dtype {arr.dtype}; pass integer ids.")
+    return arr.astype(np.int64)
+
+
 def _image_to_array(img: Image.Image, name: str, what: str, palette: Palette | None) -> np.ndarray:
     mode = img.mode
     if mode in ("L", "P", "I", "I;16", "I;16L", "I;16B", "1"):
@@ -186,31 +211,13 @@ def read_label_map(source: str | Path | np.ndarray | torch.Tensor, preset: Prese
     """
     name = _name_of(source)
     pal = load_palette(palette) if palette is not None else None
-    if isinstance(source, torch.Tensor):
-        source = source.detach().cpu().numpy()
-    if isinstance(source, np.ndarray):
-        arr = source
+    if isinstance(source, np.ndarray | torch.Tensor):
+        arr = source.detach().cpu().numpy() if isinstance(source, torch.Tensor) else source
         if arr.ndim == 3 and arr.shape[-1] in (3, 4) and pal is not None:
             arr = _apply_palette(arr[..., :3], pal, name)
-        elif arr.ndim == 3 and arr.shape[0] == 1:
-            arr = arr[0]
-        if arr.ndim != 2:
-            raise InputError(
-                f"{name}: label map has shape {tuple(source.shape)}, expected a 2-D (H, W) array of ids "
-                "(or (H, W, 3) colours with a palette)."
-            )
-        if not (np.issubdtype(arr.dtype, np.integer) or arr.dtype == bool):
-            if np.issubdtype(arr.dtype, np.floating) and np.all(np.isfinite(arr)) and np.all(arr == np.round(arr)):
-                arr = arr.astype(np.int64)
-            else:
-                raise InputError(f"{name}: label map has dtype {arr.dtype} with non-integer values; pass integer ids.")
-        arr = arr.astype(np.int64)
     else:
         arr = _image_to_array(open_image(source), name, "label map", pal)
-        if arr.ndim != 2:
-            raise InputError(f"{name}: label map has shape {arr.shape}, expected a single-channel 2-D image.")
-    if arr.shape[0] < 1 or arr.shape[1] < 1:
-        raise InputError(f"{name}: label map is empty (shape {arr.shape}).")
+    arr = as_id_map(arr, f"{name}: label map", hint=" (or (H, W, 3) colours with a palette)")
     return _validate_ids(arr, preset, name)
 
 
@@ -232,6 +239,18 @@ def resize_nearest(arr: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     return arr.reshape(-1)[picked]
 
 
+def resized_label_png(uri: str | Path, size: tuple[int, int]) -> bytes | None:
+    """The label file at ``uri`` NEAREST-resized to ``size`` (H, W) as PNG bytes, keeping its raw ids, mode and
+    palette (a copy pixel-aligned with an image of that size); ``None`` when it already has that size."""
+    img = open_image(uri)
+    h, w = size
+    if img.size == (w, h):
+        return None
+    buf = io.BytesIO()
+    img.resize((w, h), Image.NEAREST).save(buf, format="PNG")
+    return buf.getvalue()
+
+
 def load_label_map(source: str | Path | np.ndarray, preset: Preset, *, palette=None) -> np.ndarray:
     """Label map ready for the generator: ``(H, W)`` int64 at ``preset.label_size``.
 
@@ -242,15 +261,8 @@ def load_label_map(source: str | Path | np.ndarray, preset: Preset, *, palette=N
 
 
 def _read_instance(source, name: str) -> np.ndarray:
-    if isinstance(source, torch.Tensor):
-        source = source.detach().cpu().numpy()
-    if isinstance(source, np.ndarray):
-        arr = source[0] if source.ndim == 3 and source.shape[0] == 1 else source
-        if arr.ndim != 2:
-            raise InputError(f"{name}: instance map has shape {tuple(source.shape)}, expected a 2-D (H, W) array.")
-        if not np.issubdtype(arr.dtype, np.integer):
-            raise InputError(f"{name}: instance map has dtype {arr.dtype}; pass integer instance ids.")
-        return arr.astype(np.int64)
+    if isinstance(source, np.ndarray | torch.Tensor):
+        return as_id_map(source, f"{name}: instance map")
     img = open_image(source)
     if img.mode in ("RGB", "RGBA"):
         # Colour-coded instance maps: each colour is one instance (only boundaries matter).

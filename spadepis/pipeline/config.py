@@ -137,6 +137,44 @@ class StylesConfig(_Strict):
         title="Style max side",
         description="Downscale style photos whose longer side exceeds this (pixels); empty keeps them as they are.",
     )
+    labels: str | None = Field(
+        None,
+        title="Style label maps",
+        description="Folder, glob or list file of label maps of the style photos, in the dataset's label space, paired "
+        "with styles.source by id (file stem, dataset.strip_suffixes removed). Enables semantic selection, "
+        "label-aware transfer and the q_coverage score. Optional.",
+    )
+    select: Literal["all", "random", "semantic"] | None = Field(
+        None,
+        title="Style selection",
+        description="all: every style for every sample; random: per_sample styles chosen by seed; semantic: the "
+        "per_sample styles whose class composition best covers the label map's (needs styles.labels), drawn by seed "
+        "among the top_m. Empty: random when per_sample is set, else all.",
+    )
+    top_m: int | None = Field(
+        None,
+        ge=1,
+        le=100_000,
+        title="Semantic candidates",
+        description="select: semantic draws per_sample styles (seeded, without replacement) among the top_m best "
+        "scored ones, so one great style is not given to every sample. Empty: 4 x per_sample.",
+    )
+    unmatched: Literal["keep", "global"] = Field(
+        "keep",
+        title="Unmatched classes",
+        description="Label-aware transfer: content pixels whose class has no usable style region keep the content's "
+        "own features (keep, the reference's behaviour) or get the style's global statistics (global).",
+    )
+    ignore_labels: list[int] | None = Field(
+        None,
+        title="Labels ignored by the scores",
+        description="Label ids left out of style_score and q_coverage (e.g. void / unlabelled). Empty: the preset's "
+        "dontcare id, if any.",
+    )
+
+    def effective_select(self) -> str:
+        """``select``, or what an older config meant: random with per_sample, else all."""
+        return self.select or ("random" if self.per_sample else "all")
 
 
 class ModelsConfig(_Strict):
@@ -178,6 +216,37 @@ class ModelsConfig(_Strict):
         description="Where exact smoothing runs. cpu: sparse Cholesky (CHOLMOD) on runner.smoothing_workers "
         "processes; cuda: batched multigrid-preconditioned CG on the GPU; auto: the run's device.",
     )
+    wct_precision: Literal["reference", "float64"] = Field(
+        "reference",
+        title="WCT precision",
+        description="reference (default): FastPhotoStyle's float32 covariance + SVD and its 1e-5 rank cut, so photowct "
+        "reproduces the original's outputs; regions where the original fails (one pixel, constant, SVD not converging) "
+        "fall back to float64 and the manifest's wct_numerics says 'float64-fallback'. float64: float64 "
+        "eigendecompositions everywhere; drops the float32-noise directions the original keeps, so photowct outputs "
+        "differ visibly from FastPhotoStyle's.",
+    )
+    compat: Literal["fastphotostyle"] | None = Field(
+        None,
+        title="Reference mode",
+        description="fastphotostyle: full FastPhotoStyle mode, its WCT numerics and its exact-smoothing crop/resize: "
+        "with smoothing exact every output is 4 px smaller (2 px cropped from each side) and label_uri names the label "
+        "map cropped the same way, so pairs stay pixel-aligned. Needs smoothing exact or none and wct_precision "
+        "reference. Empty: full-size outputs.",
+    )
+
+    @model_validator(mode="after")
+    def _compat_ok(self) -> "ModelsConfig":
+        if self.compat == "fastphotostyle" and self.wct_precision == "float64":
+            raise ValueError(
+                "compat: fastphotostyle uses the reference's float32 WCT numerics; set wct_precision: reference "
+                "(or drop compat to keep float64)"
+            )
+        if self.compat == "fastphotostyle" and self.smoothing == "fast":
+            raise ValueError(
+                "compat: fastphotostyle is for smoothing exact or none (the guided filter has no reference crop); "
+                "change smoothing or drop compat"
+            )
+        return self
 
 
 class RunnerConfig(_Strict):
@@ -328,6 +397,11 @@ _EXECUTION_ONLY = {
 }
 
 
+# styles fields added with semantic selection: left out of the hash while they keep the meaning an older
+# config had, so runs made before they existed keep their run id and sample ids (and resume).
+_STYLES_DEFAULTS = {"labels": None, "top_m": None, "unmatched": "keep", "ignore_labels": None}
+
+
 def config_hash(config: RunConfig) -> str:
     """sha256 of the canonical JSON of every field that can change the outputs."""
     exclude: dict[str, Any] = dict.fromkeys(_EXECUTION_ONLY, True)
@@ -336,6 +410,12 @@ def config_hash(config: RunConfig) -> str:
         exclude["dataset"].add("max_side")
     if config.dataset.use_instance is None:  # unset: hashes stay those of configs written before the field
         exclude["dataset"].add("use_instance")
+    st = config.styles
+    same = {k for k, v in _STYLES_DEFAULTS.items() if getattr(st, k) == v}
+    if st.select is None or st.select == ("random" if st.per_sample else "all"):
+        same.add("select")
+    if same:
+        exclude["styles"] = same
     data = config.model_dump(mode="json", exclude=exclude)
     return hashlib.sha256(json.dumps(data, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
 
@@ -560,6 +640,7 @@ def validate_config(config: RunConfig) -> list[str]:
             f"styles.per_sample: {config.styles.per_sample} styles per sample asked for but {config.styles.source!r} "
             f"holds only {n_styles}; lower it or add style photos"
         )
+    problems.extend(_check_selection(config))
     _check_weights(config, problems)
     from .model_fit import check_model_fit
 
@@ -580,6 +661,32 @@ def validate_config(config: RunConfig) -> list[str]:
         problems.append("runner.address: only used with runner.kind: dask; remove it or set kind: dask")
     _check_output(config, problems)
     return problems
+
+
+def _check_selection(config: RunConfig) -> list[str]:
+    st = config.styles
+    out = []
+    if st.labels is not None:
+        from .plan import list_inputs
+
+        try:
+            list_inputs(st.labels, field="styles.labels")
+        except ConfigError as exc:
+            out.append(str(exc))
+    sel = st.effective_select()
+    if sel == "all" and st.per_sample:
+        out.append("styles.per_sample: select: all uses every style; remove per_sample or choose select: random / semantic")
+    if sel in ("random", "semantic") and not st.per_sample:
+        out.append(f"styles.per_sample: select: {sel} needs the number of styles per sample; set per_sample (e.g. 2)")
+    if sel == "semantic" and st.labels is None:
+        out.append("styles.labels: select: semantic ranks styles by their label maps; set styles.labels (label maps of "
+                   "the style photos, same ids) or use select: random")
+    if st.top_m is not None:
+        if sel != "semantic":
+            out.append("styles.top_m: only used with select: semantic; remove it")
+        elif st.per_sample and st.top_m < st.per_sample:
+            out.append(f"styles.top_m: {st.top_m} is below per_sample ({st.per_sample}); set top_m >= per_sample")
+    return out
 
 
 def check_config(config: RunConfig) -> None:

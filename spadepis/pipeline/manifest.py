@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -25,8 +25,11 @@ __all__ = [
     "SCHEMA_VERSION",
     "SCHEMA",
     "STAGES",
+    "QUALITY",
     "rows_to_table",
+    "upgrade_table",
     "table_schema_version",
+    "filter_rows",
     "read_index",
     "resolve_uri",
     "resolve_uris",
@@ -37,8 +40,13 @@ __all__ = [
     "AugmentedDataset",
 ]
 
-SCHEMA_VERSION = 1
-STAGES = ("t_load_ms", "t_synth_ms", "t_stylize_ms", "t_smooth_ms", "t_write_ms", "t_total_ms")
+SCHEMA_VERSION = 3
+"""1: the original columns. 2: ``style_score``, ``style_rank``, ``q_structure``, ``q_style``, ``q_coverage``,
+``q_clipped``, ``t_quality_ms``. 3: ``wct_numerics``. (Added columns are null in rows of older runs, which
+:func:`upgrade_table` fills in.)"""
+STAGES = ("t_load_ms", "t_synth_ms", "t_stylize_ms", "t_smooth_ms", "t_quality_ms", "t_write_ms", "t_total_ms")
+QUALITY = ("style_score", "q_structure", "q_style", "q_coverage", "q_clipped")
+"""Per-row scores (see :mod:`spadepis.pipeline.quality` and :mod:`spadepis.pipeline.styles`)."""
 
 _FIELDS: list[tuple[str, pa.DataType, bool, str]] = [
     # identity
@@ -52,12 +60,17 @@ _FIELDS: list[tuple[str, pa.DataType, bool, str]] = [
     ("source_id", pa.string(), False, "label map id (file stem)"),
     ("label_uri", pa.string(), False, "label map pixel-aligned with image_uri: the source label map, or, when its size "
      "differs from the output's (SPADE preset size, or a stylize-only photo downscaled to dataset.max_side), its "
-     "NEAREST-resized copy labels/shard=NNNNN/<source_id>.png"),
+     "NEAREST-resized copy labels/shard=NNNNN/<source_id>.png (models.compat: fastphotostyle with exact smoothing: also "
+     "cropped by 2 px on every side, like the outputs)"),
     ("instance_uri", pa.string(), True, "source instance map, if any"),
     ("label_nc", pa.int32(), False, "number of label classes of the preset"),
     # style
     ("style_id", pa.string(), False, "style photo id (file stem)"),
     ("style_uri", pa.string(), False, "style photo"),
+    ("style_score", pa.float64(), True, "coverage score of the style for this label map, in [0, 1], higher is better; "
+     "null without label maps for both (styles.labels)"),
+    ("style_rank", pa.int32(), True, "rank of the style among the pool for this source by style_score (0 = best); "
+     "null when not scored"),
     # outputs
     ("synth_uri", pa.string(), True, "SPADE output (stylize-only runs: the source photo)"),
     ("image_uri", pa.string(), True, "stylized output; null when status is error"),
@@ -76,7 +89,16 @@ _FIELDS: list[tuple[str, pa.DataType, bool, str]] = [
     ("t_stylize_ms", pa.float64(), False, "feature transform incl. style preparation when first used"),
     ("t_smooth_ms", pa.float64(), False, "smoothing incl. the per-content factorisation"),
     ("t_write_ms", pa.float64(), False, "PNG encoding + writing"),
+    ("t_quality_ms", pa.float64(), True, "computing the q_* scores (null in runs before schema 2)"),
     ("t_total_ms", pa.float64(), False, "sum of the stages"),
+    # quality (schema 2): computed from the arrays in memory, no extra weights
+    ("q_structure", pa.float64(), True, "content structure kept: gradient-magnitude SSIM of content vs output, "
+     "weighted to where either has edges; [-1, 1] (in practice [0, 1]), higher is better, 1 = identical edges"),
+    ("q_style", pa.float64(), True, "closeness of the output's per-class CIELAB mean/std to the style's matching "
+     "regions (global without label maps), exp(-distance/20); (0, 1], higher is better"),
+    ("q_coverage", pa.float64(), True, "fraction of the content's (non-ignored) pixels whose class has a usable "
+     "style region; [0, 1], higher is better; null without label maps for both"),
+    ("q_clipped", pa.float64(), True, "fraction of output pixels with a channel at 0 or 255; [0, 1], lower is better"),
     # status
     ("status", pa.string(), False, "ok or error"),
     ("error", pa.string(), True, "what went wrong; null when ok"),
@@ -85,6 +107,10 @@ _FIELDS: list[tuple[str, pa.DataType, bool, str]] = [
     ("device", pa.string(), False, "device the models ran on"),
     ("spadepis_version", pa.string(), False, "library version"),
     ("schema_version", pa.int32(), False, "manifest schema version"),
+    # schema 3 (null in rows written before it)
+    ("wct_numerics", pa.string(), True, "WCT numerics of the stylization: reference (FastPhotoStyle's float32 covariance + "
+     "SVD), float64-fallback (some region fell back to float64 where the reference fails: one pixel, constant, no SVD "
+     "convergence) or float64 (models.wct_precision: float64); null when status is error or in older manifests"),
 ]
 
 SCHEMA = pa.schema(
@@ -93,16 +119,48 @@ SCHEMA = pa.schema(
 )
 
 
+_ADDED_V2 = ("style_score", "style_rank", "t_quality_ms", "q_structure", "q_style", "q_coverage", "q_clipped",
+             "wct_numerics")  # + schema 3
+
+
 def rows_to_table(rows: Sequence[dict[str, Any]]) -> pa.Table:
-    """Rows (dicts with every column) -> a table with :data:`SCHEMA`; missing or extra keys are refused."""
+    """Rows (dicts with every column) -> a table with :data:`SCHEMA`; missing or extra keys are refused.
+
+    The nullable columns added in schemas 2 and 3 may be left out (null).
+    """
     names = SCHEMA.names
+    rows = [row if all(n in row for n in _ADDED_V2) else {**dict.fromkeys(_ADDED_V2), **row} for row in rows]
     for i, row in enumerate(rows):
         missing = [n for n in names if n not in row]
         extra = [k for k in row if k not in SCHEMA.names]
         if missing or extra:
             raise ValueError(f"manifest row {i}: missing columns {missing}, unknown columns {extra}")
-    columns = {n: [row[n] for row in rows] for n in names}
+    columns = {n: [row.get(n) for row in rows] for n in names}
     return pa.Table.from_pydict(columns, schema=SCHEMA)
+
+
+def upgrade_table(table: pa.Table) -> pa.Table:
+    """A manifest table of any schema version as the current :data:`SCHEMA` (columns added since are null).
+
+    Older runs stay readable: their rows keep their ``schema_version`` column; the file-level metadata
+    is the current one, plus ``spadepis.upgraded_from`` when the table was older.
+    """
+    if table.schema.remove_metadata() == SCHEMA.remove_metadata():
+        return table
+    old = table_schema_version(table)
+    cols = []
+    for f in SCHEMA:
+        if f.name in table.column_names:
+            cols.append(table.column(f.name).cast(f.type))
+        elif f.nullable:
+            cols.append(pa.nulls(table.num_rows, f.type))
+        else:
+            raise ValueError(f"manifest table lacks the required column {f.name!r}; it is not a spadepis manifest")
+    meta = dict(table.schema.metadata or {})
+    meta.update(SCHEMA.metadata)
+    if old is not None and old != SCHEMA_VERSION:
+        meta[b"spadepis.upgraded_from"] = str(old).encode()
+    return pa.Table.from_arrays(cols, schema=SCHEMA.with_metadata(meta))
 
 
 def table_schema_version(table_or_schema: pa.Table | pa.Schema) -> int | None:
@@ -121,7 +179,7 @@ def read_index_table(run_uri: str) -> pa.Table:
     """
     from .storage import RunStorage
 
-    return RunStorage.from_run_uri(run_uri).read_manifest()
+    return upgrade_table(RunStorage.from_run_uri(run_uri).read_manifest())
 
 
 URI_COLUMNS = ("label_uri", "instance_uri", "style_uri", "synth_uri", "image_uri")
@@ -191,8 +249,17 @@ def summary(source, *, wall_s: float | None = None, max_errors: int = 20) -> dic
     err = df[df["status"] != "ok"] if len(df) else df
     stages = {}
     for stage in STAGES:
-        vals = ok[stage].to_numpy(dtype=float) if len(ok) else np.array([])
+        vals = ok[stage].to_numpy(dtype=float) if (len(ok) and stage in ok) else np.array([])
+        vals = vals[np.isfinite(vals)]
         stages[stage] = {"p50": _pct(vals, 50), "p95": _pct(vals, 95), "mean": float(vals.mean()) if vals.size else float("nan")}
+    quality = {}
+    for col in QUALITY:
+        vals = ok[col].to_numpy(dtype=float) if (len(ok) and col in ok) else np.array([])
+        vals = vals[np.isfinite(vals)]
+        quality[col] = {"n": int(vals.size), "mean": float(vals.mean()) if vals.size else float("nan"),
+                        **{f"p{q}": _pct(vals, q) for q in (10, 50, 90)},
+                        "min": float(vals.min()) if vals.size else float("nan"),
+                        "max": float(vals.max()) if vals.size else float("nan")}
     serial_s = float(ok["t_total_ms"].sum()) / 1000.0 if len(ok) else 0.0
     basis = wall_s if wall_s else serial_s
     out = {
@@ -203,6 +270,7 @@ def summary(source, *, wall_s: float | None = None, max_errors: int = 20) -> dic
         "sources": int(df["source_id"].nunique()) if len(df) else 0,
         "styles": int(df["style_id"].nunique()) if len(df) else 0,
         "stages": stages,
+        "quality": quality,
         "wall_s": wall_s,
         "serial_s": serial_s,
         "outputs_per_s": (len(ok) / basis) if basis else float("nan"),
@@ -210,7 +278,8 @@ def summary(source, *, wall_s: float | None = None, max_errors: int = 20) -> dic
         "error_sources": int(err["source_id"].nunique()) if len(err) else 0,
         "models": {
             col: sorted({str(v) for v in df[col].dropna().unique()}) if len(df) else []
-            for col in ("synth_model", "stylizer", "smoothing", "device")
+            for col in ("synth_model", "stylizer", "smoothing", "wct_numerics", "device")
+            if col in df
         },
     }
     return out
@@ -249,6 +318,14 @@ def format_summary(s: dict[str, Any]) -> str:
     lines.append(f"{'stage':<14}{'p50 ms':>10}{'p95 ms':>10}{'mean ms':>10}")
     for stage, v in s["stages"].items():
         lines.append(f"{stage:<14}{v['p50']:>10.1f}{v['p95']:>10.1f}{v['mean']:>10.1f}")
+    quality = s.get("quality") or {}
+    if any(v["n"] for v in quality.values()):
+        lines.append(f"{'score':<14}{'n':>7}{'mean':>8}{'min':>8}{'p10':>8}{'p50':>8}{'p90':>8}{'max':>8}")
+        for col, v in quality.items():
+            if v["n"]:
+                lines.append(f"{col:<14}{v['n']:>7}" + "".join(f"{v[k]:>8.3f}" for k in ("mean", "min", "p10", "p50", "p90", "max")))
+            else:
+                lines.append(f"{col:<14}{0:>7}   (null: {'needs styles.labels' if col in ('style_score', 'q_coverage') else 'older run'})")
     models = s.get("models") or {}
     if models:
         lines.append("models: " + "; ".join(f"{k}={','.join(v)}" for k, v in models.items() if v))
@@ -270,11 +347,15 @@ class AugmentedDataset(Dataset):
       the pipeline; an older or hand-made row is nearest-resized to the image size, as SPADE's preprocessing does);
     * ``meta``: the manifest row as a dict (``created_at`` as ISO text).
 
-    ``source`` is a run URI or a DataFrame of manifest rows (give ``run_uri`` to resolve its URIs against the
-    run folder, as :func:`read_index` does). Works from any working directory, for local and object-store runs.
+    ``source`` is a run URI or a DataFrame of manifest rows. ``where`` keeps only some rows: a pandas
+    query string on the columns (``"q_structure >= 0.6 and q_coverage >= 0.8"``; a null score fails every
+    comparison, so rows without label maps drop out of a ``q_coverage`` filter) or a callable taking the
+    row as a dict and returning a bool. Give ``run_uri`` with a DataFrame to resolve its URIs against the run
+    folder, as :func:`read_index` does. Works from any working directory, for local and object-store runs.
     """
 
-    def __init__(self, source, *, status: str = "ok", run_uri: str | None = None):
+    def __init__(self, source, *, status: str = "ok", where: str | Callable[[dict], bool] | None = None,
+                 run_uri: str | None = None):
         import pandas as pd
 
         df = read_index(source) if isinstance(source, str) else pd.DataFrame(source)
@@ -282,6 +363,8 @@ class AugmentedDataset(Dataset):
             df = resolve_uris(df, run_uri)
         if status is not None:
             df = df[df["status"] == status]
+        if where is not None:
+            df = filter_rows(df, where)
         self.frame = df.reset_index(drop=True)
 
     def __len__(self) -> int:
@@ -308,6 +391,22 @@ class AugmentedDataset(Dataset):
             torch.from_numpy(label),
             meta,
         )
+
+
+def filter_rows(df, where: str | Callable[[dict], bool]):
+    """Rows of ``df`` matching ``where`` (a pandas query string or a callable on the row dict)."""
+    if callable(where):
+        keep = [bool(where(row)) for row in df.to_dict("records")]
+        return df[np.array(keep, dtype=bool)] if len(df) else df
+    if not isinstance(where, str):
+        raise TypeError(f"where must be a query string or a callable on the row, got {type(where).__name__}")
+    try:
+        return df.query(where, engine="python")
+    except Exception as exc:  # noqa: BLE001 - pandas raises many kinds; say what the columns are
+        raise ValueError(
+            f"where={where!r} is not a valid filter ({type(exc).__name__}: {exc}); write a pandas query on the manifest "
+            f"columns, e.g. \"q_structure >= 0.6 and q_coverage >= 0.8\" (columns: {', '.join(df.columns)})"
+        ) from None
 
 
 def _isna(value) -> bool:

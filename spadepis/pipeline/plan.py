@@ -1,14 +1,14 @@
 """Deterministic planning: which sources, which styles, which shards, which sample ids.
 
 The same config gives the same plan on any machine: sources are sorted by id, shards have a fixed
-size, the styles of a sample are chosen by a hash of (seed, source id), and every
-``sample_id`` is a hash of (source id, style id, seed, config hash).
+size, the styles of a sample are chosen by :mod:`spadepis.pipeline.styles` (``styles.select``: all,
+random by a hash of (seed, source id), or semantic by the style index), and every ``sample_id`` is a
+hash of (source id, style id, seed, config hash).
 """
 
 from __future__ import annotations
 
 import hashlib
-import random
 import re
 from dataclasses import dataclass, field
 from pathlib import PurePosixPath
@@ -66,6 +66,8 @@ class SourceItem:
 class StyleItem:
     style_id: str
     uri: str
+    label_uri: str | None = None
+    """The style's label map (``styles.labels``), when it has one."""
 
 
 @dataclass(frozen=True)
@@ -78,6 +80,10 @@ class ShardSpec:
     """Style ids for each source, in the same order as ``sources``."""
     styles: tuple[StyleItem, ...] = ()
     """The styles this shard uses (id and URI)."""
+    style_scores: tuple[tuple[float, ...], ...] = ()
+    """Coverage score of each chosen style (NaN when not scored), aligned with ``style_ids``; empty: none."""
+    style_ranks: tuple[tuple[int, ...], ...] = ()
+    """Rank of each chosen style for its source (0 = best, -1 when not ranked), aligned with ``style_ids``."""
 
     @property
     def name(self) -> str:
@@ -87,11 +93,21 @@ class ShardSpec:
     def n_samples(self) -> int:
         return sum(len(s) for s in self.style_ids)
 
-    def style_uri(self, style_id: str) -> str:
+    def style_item(self, style_id: str) -> StyleItem:
         for style in self.styles:
             if style.style_id == style_id:
-                return style.uri
+                return style
         raise KeyError(f"style {style_id!r} is not used by {self.name}")
+
+    def style_uri(self, style_id: str) -> str:
+        return self.style_item(style_id).uri
+
+    def score_of(self, i: int, j: int) -> tuple[float | None, int | None]:
+        """``(style_score, style_rank)`` of the ``j``-th style of the ``i``-th source; ``None`` when not scored."""
+        if not self.style_scores:
+            return None, None
+        score, rank = self.style_scores[i][j], self.style_ranks[i][j]
+        return (None if score != score else float(score)), (None if rank < 0 else int(rank))
 
 
 @dataclass(frozen=True)
@@ -270,14 +286,6 @@ def _ids_by_stem(uris: list[str], field: str, strip: tuple[str, ...] = ()) -> di
     return out
 
 
-def _choose_styles(source_id: str, style_ids: list[str], k: int | None, seed: int) -> tuple[str, ...]:
-    if k is None or k >= len(style_ids):
-        return tuple(style_ids)
-    digest = hashlib.sha256(f"{seed}\x00{source_id}".encode()).digest()
-    rng = random.Random(int.from_bytes(digest[:8], "big"))
-    return tuple(sorted(rng.sample(style_ids, k)))
-
-
 def make_plan(config: "RunConfig") -> Plan:
     """List the inputs and cut them into shards; deterministic for a given config and input set.
 
@@ -306,10 +314,21 @@ def make_plan(config: "RunConfig") -> Plan:
         SourceItem(s, labels[s], instances.get(s) if instances else None, photos.get(s) if photos else None)
         for s in source_ids
     )
-    styles_by_id = _ids_by_stem(list_inputs(config.styles.source, field="styles.source"), "styles.source")
+    # With style label maps, style ids follow the dataset's id rules (so photo and label map pair up, and a
+    # pool made of the dataset's own photos has the sources' ids); without, they stay plain file stems.
+    style_strip = strip if config.styles.labels is not None else ()
+    styles_by_id = _ids_by_stem(list_inputs(config.styles.source, field="styles.source"), "styles.source", style_strip)
+    style_labels: dict[str, str] = {}
+    if config.styles.labels is not None:
+        style_labels = _ids_by_stem(list_inputs(config.styles.labels, field="styles.labels"), "styles.labels", strip)
     style_ids = sorted(styles_by_id)
-    styles = tuple(StyleItem(s, styles_by_id[s]) for s in style_ids)
-    chosen = [_choose_styles(s.source_id, style_ids, config.styles.per_sample, config.seed) for s in sources]
+    styles = tuple(StyleItem(s, styles_by_id[s], style_labels.get(s)) for s in style_ids)
+    by_id = {s.style_id: s for s in styles}
+    from .styles import plan_selection
+
+    selection, _ = plan_selection(config, sources, styles, run_uri=config.run_uri)
+    chosen = [tuple(style_ids[j] for j in cols) for cols in selection.styles]
+    scored = config.styles.labels is not None
     size = config.shard_size
     shards = []
     for i in range(0, len(sources), size):
@@ -320,7 +339,9 @@ def make_plan(config: "RunConfig") -> Plan:
                 index=i // size,
                 sources=sources[i : i + size],
                 style_ids=chunk,
-                styles=tuple(StyleItem(sid, styles_by_id[sid]) for sid in used),
+                styles=tuple(by_id[sid] for sid in used),
+                style_scores=tuple(selection.scores[i : i + size]) if scored else (),
+                style_ranks=tuple(selection.ranks[i : i + size]) if scored else (),
             )
         )
     return Plan(

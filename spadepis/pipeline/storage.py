@@ -33,7 +33,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from ..errors import ConfigError, SpadepisError, StorageError
-from .manifest import SCHEMA, SCHEMA_VERSION, table_schema_version
+from .manifest import SCHEMA, SCHEMA_VERSION, table_schema_version, upgrade_table
 from ..data.buckets import is_object_store, missing_bucket
 from .failures import Failure, classify
 from .plan import shard_name
@@ -331,7 +331,7 @@ class RunStorage:
         tables = [self.read_part(markers[s]) for s in sorted(markers)]
         if not tables:
             return SCHEMA.empty_table()
-        merged = pa.concat_tables([t.select(SCHEMA.names).cast(SCHEMA) for t in tables])
+        merged = pa.concat_tables([upgrade_table(t).replace_schema_metadata(SCHEMA.metadata) for t in tables])
         return merged.replace_schema_metadata(SCHEMA.metadata)
 
     def write_index(self) -> pa.Table:
@@ -357,7 +357,7 @@ class RunStorage:
             table = pq.read_table(io.BytesIO(data))
             raw = (table.schema.metadata or {}).get(b"spadepis.committed")
             if raw is not None and json.loads(raw) == {s: m["attempt_id"] for s, m in sorted(markers.items())}:
-                return table
+                return upgrade_table(table)
         if not markers and data is None and not self.exists("run.json"):
             raise FileNotFoundError(
                 f"{self.run_uri}: no run here (no run.json, no committed shard); pass <output>/<run_id> of a run"

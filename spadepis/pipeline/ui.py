@@ -21,7 +21,7 @@ __all__ = ["STAGE_NAMES", "summary_table", "summary_description", "progress_text
            "samples_report"]
 
 STAGE_NAMES = {"t_load_ms": "load", "t_synth_ms": "synthesize", "t_stylize_ms": "stylize", "t_smooth_ms": "smooth",
-               "t_write_ms": "write", "t_total_ms": "total"}
+               "t_quality_ms": "quality", "t_write_ms": "write", "t_total_ms": "total"}
 
 
 def _num(x: Any) -> float | None:

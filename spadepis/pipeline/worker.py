@@ -7,10 +7,14 @@
    a label map whose size differs from the outputs' (SPADE: the preset's size; stylize-only: a photo larger
    than ``dataset.max_side`` is downscaled) is NEAREST-resized to it and written to
    ``labels/<shard>/<source_id>.png``, which the rows' ``label_uri`` names (label and image stay pixel-aligned);
+   in the reference mode (``models.compat: fastphotostyle`` with exact smoothing) the outputs lose 2 px on
+   every side, and so does that label copy;
 3. runs SPADE in batches of ``config.batch_size`` and writes ``synth/<shard>/<source_id>.png``;
 4. for each synthesized image, prepares the smoother once (the exact system is factorised once per
    content image) and, for each of its styles, stylizes with the style's cache (prepared once per
-   process and style), smooths, and writes ``images/<shard>/<source_id>__<style_id>.png``;
+   process and style; label-aware with the source's label map at output size when the style has a
+   label map, ``styles.unmatched`` for the classes it lacks), smooths, scores the output
+   (:mod:`spadepis.pipeline.quality`, ``t_quality_ms``) and writes ``images/<shard>/<source_id>__<style_id>.png``;
 5. writes the manifest part, then the ``_SUCCESS.json`` marker naming it: the commit.
 
 Models live in a module-level cache, so a worker process loads each model once and reuses it for
@@ -38,7 +42,7 @@ from ..errors import CheckpointError, ConfigError, InputError, StorageError
 from ..data.images import encode_png, float_to_uint8, read_rgb, set_max_image_pixels
 from .failures import classify
 from .failures import is_transient as _is_transient
-from .manifest import SCHEMA_VERSION, rows_to_table
+from .manifest import SCHEMA_VERSION, STAGES, rows_to_table
 from .plan import ShardSpec, sample_id
 from .storage import RunStorage, new_attempt_id, normalize_uri
 
@@ -117,11 +121,11 @@ def get_stylizer(config: RunConfig, device):
     from ..models.stylizers import load_stylizer
 
     m = config.models
-    key = ("stylizer", m.stylizer, m.stylizer_weights, str(device))
+    key = ("stylizer", m.stylizer, m.stylizer_weights, m.wct_precision, str(device))
     with _LOCK:
         stylizer = _MODELS.get(key)
         if stylizer is None:
-            stylizer = load_stylizer(m.stylizer, m.stylizer_weights, device=device)
+            stylizer = load_stylizer(m.stylizer, m.stylizer_weights, device=device, precision=m.wct_precision)
             _MODELS[key] = stylizer
             _MODEL_LOADS["stylizer"] += 1
         return stylizer
@@ -147,13 +151,25 @@ def _read_style(uri: str, max_side: int | None) -> np.ndarray:
     return _downscale_rgb(read_rgb(uri), max_side)
 
 
-def get_style_cache(config: RunConfig, device, style_id: str, uri: str) -> tuple[Any, float]:
+def _read_style_labels(config: RunConfig, label_uri: str, size_hw: tuple[int, int]) -> np.ndarray:
+    """The style's label map in the dataset's label space, NEAREST-resized to the (downscaled) style photo."""
+    from ..data.labelmaps import read_label_map, resize_nearest
+
+    label = read_label_map(label_uri, _preset(config))
+    return resize_nearest(label, size_hw)
+
+
+def get_style_cache(config: RunConfig, device, style_id: str, uri: str, label_uri: str | None = None) -> tuple[Any, float]:
     """``(cache, ms spent)``: the style's features/colouring, computed once per process and style.
 
+    With ``label_uri`` (``styles.labels``) the per-region statistics are prepared too (label-aware
+    transfer), and ``cache.meta["quality"]`` holds the style's colour statistics for the ``q_*`` scores.
     A style that cannot be read raises :class:`InputError` (remembered, so it is not re-read).
     """
+    from .quality import style_quality_stats
+
     m = config.models
-    key = (m.stylizer, m.stylizer_weights, str(device), uri, config.styles.max_side)
+    key = (m.stylizer, m.stylizer_weights, m.wct_precision, str(device), uri, config.styles.max_side, label_uri)
     while True:
         with _LOCK:
             hit = _STYLES.get(key)
@@ -171,7 +187,11 @@ def get_style_cache(config: RunConfig, device, style_id: str, uri: str) -> tuple
     try:
         stylizer = get_stylizer(config, device)
         try:
-            cache = stylizer.prepare_style(_read_style(uri, config.styles.max_side), style_id=style_id)
+            style = _read_style(uri, config.styles.max_side)
+            seg = _read_style_labels(config, label_uri, style.shape[:2]) if label_uri else None
+            cache = stylizer.prepare_style(style, seg, style_id=style_id)
+            if isinstance(getattr(cache, "meta", None), dict):
+                cache.meta["quality"] = style_quality_stats(style, seg)
         except InputError as exc:
             err = InputError(f"style {style_id!r}: {exc}")
             with _LOCK:
@@ -207,7 +227,8 @@ def model_info() -> dict[str, int]:
 
 
 def is_transient(exc: BaseException | None) -> bool:
-    """Whether retrying the shard may help: storage and connection errors, CUDA out-of-memory, a lost worker.
+    """Whether retrying the shard may help: storage and connection errors, CUDA out-of-memory, a lost worker
+    (a Dask worker, or a smoothing process killed e.g. for memory: the pool is replaced on the next shard).
 
     Bad inputs, configuration and checkpoint errors, programming errors, and local failures a retry would
     repeat (disk full, permission, name too long, a file in the way, a missing bucket) are not transient.
@@ -256,19 +277,31 @@ def _ms(t0: float) -> float:
     return (time.perf_counter() - t0) * 1000.0
 
 
-def _aligned_label_png(label_uri: str, size: tuple[int, int]) -> bytes | None:
-    """The label file NEAREST-resized to ``size`` (H, W) as PNG bytes, keeping its raw ids, mode and palette
-    (so ``label_uri`` and ``image_uri`` are pixel-aligned); ``None`` when it already has that size."""
+def _reference_crop(config: RunConfig) -> int:
+    """Pixels the outputs lose on every side: 2 in the reference mode with exact smoothing (FastPhotoStyle's
+    smoothing crops them), else 0."""
+    m = config.models
+    return 2 if m.compat == "fastphotostyle" and m.smoothing == "exact" else 0
+
+
+def _aligned_label_png(label_uri: str, size: tuple[int, int], crop: int = 0) -> bytes | None:
+    """The label file NEAREST-resized to ``size`` (H, W), then ``crop`` px cut from every side, as PNG bytes,
+    keeping its raw ids, mode and palette (so ``label_uri`` and ``image_uri`` are pixel-aligned); ``None``
+    when it already has that size and nothing is cropped."""
     from PIL import Image
 
     from ..data.images import open_image
 
     img = open_image(label_uri)
     h, w = size
-    if img.size == (w, h):
+    if img.size == (w, h) and not crop:
         return None
+    if img.size != (w, h):
+        img = img.resize((w, h), Image.NEAREST)
+    if crop and h > 2 * crop and w > 2 * crop:  # smaller images fail smoothing anyway (error rows)
+        img = img.crop((crop, crop, w - crop, h - crop))
     buf = io.BytesIO()
-    img.resize((w, h), Image.NEAREST).save(buf, format="PNG")
+    img.save(buf, format="PNG")
     return buf.getvalue()
 
 
@@ -276,6 +309,7 @@ def _load_item(item: _Item, config: RunConfig, preset) -> None:
     from ..data.labelmaps import load_label_and_instance, read_label_map
 
     src = item.source
+    crop = _reference_crop(config)
     t0 = time.perf_counter()
     try:
         if config.stylize_only:
@@ -291,13 +325,14 @@ def _load_item(item: _Item, config: RunConfig, preset) -> None:
                 from ..data.labelmaps import resize_nearest
 
                 label = resize_nearest(label, resized.shape[:2])
-                item.label_png = _aligned_label_png(src.label_uri, resized.shape[:2])
+            if resized is not photo or crop:
+                item.label_png = _aligned_label_png(src.label_uri, resized.shape[:2], crop)
             item.labels, item.content = label, resized
             item.synth_uri = src.photo_uri
         else:
             item.labels, item.instances = load_label_and_instance(src.label_uri, src.instance_uri, preset)
             # SPADE outputs have the preset's size; a label file of another size gets an aligned copy
-            item.label_png = _aligned_label_png(src.label_uri, item.labels.shape)
+            item.label_png = _aligned_label_png(src.label_uri, item.labels.shape, crop)
             if not preset.no_instance and item.instances is None and config.dataset.use_instance is not False:
                 raise InputError(
                     f"{src.label_uri}: no instance map for source {src.source_id!r}, but preset {preset.name!r} uses "
@@ -419,6 +454,8 @@ def process_shard(
             "label_nc": preset.label_nc,
             "style_id": style_id,
             "style_uri": shard.style_uri(style_id),
+            "style_score": None,
+            "style_rank": None,
             "synth_uri": item.synth_uri,
             "image_uri": None,
             "width": None,
@@ -434,28 +471,51 @@ def process_shard(
             "t_stylize_ms": 0.0,
             "t_smooth_ms": 0.0,
             "t_write_ms": 0.0,
+            "t_quality_ms": 0.0,
             "t_total_ms": 0.0,
+            "q_structure": None,
+            "q_style": None,
+            "q_coverage": None,
+            "q_clipped": None,
             "status": "ok",
             "error": None,
             "created_at": now(),
             "device": str(device),
             "spadepis_version": __version__,
             "schema_version": SCHEMA_VERSION,
+            "wct_numerics": None,
         }
         base.update(kw)
         for key in ("label_uri", "instance_uri", "style_uri", "synth_uri", "image_uri"):  # absolute, no ".."
             base[key] = normalize_uri(base[key])
-        base["t_total_ms"] = sum(base[k] for k in ("t_load_ms", "t_synth_ms", "t_stylize_ms", "t_smooth_ms", "t_write_ms"))
+        base["t_total_ms"] = sum(
+            base[k] for k in ("t_load_ms", "t_synth_ms", "t_stylize_ms", "t_smooth_ms", "t_quality_ms", "t_write_ms")
+        )
         return base
+
+    from .quality import row_quality
+    from .styles import ignored_labels
+
+    ignore = ignored_labels(config, preset)
+    segs: dict[tuple[int, int], tuple[Any, Any]] = {}  # (item, style position) -> (content seg or None, style stats)
+
+    def sel(idx: int, j: int) -> dict[str, Any]:
+        score, rank = shard.score_of(idx, j)
+        return {"style_score": score, "style_rank": rank}
 
     # Stage thread: stylize and smooth one SPADE batch while the main thread synthesizes the next. CPU exact
     # smoothing of different contents runs on the smoothing pool's processes (factorisations in parallel);
     # GPU smoothing solves every content and style of a batch in one batched call.
     smooth_device = _smoothing_device(config, device)
+    crop = _reference_crop(config)
+    smooth_kw = {"compat": m.compat} if crop else {}
+    if smooth_kw:
+        smooth_device = None  # the reference's crop/resize/pad runs in the CPU solver only
     pool = None
     if smooth_device is None and m.smoothing != "none":
         pool = smoothing_pool(config.runner.smoothing_workers or default_smoothing_workers())
     item_rows: list[list[tuple[int, dict[str, Any]]]] = [[] for _ in items]
+    numerics_of: dict[tuple[int, int], str] = {}  # (item, style position) -> the WCT numerics it took
     pending: deque = deque()  # (index, item, styles, stylize ms, future), in submission order
     max_pending = 2 * (pool.workers if pool is not None else 1)
 
@@ -468,18 +528,26 @@ def process_shard(
         k = max(1, len(item.styles))
         shared = {"t_load_ms": item.t_load / k, "t_synth_ms": item.t_synth / k}
         if item.error is not None:
-            item_rows[idx].extend((j, row(item, s, status="error", error=item.error, **shared)) for j, s in enumerate(item.styles))
+            item_rows[idx].extend(
+                (j, row(item, s, status="error", error=item.error, **shared, **sel(idx, j))) for j, s in enumerate(item.styles)
+            )
             progress(len(item.styles))
             return [], [], []
         ok, inits, t_sty = [], [], []
         for j, style_id in enumerate(item.styles):
             try:
-                cache, t_cache = get_style_cache(config, device, style_id, shard.style_uri(style_id))
+                style_item = shard.style_item(style_id)
+                cache, t_cache = get_style_cache(config, device, style_id, style_item.uri, style_item.label_uri)
+                seg = item.labels if cache.has_seg else None  # label-aware when both maps exist
                 t0 = time.perf_counter()
-                init = float_to_uint8(stylizer.stylize(item.content, cache, None))
+                raw, numerics_of[(idx, j)] = stylizer.stylize_with_numerics(
+                    item.content, cache, seg, unmatched=config.styles.unmatched
+                )
+                init = float_to_uint8(raw)
                 t_sty.append(_ms(t0) + t_cache)
+                segs[(idx, j)] = (seg, cache.meta["quality"])
             except InputError as exc:
-                item_rows[idx].append((j, row(item, style_id, status="error", error=str(exc), **shared)))
+                item_rows[idx].append((j, row(item, style_id, status="error", error=str(exc), **shared, **sel(idx, j))))
                 progress(1)
             else:
                 ok.append(j)
@@ -494,7 +562,7 @@ def process_shard(
             results, prep_s, smooth_s = smoothed.result()
         except (InputError, ConfigError) as exc:
             item_rows[idx].extend(
-                (j, row(item, item.styles[j], status="error", error=f"smoothing: {exc}", **shared)) for j in ok
+                (j, row(item, item.styles[j], status="error", error=f"smoothing: {exc}", **shared, **sel(idx, j))) for j in ok
             )
             progress(len(ok))
             return
@@ -505,16 +573,23 @@ def process_shard(
                 if isinstance(out, str):
                     raise InputError(f"smoothing: {out}")
                 t0 = time.perf_counter()
+                seg, style_stats = segs.pop((idx, j))
+                content = item.content
+                if crop and out.shape[:2] != content.shape[:2]:  # reference mode: score the cropped pair
+                    content, seg = content[crop:-crop, crop:-crop], None if seg is None else seg[crop:-crop, crop:-crop]
+                quality = row_quality(content, out, seg, style_stats, ignore=ignore)
+                t_q = _ms(t0)
+                t0 = time.perf_counter()
                 data = encode_png(out)
                 uri = _write_item(storage, storage.image_rel(shard.name, item.source.source_id, style_id), data)
                 t_wr = _ms(t0) + item.t_write_source / k
             except InputError as exc:
-                item_rows[idx].append((j, row(item, style_id, status="error", error=str(exc), **shared)))
+                item_rows[idx].append((j, row(item, style_id, status="error", error=str(exc), **shared, **sel(idx, j))))
             else:
                 item_rows[idx].append((j, row(
                     item, style_id, image_uri=uri, width=int(out.shape[1]), height=int(out.shape[0]),
                     sha256=hashlib.sha256(data).hexdigest(), t_stylize_ms=t_st, t_smooth_ms=t_sm, t_write_ms=t_wr,
-                    **shared,
+                    t_quality_ms=t_q, **quality, **shared, **sel(idx, j), wct_numerics=numerics_of.get((idx, j)),
                 )))
                 if len(samples) < 4:
                     samples.append({"source_id": item.source.source_id, "style_id": style_id,
@@ -538,7 +613,7 @@ def process_shard(
         for idx, item, ok, inits, t_sty in stylized:
             if not ok:
                 continue
-            fut = pool.submit(item.content, inits, m.smoothing) if pool is not None else _done(item.content, inits)
+            fut = pool.submit(item.content, inits, m.smoothing, **smooth_kw) if pool is not None else _done(item.content, inits)
             pending.append((idx, item, ok, t_sty, fut))
             drain(max_pending)
 
@@ -579,6 +654,5 @@ def process_shard(
         errors=sorted({r["error"] for r in rows if r["error"]})[:10],
         samples=samples,
         sources=len(items),
-        stage_ms={k: float(sum(r[k] for r in rows)) for k in ("t_load_ms", "t_synth_ms", "t_stylize_ms", "t_smooth_ms",
-                                                              "t_write_ms", "t_total_ms")},
+        stage_ms={k: float(sum(r.get(k) or 0.0 for r in rows)) for k in STAGES},
     )

@@ -27,7 +27,7 @@ def infer_generator_options(state_dict) -> dict | None:
     if not isinstance(fc, torch.Tensor) or fc.dim() != 4 or fc.shape[0] % 16:
         return None
     sem = int(fc.shape[1])
-    presets = [n for n, p in PRESETS.items() if n != "custom" and p.semantic_nc == sem]
+    presets = [n for n, p in PRESETS.items() if p.checkpoint and p.checkpoint.shape("fc.weight")[1] == sem]
     return {"semantic_nc": sem, "ngf": int(fc.shape[0]) // 16, "most": any(k.startswith("up_4.") for k in state_dict),
             "presets": presets}
 
@@ -42,7 +42,8 @@ def suggestion(state_dict, preset: Preset) -> str:
     found = f"its shapes say semantic_nc={sem}, ngf={ngf}{', with the up_4 block (most)' if most else ''}"
     if info["presets"]:
         name = info["presets"][0]
-        return f"{found}: it matches preset {name!r}; use --preset {name}{opts}."
+        official = PRESETS[name].checkpoint
+        return f"{found}: it matches preset {name!r}; use --preset {name}{opts} (the official file is {official.path})."
     return (f"{found}; no built-in preset has {sem} input channels: use --preset custom with label_nc + dontcare + "
             f"instance = {sem}, e.g. --label-nc {sem} --no-instance, or --label-nc {sem - 1} (with instance maps){opts}.")
 
