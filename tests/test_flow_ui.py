@@ -122,5 +122,8 @@ def test_every_shard_failed_run(runs):
     with _client() as client:
         arts = _artifacts(client, state.state_details.flow_run_id)
     assert float(arts["progress"].data) == 0.0 and "0/2 shards committed, 2 failed" in arts["progress"].description
-    text = json.dumps({k: [a.data, a.description] for k, a in arts.items()}, default=str)
-    assert "nan" not in text.lower().replace("nano", ""), text[:2000]
+    # an empty run shows empty cells, never "nan" (the image's base64 is left out: it may spell anything)
+    text = json.dumps({k: [a.data if k != "image" else "", a.description] for k, a in arts.items()}, default=str)
+    assert not re.search(r"\bnan\b", text, re.I), text[:2000]
+    table = arts["table"].data if isinstance(arts["table"].data, list) else json.loads(arts["table"].data)
+    assert all(r["p50_ms"] is None and r["ok_outputs"] == 0 for r in table), table
