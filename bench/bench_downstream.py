@@ -25,7 +25,12 @@ Arms, every one with the same network, seeds, number of optimisation steps and b
 * ``b-aug``: every batch has ``round(batch * aug_fraction)`` spadepis outputs (k styles per training
   frame) and real frames for the rest;
 * ``c-filtered``: as ``b-aug``, keeping only the rows that pass ``--filter`` on the manifest's quality
-  scores (``AugmentedDataset(where=...)``).
+  scores (``AugmentedDataset(where=...)``);
+* ``b-random`` (optional): as ``b-aug`` with a second run that selects styles at random from the whole
+  pool (``--select semantic`` is the default of the main run).
+
+Seeds run in rounds (seed 0 of every arm, then seed 1, ...); the JSON and the table are rewritten after
+each round, so an interrupted run still compares the arms on the same seeds.
 
 Network: a compact U-Net (stride-2 stem, 4 levels, width 16, ~0.5 M parameters) built from scratch,
 trained at 160x120 with AdamW + one-cycle, horizontal flips for every arm; cross-entropy ignoring void.
@@ -34,8 +39,8 @@ pixels ignored), mIoU = mean over the 11 classes that occur in the set's labels 
 
 Usage::
 
-    python bench/bench_downstream.py --quick          # ~8 min on 2 cores: 64 frames, k=1, 3 seeds, few steps
-    python bench/bench_downstream.py                  # full: 254 frames, k=2, 3 seeds (~40 min on 2 quiet cores)
+    python bench/bench_downstream.py --quick          # 64 frames, k=1, 80 steps, 3 seeds (~5 min on 2 quiet cores)
+    python bench/bench_downstream.py                  # 254 frames, k=2, 600 steps, 3 seeds (~25-35 min on 2 quiet cores)
     python bench/bench_downstream.py --reuse-run bench/results/downstream-work/runs/<run_id>
     python bench/bench_downstream.py --eval-name kitti --eval-photos DIR --eval-labels DIR   # extra eval sets
 
@@ -474,8 +479,8 @@ def _mean_std(values: Sequence[float]) -> tuple[float, float]:
 
 def format_table(results: dict[str, Any]) -> str:
     cols = ["mIoU", *REPORT_CLASSES]
-    lines = ["| arm | eval set | train rows (aug) | " + " | ".join(cols) + " |",
-             "|---|---|---|" + "---:|" * len(cols)]
+    lines = ["| arm | eval set | train rows (aug) | seeds | " + " | ".join(cols) + " |",
+             "|---|---|---|---:|" + "---:|" * len(cols)]
     for arm, r in results["arms"].items():
         for name in results["eval_sets"]:
             per_seed = r["eval"][name]
@@ -484,7 +489,7 @@ def format_table(results: dict[str, Any]) -> str:
                 vals = [s["miou"] if c == "mIoU" else s["iou"][c] for s in per_seed]
                 m, sd = _mean_std(vals)
                 cells.append(f"{100 * m:.1f} ± {100 * sd:.1f}")
-            lines.append(f"| {arm} | {name} | {r['n_real']} ({r['n_aug']}) | " + " | ".join(cells) + " |")
+            lines.append(f"| {arm} | {name} | {r['n_real']} ({r['n_aug']}) | {len(per_seed)} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
@@ -645,14 +650,22 @@ def main(argv: Sequence[str] | None = None) -> int:
         "style_pool": pool, "spadepis_run": run_info, "spadepis_runs": runs,
         "eval_sets": list(evals), "arms": {},
     }
+    out = args.json or (ROOT / "bench" / "results" / f"downstream{'-quick' if args.quick else ''}.json")
+    out.parent.mkdir(parents=True, exist_ok=True)
     for arm in arms:
-        ax, ay = (aug[arm][0], aug[arm][1]) if arm in aug else (None, None)
-        r = {"n_real": len(real_x), "n_aug": 0 if ax is None else len(ax), "eval": {n: [] for n in evals}, "train_s": []}
-        for seed in range(args.seeds):
+        n_aug = len(aug[arm][0]) if arm in aug else 0
+        results["arms"][arm] = {"n_real": len(real_x), "n_aug": n_aug, "eval": {n: [] for n in evals}, "train_s": []}
+    # seed-major order: after every round the table holds the same seeds for every arm (an interrupted run
+    # still compares like with like); the JSON and table are rewritten after each round
+    for seed in range(args.seeds):
+        for arm in arms:
+            r = results["arms"][arm]
+            ax, ay = (aug[arm][0], aug[arm][1]) if arm in aug else (None, None)
             t0 = time.perf_counter()
             model, losses = train(real_x, real_y, ax, ay, settings, seed, log_every=args.log_every)
             r["train_s"].append(time.perf_counter() - t0)
-            line = [f"{arm} seed {seed}: {steps} steps in {r['train_s'][-1]:.0f} s, loss {losses[0]:.2f} -> {sum(losses[-10:]) / len(losses[-10:]):.2f}"]
+            line = [f"{arm} seed {seed}: {steps} steps in {r['train_s'][-1]:.0f} s, loss {losses[0]:.2f} -> "
+                    f"{sum(losses[-10:]) / len(losses[-10:]):.2f}"]
             for name, (ex, ey) in evals.items():
                 cm = evaluate(model, ex, ey)
                 iou = iou_per_class(cm)
@@ -660,21 +673,20 @@ def main(argv: Sequence[str] | None = None) -> int:
                 r["eval"][name].append(entry)
                 line.append(f"{name} mIoU {100 * entry['miou']:.1f}")
             print("; ".join(line), flush=True)
-        results["arms"][arm] = r
-    results["load_avg_end"] = os.getloadavg()
+        results["seeds_done"] = seed + 1
+        results["load_avg_end"] = os.getloadavg()
+        results["table"] = format_table(results)
+        out.write_text(json.dumps(results, indent=1, default=str))
+        if seed + 1 < args.seeds:
+            print(f"after seed {seed}:\n{results['table']}", flush=True)
 
-    table = format_table(results)
     print()
-    print(table)
+    print(results["table"])
     for select, run_info in runs.items():
-        print(f"\nspadepis run (select: {select}): {run_info['ok']} outputs ({run_info['size']}, {run_info['stylizer']} + {run_info['smoothing']} "
-              f"smoothing), {run_info['ms_per_output_p50']:.0f} ms/output p50 (stages), "
-              + (f"{run_info['outputs_per_s_wall']:.2f} outputs/s over the whole `spadepis run` ({run_info['wall_s']:.0f} s incl. "
-                 "Prefect start)" if run_info.get("wall_s") else "reused run"))
-    out = args.json or (ROOT / "bench" / "results" / f"downstream{'-quick' if args.quick else ''}.json")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    results["table"] = table
-    out.write_text(json.dumps(results, indent=1, default=str))
+        print(f"\nspadepis run (select: {select}): {run_info['ok']} outputs ({run_info['size']}, {run_info['stylizer']} + "
+              f"{run_info['smoothing']} smoothing), {run_info['ms_per_output_p50']:.0f} ms/output p50 (stages), "
+              + (f"{run_info['outputs_per_s_wall']:.2f} outputs/s over the whole `spadepis run` ({run_info['wall_s']:.0f} s "
+                 "incl. Prefect start)" if run_info.get("wall_s") else "reused run"))
     print(f"JSON: {out}")
     return 0
 
