@@ -25,7 +25,12 @@ Arms, every one with the same network, seeds, number of optimisation steps and b
 * ``b-aug``: every batch has ``round(batch * aug_fraction)`` spadepis outputs (k styles per training
   frame) and real frames for the rest;
 * ``c-filtered``: as ``b-aug``, keeping only the rows that pass ``--filter`` on the manifest's quality
-  scores (``AugmentedDataset(where=...)``).
+  scores (``AugmentedDataset(where=...)``);
+* ``b-random`` (optional): as ``b-aug`` with a second run that selects styles at random from the whole
+  pool (``--select semantic`` is the default of the main run).
+
+Seeds run in rounds (seed 0 of every arm, then seed 1, ...); the JSON and the table are rewritten after
+each round, so an interrupted run still compares the arms on the same seeds.
 
 Network: a compact U-Net (stride-2 stem, 4 levels, width 16, ~0.5 M parameters) built from scratch,
 trained at 160x120 with AdamW + one-cycle, horizontal flips for every arm; cross-entropy ignoring void.
@@ -34,8 +39,8 @@ pixels ignored), mIoU = mean over the 11 classes that occur in the set's labels 
 
 Usage::
 
-    python bench/bench_downstream.py --quick          # ~8 min on 2 cores: 64 frames, k=1, 3 seeds, few steps
-    python bench/bench_downstream.py                  # full: 254 frames, k=2, 3 seeds (~40 min on 2 quiet cores)
+    python bench/bench_downstream.py --quick          # 64 frames, k=1, 80 steps, 3 seeds (~5 min on 2 quiet cores)
+    python bench/bench_downstream.py                  # 254 frames, k=2, 600 steps, 3 seeds (~25-35 min on 2 quiet cores)
     python bench/bench_downstream.py --reuse-run bench/results/downstream-work/runs/<run_id>
     python bench/bench_downstream.py --eval-name kitti --eval-photos DIR --eval-labels DIR   # extra eval sets
 
@@ -69,6 +74,7 @@ CLASSES = ("sky", "building", "pole", "road", "pavement", "tree", "sign", "fence
 VOID = 11
 N_CLASSES = len(CLASSES)
 REPORT_CLASSES = ("road", "car", "pedestrian", "sky", "building")
+ARMS = ("a-real", "b-aug", "c-filtered", "b-random")
 DAY_SEQUENCES = ("0006R0", "0016E5")
 DUSK_SEQUENCE = "0001TP"
 IMAGE_EXTS = (".jpg", ".jpeg", ".png")
@@ -182,14 +188,14 @@ def _supports_semantic() -> bool:
     return "select" in StylesConfig.model_fields
 
 
-def run_config(train_dir: Path, pool: dict[str, Any], out: Path, args) -> dict[str, Any]:
+def run_config(train_dir: Path, pool: dict[str, Any], out: Path, args, select: str) -> dict[str, Any]:
     """The stylize-only run config (a plain dict, written as YAML for ``spadepis run``)."""
     styles: dict[str, Any] = {"source": pool["photos"], "per_sample": args.k, "max_side": args.style_max_side}
     if _supports_semantic():
-        styles["select"] = args.select
+        styles["select"] = select
         styles["labels"] = pool["labels"]
         styles["ignore_labels"] = [VOID]
-    elif args.select != "random":
+    elif select != "random":
         raise SystemExit("--select semantic needs styles.select (issue 13) in this spadepis; use --select random")
     return {
         "dataset": {
@@ -210,14 +216,14 @@ def run_config(train_dir: Path, pool: dict[str, Any], out: Path, args) -> dict[s
     }
 
 
-def run_spadepis(config: dict[str, Any], work: Path, threads: int) -> dict[str, Any]:
+def run_spadepis(config: dict[str, Any], work: Path, threads: int, name: str = "run.yaml") -> dict[str, Any]:
     """``spadepis run`` in a subprocess (its own threads); returns the run URI and the wall time."""
     import yaml
 
     from spadepis.pipeline.config import parse_config
 
     cfg = parse_config(config, source="bench config")
-    path = work / "run.yaml"
+    path = work / name
     path.write_text(yaml.safe_dump(config, sort_keys=False))
     env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""),
                OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads), OPENBLAS_NUM_THREADS=str(threads))
@@ -379,7 +385,7 @@ class TrainSettings:
     width: int = 16
 
 
-def train(real_x, real_y, aug_x, aug_y, settings: TrainSettings, seed: int):
+def train(real_x, real_y, aug_x, aug_y, settings: TrainSettings, seed: int, log_every: int = 0):
     """Train from scratch; every step draws ``n_aug = round(batch * aug_fraction)`` augmentation images
     (none when ``aug_x`` is empty or None) and real frames for the rest. Returns (model, losses)."""
     import torch
@@ -394,7 +400,8 @@ def train(real_x, real_y, aug_x, aug_y, settings: TrainSettings, seed: int):
     n_real = settings.batch - n_aug
     losses = []
     model.train()
-    for _ in range(settings.steps):
+    t0 = time.perf_counter()
+    for step in range(settings.steps):
         ri = torch.randint(len(real_x), (n_real,), generator=gen)
         xs, ys = [real_x[ri]], [real_y[ri]]
         if n_aug:
@@ -410,6 +417,9 @@ def train(real_x, real_y, aug_x, aug_y, settings: TrainSettings, seed: int):
         opt.step()
         sched.step()
         losses.append(loss.item())
+        if log_every and (step + 1) % log_every == 0:
+            print(f"  step {step + 1}/{settings.steps}: loss {sum(losses[-log_every:]) / log_every:.3f}, "
+                  f"{(time.perf_counter() - t0) / (step + 1):.2f} s/step", flush=True)
     return model, losses
 
 
@@ -469,8 +479,8 @@ def _mean_std(values: Sequence[float]) -> tuple[float, float]:
 
 def format_table(results: dict[str, Any]) -> str:
     cols = ["mIoU", *REPORT_CLASSES]
-    lines = ["| arm | eval set | train rows (aug) | " + " | ".join(cols) + " |",
-             "|---|---|---|" + "---:|" * len(cols)]
+    lines = ["| arm | eval set | train rows (aug) | seeds | " + " | ".join(cols) + " |",
+             "|---|---|---|---:|" + "---:|" * len(cols)]
     for arm, r in results["arms"].items():
         for name in results["eval_sets"]:
             per_seed = r["eval"][name]
@@ -479,7 +489,7 @@ def format_table(results: dict[str, Any]) -> str:
                 vals = [s["miou"] if c == "mIoU" else s["iou"][c] for s in per_seed]
                 m, sd = _mean_std(vals)
                 cells.append(f"{100 * m:.1f} ± {100 * sd:.1f}")
-            lines.append(f"| {arm} | {name} | {r['n_real']} ({r['n_aug']}) | " + " | ".join(cells) + " |")
+            lines.append(f"| {arm} | {name} | {r['n_real']} ({r['n_aug']}) | {len(per_seed)} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
@@ -508,9 +518,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--style-dir", type=Path, action="append", default=None,
                     help="extra style photos without label maps (repeatable; default: ../shared coco_stuff train/val "
                     "and wct2_examples/style)")
-    ap.add_argument("--arms", default="a-real,b-aug,c-filtered", help="comma list of a-real, b-aug, c-filtered")
+    ap.add_argument("--arms", default="a-real,b-aug,c-filtered",
+                    help="comma list of a-real, b-aug, c-filtered, b-random (b-aug with select: random, a second run)")
     ap.add_argument("--seeds", type=int, default=3)
-    ap.add_argument("--steps", type=int, default=None, help="optimisation steps per training (full 600, quick 60)")
+    ap.add_argument("--steps", type=int, default=None, help="optimisation steps per training (full 600, quick 80)")
     ap.add_argument("--batch", type=int, default=8)
     ap.add_argument("--aug-fraction", type=float, default=0.25, help="share of each batch taken from spadepis outputs")
     ap.add_argument("--lr", type=float, default=3e-3)
@@ -518,7 +529,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--size", default="120x160", help="training/eval resolution HxW (default 120x160)")
     ap.add_argument("--k", type=int, default=None, help="styles per training frame (full 2, quick 1)")
     ap.add_argument("--select", choices=["semantic", "random"], default="semantic")
-    ap.add_argument("--filter", default="q_structure >= 0.5 and q_clipped <= 0.05",
+    ap.add_argument("--filter", default="q_structure >= 0.6 and q_clipped <= 0.05",
                     help="arm c: AugmentedDataset(where=...) query on the manifest's quality columns")
     ap.add_argument("--stylizer", choices=["wct16x", "photowct", "color"], default=None,
                     help="default wct16x with ../shared/weights/wct_16x when present, else color")
@@ -526,13 +537,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--smoothing", choices=["exact", "fast", "none"], default="exact")
     ap.add_argument("--run-max-side", type=int, default=160, help="dataset.max_side of the spadepis run (default 160)")
     ap.add_argument("--style-max-side", type=int, default=320, help="styles.max_side of the spadepis run")
-    ap.add_argument("--reuse-run", default=None, help="an existing stylize-only run (URI) of the training frames")
+    ap.add_argument("--reuse-run", default=None, help="an existing stylize-only run (URI) of the training frames "
+                    "(made with --select; arms b-aug, c-filtered)")
+    ap.add_argument("--reuse-random-run", default=None, help="the same for arm b-random (select: random)")
     ap.add_argument("--eval-photos", action="append", help="extra evaluation photos (repeatable, paired with --eval-labels)")
     ap.add_argument("--eval-labels", action="append", help="label maps (CamVid ids) of the --eval-photos of the same rank")
     ap.add_argument("--eval-name", action="append", help="name of the extra evaluation set of the same rank")
     ap.add_argument("--work", type=Path, default=ROOT / "bench" / "results" / "downstream-work")
     ap.add_argument("--json", type=Path, default=None, help="default bench/results/downstream[-quick].json")
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--limit", type=int, default=None, help="at most N training frames, evenly spaced (trials)")
+    ap.add_argument("--log-every", type=int, default=100, help="print the loss every N steps (0: never)")
     args = ap.parse_args(argv)
 
     for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
@@ -541,13 +556,15 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     torch.set_num_threads(args.threads)
     arms = [a.strip() for a in args.arms.split(",") if a.strip()]
-    unknown = [a for a in arms if a not in ("a-real", "b-aug", "c-filtered")]
+    unknown = [a for a in arms if a not in ARMS]
     if unknown:
-        raise SystemExit(f"--arms: unknown arm(s) {unknown}; use a-real, b-aug, c-filtered")
+        raise SystemExit(f"--arms: unknown arm(s) {unknown}; use {', '.join(ARMS)}")
+    if "b-random" in arms and args.select == "random":
+        raise SystemExit("--arms b-random compares random with semantic selection; it needs --select semantic")
     if not re.match(r"^\d+x\d+$", args.size):
         raise SystemExit(f"--size {args.size!r}: expected HxW, e.g. 120x160")
     size = tuple(int(v) for v in args.size.split("x"))
-    steps = args.steps or (60 if args.quick else 600)
+    steps = args.steps or (80 if args.quick else 600)
     k = args.k or (1 if args.quick else 2)
     args.k = k
     if args.stylizer is None:
@@ -560,6 +577,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     split = split_camvid(args.camvid)
     train_frames = split["train"][::4] if args.quick else split["train"]
+    if args.limit:
+        train_frames = train_frames[:: max(1, len(train_frames) // args.limit)][: args.limit]
     eval_sets = _eval_sets(args, split)
     load = os.getloadavg()
     print(f"torch {torch.__version__}, {torch.get_num_threads()} torch threads, OMP/MKL/OpenBLAS {args.threads}; "
@@ -569,27 +588,30 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     work = args.work / ("quick" if args.quick else "full")
     work.mkdir(parents=True, exist_ok=True)
-    need_aug = any(a != "a-real" for a in arms)
-    run_info: dict[str, Any] = {}
     pool: dict[str, Any] = {}
-    if need_aug:
-        if args.reuse_run:
-            run_uri, wall = args.reuse_run, None
-            print(f"reusing the spadepis run {run_uri}")
+    runs: dict[str, dict[str, Any]] = {}  # select -> run info
+    wanted = {args.select for a in arms if a in ("b-aug", "c-filtered")} | ({"random"} if "b-random" in arms else set())
+    for select in sorted(wanted):
+        reuse = args.reuse_random_run if (select == "random" and args.select != "random") else args.reuse_run
+        if reuse:
+            run_uri, wall = reuse, None
+            print(f"reusing the spadepis run {run_uri} (select: {select})")
         else:
             link_frames(train_frames, work / "train" / "photos", work / "train" / "labels")
-            extra = args.style_dir if args.style_dir is not None else [
-                ROOT.parent / "shared" / "data" / "coco_stuff" / "train_img",
-                ROOT.parent / "shared" / "data" / "coco_stuff" / "val_img",
-                ROOT.parent / "shared" / "data" / "wct2_examples" / "style"]
-            pool = build_style_pool(work, split["style"], extra)
-            print(f"style pool: {len(pool['camvid_frames'])} CamVid day frames with label maps + "
-                  f"{len(pool['unlabelled_photos'])} photos without (coco_stuff, wct2_examples)")
-            cfg = run_config(work / "train", pool, work / "runs", args)
-            res = run_spadepis(cfg, work, args.threads)
+            if not pool:
+                extra = args.style_dir if args.style_dir is not None else [
+                    ROOT.parent / "shared" / "data" / "coco_stuff" / "train_img",
+                    ROOT.parent / "shared" / "data" / "coco_stuff" / "val_img",
+                    ROOT.parent / "shared" / "data" / "wct2_examples" / "style"]
+                pool = build_style_pool(work, split["style"], extra)
+                print(f"style pool: {len(pool['camvid_frames'])} CamVid day frames with label maps + "
+                      f"{len(pool['unlabelled_photos'])} photos without (coco_stuff, wct2_examples)")
+            cfg = run_config(work / "train", pool, work / "runs", args, select)
+            res = run_spadepis(cfg, work, args.threads, f"run-{select}.yaml")
             run_uri, wall = res["run_uri"], res["wall_s"]
-        run_info = run_throughput(run_uri, wall)
-        print("spadepis run:", json.dumps(run_info))
+        runs[select] = run_throughput(run_uri, wall)
+        print(f"spadepis run ({select}):", json.dumps(runs[select]), flush=True)
+    run_info = runs.get(args.select, {})
 
     t0 = time.perf_counter()
     real_x, real_y = load_frames(train_frames, size)
@@ -597,6 +619,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     aug: dict[str, tuple[Any, Any, list[str]]] = {}
     if "b-aug" in arms:
         aug["b-aug"] = load_augmented(augmented_dataset(run_info["run_uri"], None), size)
+    if "b-random" in arms:
+        aug["b-random"] = load_augmented(augmented_dataset(runs["random"]["run_uri"], None), size)
     if "c-filtered" in arms:
         try:
             aug["c-filtered"] = load_augmented(augmented_dataset(run_info["run_uri"], args.filter), size)
@@ -623,17 +647,25 @@ def main(argv: Sequence[str] | None = None) -> int:
         "seeds": list(range(args.seeds)), "threads": args.threads, "torch": torch.__version__,
         "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores", "load_avg_start": load,
         "split": {name: [f.id for f in frames] for name, frames in split.items()} | {"train_used": sorted(train_ids)},
-        "style_pool": pool, "spadepis_run": run_info,
+        "style_pool": pool, "spadepis_run": run_info, "spadepis_runs": runs,
         "eval_sets": list(evals), "arms": {},
     }
+    out = args.json or (ROOT / "bench" / "results" / f"downstream{'-quick' if args.quick else ''}.json")
+    out.parent.mkdir(parents=True, exist_ok=True)
     for arm in arms:
-        ax, ay = (aug[arm][0], aug[arm][1]) if arm in aug else (None, None)
-        r = {"n_real": len(real_x), "n_aug": 0 if ax is None else len(ax), "eval": {n: [] for n in evals}, "train_s": []}
-        for seed in range(args.seeds):
+        n_aug = len(aug[arm][0]) if arm in aug else 0
+        results["arms"][arm] = {"n_real": len(real_x), "n_aug": n_aug, "eval": {n: [] for n in evals}, "train_s": []}
+    # seed-major order: after every round the table holds the same seeds for every arm (an interrupted run
+    # still compares like with like); the JSON and table are rewritten after each round
+    for seed in range(args.seeds):
+        for arm in arms:
+            r = results["arms"][arm]
+            ax, ay = (aug[arm][0], aug[arm][1]) if arm in aug else (None, None)
             t0 = time.perf_counter()
-            model, losses = train(real_x, real_y, ax, ay, settings, seed)
+            model, losses = train(real_x, real_y, ax, ay, settings, seed, log_every=args.log_every)
             r["train_s"].append(time.perf_counter() - t0)
-            line = [f"{arm} seed {seed}: {steps} steps in {r['train_s'][-1]:.0f} s, loss {losses[0]:.2f} -> {sum(losses[-10:]) / len(losses[-10:]):.2f}"]
+            line = [f"{arm} seed {seed}: {steps} steps in {r['train_s'][-1]:.0f} s, loss {losses[0]:.2f} -> "
+                    f"{sum(losses[-10:]) / len(losses[-10:]):.2f}"]
             for name, (ex, ey) in evals.items():
                 cm = evaluate(model, ex, ey)
                 iou = iou_per_class(cm)
@@ -641,21 +673,20 @@ def main(argv: Sequence[str] | None = None) -> int:
                 r["eval"][name].append(entry)
                 line.append(f"{name} mIoU {100 * entry['miou']:.1f}")
             print("; ".join(line), flush=True)
-        results["arms"][arm] = r
-    results["load_avg_end"] = os.getloadavg()
+        results["seeds_done"] = seed + 1
+        results["load_avg_end"] = os.getloadavg()
+        results["table"] = format_table(results)
+        out.write_text(json.dumps(results, indent=1, default=str))
+        if seed + 1 < args.seeds:
+            print(f"after seed {seed}:\n{results['table']}", flush=True)
 
-    table = format_table(results)
     print()
-    print(table)
-    if run_info:
-        print(f"\nspadepis run: {run_info['ok']} outputs ({run_info['size']}, {run_info['stylizer']} + {run_info['smoothing']} "
-              f"smoothing), {run_info['ms_per_output_p50']:.0f} ms/output p50 (stages), "
-              + (f"{run_info['outputs_per_s_wall']:.2f} outputs/s over the whole `spadepis run` ({run_info['wall_s']:.0f} s incl. "
-                 "Prefect start)" if run_info.get("wall_s") else "reused run"))
-    out = args.json or (ROOT / "bench" / "results" / f"downstream{'-quick' if args.quick else ''}.json")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    results["table"] = table
-    out.write_text(json.dumps(results, indent=1, default=str))
+    print(results["table"])
+    for select, run_info in runs.items():
+        print(f"\nspadepis run (select: {select}): {run_info['ok']} outputs ({run_info['size']}, {run_info['stylizer']} + "
+              f"{run_info['smoothing']} smoothing), {run_info['ms_per_output_p50']:.0f} ms/output p50 (stages), "
+              + (f"{run_info['outputs_per_s_wall']:.2f} outputs/s over the whole `spadepis run` ({run_info['wall_s']:.0f} s "
+                 "incl. Prefect start)" if run_info.get("wall_s") else "reused run"))
     print(f"JSON: {out}")
     return 0
 

@@ -47,7 +47,7 @@ def test_open_image_refuses_a_bomb_naming_the_file_and_the_field(tmp_path):
         set_max_image_pixels(None)
 
 
-def test_bomb_label_is_an_error_row_and_bomb_style_refused_by_name(tmp_path):
+def test_bomb_label_is_an_error_row_and_bomb_style_refused_by_name(tmp_path, capsys):
     root = make_inputs(tmp_path, n_maps=3, n_styles=2)
     write_bomb_png(root / "labels" / "m001.png")  # a label map
     write_bomb_png(root / "styles" / "style9.png")  # a style
@@ -63,6 +63,15 @@ def test_bomb_label_is_an_error_row_and_bomb_style_refused_by_name(tmp_path):
     assert bad_style.error.str.contains("style 'style9'").all() and bad_style.error.str.contains("style9.png").all()
     ok = df[(df.source_id != "m001") & (df.style_id != "style9")]
     assert len(ok) == 4 and (ok.status == "ok").all()
+    # `spadepis check` names the style before the run
+    import yaml
+
+    from spadepis.cli import main
+
+    path = tmp_path / "bomb.yaml"
+    path.write_text(yaml.safe_dump(cfg.model_dump(mode="json")))
+    assert main(["check", str(path)]) == 0
+    assert "style9.png is 400 megapixels, above max_image_pixels" in capsys.readouterr().out
     # the limit is a config field
     small = small_config(root, run_id="small-limit", max_image_pixels=1000, models={"smoothing": "none"})
     df2 = process_shard(small, make_plan(small).shards[0]) and RunStorage(small.run_uri).merge_committed().to_pandas()
@@ -100,3 +109,25 @@ def test_long_and_non_ascii_names_get_unique_bounded_readable_ids(tmp_path, caps
     df = RunStorage(cfg.run_uri).merge_committed().to_pandas()
     assert res.ok == 12 and len(df) == 12 and (df.status == "ok").all()
     assert all(Path(u).exists() for u in df.image_uri)
+
+
+def test_a_name_the_filesystem_refuses_fails_only_its_own_rows(tmp_path):
+    """A run folder so deep that only the long-named item's paths pass Linux's 4096-byte PATH_MAX:
+    that item becomes error rows naming the problem, its neighbours are written and the shard commits."""
+    import os
+
+    root = make_inputs(tmp_path / "in", n_maps=2, n_styles=1)
+    (root / "labels" / ("L" * 200 + ".png")).write_bytes((root / "labels" / "m000.png").read_bytes())
+    deep = tmp_path / "out"
+    target = 4000 - len("/runs")  # short names fit under 4096 bytes, the 96-byte id does not
+    while len(str(deep).encode()) < target - 241:
+        deep = deep / ("d" * 240)
+    deep = deep / ("d" * (target - len(str(deep).encode()) - 1))
+    os.makedirs(deep, exist_ok=True)
+    cfg = small_config(root, output=str(deep / "runs"), shard_size=3, models={"smoothing": "none"})
+    res = process_shard(cfg, make_plan(cfg).shards[0])
+    df = RunStorage(cfg.run_uri).merge_committed().to_pandas()
+    long = df[df.source_id.str.startswith("LLLL")]
+    assert len(df) == 3 and res.ok == 2 and len(long) == 1
+    assert long.status.iloc[0] == "error" and "refuses this file name" in long.error.iloc[0]
+    assert (df[~df.source_id.str.startswith("LLLL")].status == "ok").all()

@@ -126,6 +126,10 @@ def test_manifest_to_training_step(bm, tmp_path):
     # the stylized image is not the photo (the style changed it), the real one is
     assert not torch.equal(ax[0], rx[by_id[ids[0]]])
 
+    # arm c: the quality filter on the manifest's scores goes through AugmentedDataset(where=...)
+    assert len(bm.augmented_dataset(cfg.run_uri, "q_clipped <= 1.0 and q_structure >= -1.0")) == len(frames)
+    assert len(bm.augmented_dataset(cfg.run_uri, "q_structure > 1.0")) == 0
+
     settings = bm.TrainSettings(steps=1, batch=4, aug_fraction=0.5, width=4)
     model, losses = bm.train(rx, ry, ax, ay, settings, seed=0)
     assert len(losses) == 1 and math.isfinite(losses[0]) and losses[0] > 0

@@ -208,3 +208,20 @@ def test_secret_references_resolve_where_used(tmp_path, monkeypatch):
     finally:
         fsspec.config.conf.pop("spadepistest", None)
         register_secret_resolver(None)
+
+
+def test_resolved_secret_values_are_scrubbed_from_failure_messages(tmp_path, monkeypatch):
+    import fsspec.config
+
+    from pipeline_helpers import make_inputs, small_config
+    from spadepis.pipeline.config import apply_storage_options
+    from spadepis.pipeline.failures import describe
+
+    monkeypatch.setenv("SPADEPIS_T_SECRET", "hunter2-secret-value")
+    cfg = small_config(make_inputs(tmp_path, n_maps=1), storage_options={"spadepistest2": {"secret": {"env": "SPADEPIS_T_SECRET"}}})
+    try:
+        apply_storage_options(cfg)
+    finally:
+        fsspec.config.conf.pop("spadepistest2", None)
+    text = describe(ConnectionError("handshake with hunter2-secret-value failed for https://u:pw@host/x"))
+    assert "hunter2-secret-value" not in text and "pw@" not in text and "***" in text

@@ -132,3 +132,17 @@ def test_flow_refuses_a_folder_held_by_another_run(tmp_path, prefect_harness):
     assert state.is_failed()
     assert "in use by flow run busy-run on host gpu-box-7" in state.message and " since " in state.message
     assert not (Path(cfg.run_uri) / "synth").exists()  # nothing was written
+
+
+def test_wait_lease_flag_sets_the_config_field(tmp_path):
+    import yaml
+
+    from spadepis.cli import build_parser
+    from spadepis.cli.run import _load
+
+    cfg = small_config(make_inputs(tmp_path, n_maps=1))
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump(cfg.model_dump(mode="json")))
+    args = build_parser().parse_args(["run", str(path), "--wait-lease", "90"])
+    assert _load(args).lease.wait_s == 90
+    assert _load(build_parser().parse_args(["run", str(path)])).lease.wait_s == 0

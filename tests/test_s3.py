@@ -266,3 +266,21 @@ def test_secrets_never_reach_flow_parameters_run_json_or_logs(tmp_path, s3, pref
     assert "spadepis-test-s3-secret" in run_json
     for text in (params, logs, run_json):
         assert secret not in text and key_id not in text
+
+
+def test_lease_on_s3_uses_a_conditional_write(tmp_path, s3):
+    from spadepis.pipeline.config import apply_storage_options
+    from spadepis.pipeline.lease import LEASE, LeaseHeldError, RunLease
+    from spadepis.pipeline.storage import RunStorage
+
+    apply_storage_options(small_config(make_inputs(tmp_path, n_maps=1), storage_options={"s3": s3["options"]}))
+    storage = RunStorage("s3://spadepis-test/runs/leased")
+    first = RunLease(storage, ttl_s=60, owner="flow run first")
+    first.acquire()
+    try:
+        assert first._create(b"{}") is False  # If-None-Match: * refuses to replace the existing lease
+        with pytest.raises(LeaseHeldError, match="in use by flow run first"):
+            RunLease(storage, ttl_s=60, owner="flow run second").acquire()
+    finally:
+        first.release()
+    assert not storage.exists(LEASE)

@@ -194,3 +194,9 @@ def test_shard_gpu_branch_on_cpu_tensors(tmp_path, monkeypatch):
         assert (a.source_id, a.style_id) == (b.source_id, b.style_id)
         within_one, worst = _agreement(read_rgb(a.image_uri), read_rgb(b.image_uri))
         assert within_one >= 0.999 and worst <= 2
+
+
+def test_a_killed_smoothing_process_is_transient():
+    from concurrent.futures.process import BrokenProcessPool
+
+    assert shard_mod.is_transient(BrokenProcessPool("a child process terminated abruptly"))

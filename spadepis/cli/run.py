@@ -58,6 +58,12 @@ def _cmd_check(args) -> int:
         print(f"note: {len(renamed)} file name(s) cannot be stored as they are (characters a file name cannot "
               f"safely hold, or longer than the id limit) and get a readable id with a short hash: {shown}"
               + (" ..." if len(renamed) > 5 else ""))
+    from ..data.images import oversized_images
+
+    for uri, pixels in oversized_images([st.uri for st in plan.styles[:1000]], cfg.max_image_pixels):
+        print(f"note: style {uri} is {pixels / 1e6:.0f} megapixels, above max_image_pixels "
+              f"({cfg.max_image_pixels / 1e6:.0f}); it will be refused (its pairs become error rows): downscale or "
+              "remove it, or raise max_image_pixels")
     print(
         f"{args.config}: OK. run {plan.run_id} -> {cfg.run_uri}\n"
         f"  {len(plan.sources)} sources, {len(plan.styles)} styles, {plan.n_samples} outputs in {len(plan.shards)} shard(s) "

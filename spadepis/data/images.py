@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import io
+import re
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -12,7 +14,7 @@ from ..errors import InputError
 
 __all__ = [
     "read_bytes", "open_image", "read_rgb", "check_rgb_uint8", "encode_png", "write_png", "float_to_uint8",
-    "DEFAULT_MAX_IMAGE_PIXELS", "set_max_image_pixels", "max_image_pixels",
+    "DEFAULT_MAX_IMAGE_PIXELS", "set_max_image_pixels", "max_image_pixels", "oversized_images",
 ]
 
 DEFAULT_MAX_IMAGE_PIXELS = 89_478_485
@@ -31,6 +33,29 @@ def set_max_image_pixels(limit: int | None) -> None:
 
 def max_image_pixels() -> int:
     return _MAX_PIXELS
+
+
+def oversized_images(uris: list[str], limit: int) -> list[tuple[str, int]]:
+    """``(uri, pixels)`` of the images above ``limit`` pixels, from their headers only (nothing is decoded);
+    unreadable files are left to the run, which reports them per item."""
+    import fsspec
+
+    out = []
+    for uri in uris:
+        try:
+            with fsspec.open(str(uri), "rb") as f, warnings.catch_warnings():
+                warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+                try:
+                    w, h = Image.open(f).size
+                except Image.DecompressionBombError as exc:
+                    found = re.search(r"\((\d+) pixels\)", str(exc))
+                    out.append((str(uri), int(found.group(1)) if found else limit + 1))
+                    continue
+        except Exception:  # noqa: BLE001 - unreadable: reported by the run
+            continue
+        if w * h > limit:
+            out.append((str(uri), w * h))
+    return out
 
 
 def _too_big(uri: str | Path, w: int | None, h: int | None, pixels: int | None = None) -> InputError:
@@ -69,8 +94,6 @@ def open_image(uri: str | Path) -> Image.Image:
             raise _too_big(uri, w, h)
         img.load()
     except Image.DecompressionBombError as exc:  # PIL's guard fires in open() at twice its limit
-        import re
-
         found = re.search(r"\((\d+) pixels\)", str(exc))
         raise _too_big(uri, None, None, int(found.group(1)) if found else None) from exc
     except UnidentifiedImageError as exc:

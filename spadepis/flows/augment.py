@@ -160,7 +160,7 @@ def augment(config: RunConfig) -> dict[str, Any]:
     apply_storage_options(cfg)
     plan = make_plan(cfg)
     storage = RunStorage(cfg.run_uri)
-    _take_lease(storage, cfg, log)  # one run at a time in this folder; released by the state hooks
+    lease = _take_lease(storage, cfg, log)  # one run at a time in this folder; released by the state hooks
     existing = storage.read_run_record()  # a resume keeps run.json (no re-hashing of the weights)
     resumed = existing is not None and existing.get("config_hash") == plan.config_hash
     storage.write_run_record(existing if resumed else run_record(cfg, plan))
@@ -208,6 +208,15 @@ def augment(config: RunConfig) -> dict[str, Any]:
                                    description=f"{done}/{total} shards done, {len(failures)} failed")
     bar.close()
     wall = time.perf_counter() - t0
+    if lease.lost.is_set():
+        from spadepis.pipeline.lease import LeaseHeldError
+
+        current = lease.read()
+        raise LeaseHeldError(
+            f"this run lost the lease of {cfg.run_uri} while it ran (now held by "
+            f"{current.describe() if current else 'nobody'}); its committed shards stand, the index was not written. "
+            "Run the same config again when the other run is done."
+        )
     try:
         index = storage.write_index()
     except Exception as exc:

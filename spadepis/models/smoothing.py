@@ -134,21 +134,36 @@ def _affinity_bands(image: np.ndarray, eps: float) -> np.ndarray:
     """
     h, w, _ = image.shape
     ch, cw = h - 2, w - 2  # window centres: rows 1..h-2, cols 1..w-2
-    # pixel values at each window position: (9, ch, cw, 3)
-    win = np.stack([image[1 + dy : 1 + dy + ch, 1 + dx : 1 + dx + cw] for dy, dx in _WINDOW])
-    mu = win.mean(axis=0)
-    # covariance as the reference computes it, E[x x^T] - mu mu^T (biased, divide by 9)
-    cov = np.einsum("pyxi,pyxj->yxij", win, win) / 9.0 - np.einsum("yxi,yxj->yxij", mu, mu)
-    cov += (eps / 9.0) * np.eye(3)
-    inv = np.linalg.inv(cov)  # (ch, cw, 3, 3)
-    centred = win - mu  # (9, ch, cw, 3)
-    projected = np.einsum("yxij,pyxj->pyxi", inv, centred)  # inv @ (I_p - mu)
-    del win, cov, inv
+    planes = np.ascontiguousarray(image.transpose(2, 0, 1))  # (3, h, w): every product below is on whole planes
+    # pixel values at each window position: (9, 3, ch, cw)
+    win = np.stack([planes[:, 1 + dy : 1 + dy + ch, 1 + dx : 1 + dx + cw] for dy, dx in _WINDOW])
+    mu = win.mean(axis=0)  # (3, ch, cw)
+    centred = win - mu
+    del win
+    # covariance (biased, divide by 9) and its regularised inverse, by LU as the reference does (the matrix can be
+    # nearly singular: flat windows; a cofactor formula loses digits there)
+    cov = np.empty((ch, cw, 3, 3))
+    for i in range(3):
+        for j in range(i, 3):
+            cov[..., i, j] = cov[..., j, i] = np.einsum("pyx,pyx->yx", centred[:, i], centred[:, j]) / 9.0
+        cov[..., i, i] += eps / 9.0
+    inv = np.linalg.inv(cov) / 9.0  # the 1/9 of every affinity, applied once here
+    del cov
+    projected = np.empty_like(centred)  # inv @ (I_p - mu) / 9
+    for i in range(3):
+        projected[:, i] = inv[..., i, 0] * centred[:, 0]
+        projected[:, i] += inv[..., i, 1] * centred[:, 1]
+        projected[:, i] += inv[..., i, 2] * centred[:, 2]
+    del inv
     bands = np.zeros((len(_OFFSETS), h, w))
+    vals = np.empty((ch, cw))
     for a, (ay, ax) in enumerate(_WINDOW):
         for b in range(a, 9):
             by, bx = _WINDOW[b]
-            vals = (1.0 + np.einsum("yxi,yxi->yx", centred[a], projected[b])) / 9.0
+            np.multiply(centred[a, 0], projected[b, 0], out=vals)
+            vals += centred[a, 1] * projected[b, 1]
+            vals += centred[a, 2] * projected[b, 2]
+            vals += 1.0 / 9.0
             # entry (pixel of a, pixel of b) and its mirror (pixel of b, pixel of a)
             o = _OFFSET_INDEX[(by - ay, bx - ax)]
             bands[o, 1 + ay : 1 + ay + ch, 1 + ax : 1 + ax + cw] += vals

@@ -92,7 +92,7 @@ def classify(exc: BaseException | None) -> Failure:
         if name == "OutOfMemoryError" or "out of memory" in text:
             return Failure("out-of-memory", True, "the device ran out of memory",
                            "retried; if it persists lower batch_size or max_side, or use a bigger device")
-        if name in ("KilledWorker", "CommClosedError"):
+        if name in ("KilledWorker", "CommClosedError", "BrokenProcessPool"):  # Dask worker, smoothing process
             return Failure("worker-lost", True, "a worker process was lost", "retried on another worker")
         code = ""
         response = getattr(e, "response", None)
@@ -132,8 +132,10 @@ def classify(exc: BaseException | None) -> Failure:
 
 def describe(exc: BaseException) -> str:
     """``"<what happened> (<retry>): <Type>: <message>; <advice>"`` for logs and states."""
+    from .secrets import scrub
+
     f = classify(exc)
-    return f"{f.what} ({f.retry_text}): {type(exc).__name__}: {exc}; {f.advice}"
+    return scrub(f"{f.what} ({f.retry_text}): {type(exc).__name__}: {exc}; {f.advice}")
 
 
 def is_transient(exc: BaseException | None) -> bool:

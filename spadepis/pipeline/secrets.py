@@ -38,6 +38,7 @@ __all__ = [
     "register_secret_resolver",
     "redact",
     "redact_url",
+    "scrub",
     "REDACTED",
 ]
 
@@ -133,6 +134,21 @@ def has_secret_references(obj: Any) -> bool:
 
 
 _RESOLVER: Callable[[str], str] | None = None
+_RESOLVED: set[str] = set()  # values resolved in this process, scrubbed from messages (see scrub)
+
+
+def _remember(value: Any) -> Any:
+    if isinstance(value, str) and len(value) >= 4:
+        _RESOLVED.add(value)
+    return value
+
+
+def scrub(text: str) -> str:
+    """``text`` with every credential value this process resolved replaced by ``***`` and URL passwords hidden:
+    applied to failure messages before they reach logs, states and artifacts."""
+    for value in sorted(_RESOLVED, key=len, reverse=True):
+        text = text.replace(value, REDACTED)
+    return redact_url(text)
 
 
 def register_secret_resolver(fn: Callable[[str], str] | None) -> None:
@@ -167,7 +183,7 @@ def _resolve_value(obj: Any, path: str) -> Any:
                         "set it in the environment of the process that reads and writes the data (the shell running "
                         "`spadepis run`, `prefect worker start` or each `dask worker`)"
                     )
-                return value
+                return _remember(value)
             if _RESOLVER is None:
                 raise ConfigError(
                     f"{path}: {{secret: {name}}} names a Prefect Secret block, which only the Prefect flow can load; "
@@ -180,7 +196,7 @@ def _resolve_value(obj: Any, path: str) -> Any:
                     f"{path}: cannot load the Prefect Secret block {name!r} ({type(exc).__name__}); create it with "
                     f"`prefect block create secret` or Secret(value=...).save({name!r}), and check PREFECT_API_URL"
                 ) from None
-            return value
+            return _remember(value)
     return resolve_references(obj, path)
 
 
