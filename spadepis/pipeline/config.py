@@ -214,7 +214,8 @@ class ModelsConfig(_Strict):
         "auto",
         title="Smoothing device",
         description="Where exact smoothing runs. cpu: sparse Cholesky (CHOLMOD) on runner.smoothing_workers "
-        "processes; cuda: batched multigrid-preconditioned CG on the GPU; auto: the run's device.",
+        "processes; cuda: batched preconditioned CG on the GPU (every style of a SPADE batch at once); auto: "
+        "the run's device.",
     )
     wct_precision: Literal["reference", "float64"] = Field(
         "reference",
@@ -651,6 +652,12 @@ def validate_config(config: RunConfig) -> list[str]:
         resolve_device(config.device)
     except ConfigError as exc:
         problems.append(f"device: {exc}")
+    if config.models.smoothing == "exact" and config.models.smoothing_device == "cuda":
+        import torch
+
+        if not torch.cuda.is_available():
+            problems.append("models.smoothing_device: 'cuda' but no CUDA GPU is visible here; use auto (the run's "
+                            "device) or cpu")
     if config.runner.kind == "dask":
         import importlib.util
 
