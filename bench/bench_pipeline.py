@@ -2,23 +2,29 @@
 
 N label maps x K styles at 256x256 (ADE20K preset, the demo's generated scenes and bundled photos),
 the same SPADE weights (a seeded random-init generator saved as ``latest_net_G.pth`` so both sides
-load a real checkpoint file), the same stylizer and smoothing.
+load a real checkpoint file), the same stylizer, WCT numerics and smoothing.
 
 * pipeline: ``flows.augment.augment`` (real Prefect flow, ephemeral API) with shards, batched SPADE,
   models loaded once, style caches once per style, the exact smoothing system factorised once per
-  content image and solved for each style;
+  content image and solved for each style; ``--concurrency`` shards at once (default 1);
 * scripts: what running SPADE's ``test.py`` then FastPhotoStyle's ``demo.py`` for each (label map,
   style) pair amounts to: load the generator, synthesize one image, write a PNG; load the stylizer,
   read the PNG and the style photo, prepare the style, stylize, build and factorise the smoothing
-  system, solve, write the PNG. Every pair pays every setup cost again.
+  system, solve, write the PNG. Every pair pays every setup cost again, except the Python/torch start
+  of each script (2-3 s here, NOT counted: the baseline is favoured).
+
+Fairness: both sides run in this one process with the same torch intra-op thread count (``--threads``,
+default 1) and the same BLAS/OpenMP thread count (set before numpy/torch are imported); with
+``--concurrency 1`` the flow runs one shard at a time, so both sides use the same cores. The script
+checks that both sides produce the same images (max |diff| per pair, in grey levels).
 
 Usage::
 
-    python bench/bench_pipeline.py                 # N=16, K=4, color stylizer, exact smoothing
-    python bench/bench_pipeline.py --stylizer wct16x --stylizer-weights ../shared/weights/wct_16x
-    python bench/bench_pipeline.py --baseline-pairs 16    # time 16 pairs of the baseline, extrapolate
+    python bench/bench_pipeline.py                                   # color, N=16, K=4, 1 thread, concurrency 1
+    python bench/bench_pipeline.py --stylizer color,wct16x --stylizer-weights ../shared/weights/wct_16x
 
-Prints a table (outputs/s, speed-up, per-stage time) and writes JSON to bench/results/.
+Prints a table per stylizer (outputs/s, speed-up, per-stage time, limiting stage, agreement) with the
+thread settings and the load average, and writes JSON to bench/results/.
 """
 
 from __future__ import annotations
@@ -35,6 +41,7 @@ from pathlib import Path
 os.environ.setdefault("DO_NOT_TRACK", "1")
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "300")  # a loaded machine starts it slowly
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
@@ -65,7 +72,7 @@ def baseline_pair(ckpt: str, label_path: Path, style_path: Path, out_dir: Path, 
     write_png(synth_path, img)
     t_write = time.perf_counter() - t0
     t0 = time.perf_counter()
-    stylizer = load_stylizer(args.stylizer, args.stylizer_weights, device="cpu")
+    stylizer = load_stylizer(args.stylizer_name, args.weights, device="cpu")
     content = read_rgb(synth_path)
     cache = stylizer.prepare_style(_read_style(str(style_path), 256))
     raw = stylizer.stylize(content, cache, None)
@@ -80,96 +87,199 @@ def baseline_pair(ckpt: str, label_path: Path, style_path: Path, out_dir: Path, 
     return t
 
 
-def main() -> int:
+def _parse() -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--n", type=int, default=16, help="label maps (default 16)")
     ap.add_argument("--k", type=int, default=4, help="styles per label map (default 4, at most 4)")
     ap.add_argument("--ngf", type=int, default=16, help="SPADE width (default 16; official models use 64)")
-    ap.add_argument("--stylizer", default="color", choices=["color", "wct16x", "photowct"])
-    ap.add_argument("--stylizer-weights", default=None)
+    ap.add_argument("--stylizer", default="color",
+                    help="comma-separated: color, wct16x, photowct (default color); each gets its own table")
+    ap.add_argument("--stylizer-weights", default=None,
+                    help="weights of wct16x (folder) / photowct (file); default for wct16x: ../shared/weights/wct_16x")
     ap.add_argument("--smoothing", default="exact", choices=["exact", "fast", "none"])
-    ap.add_argument("--concurrency", type=int, default=2, help="shards at once in the flow (default 2)")
+    ap.add_argument("--threads", type=int, default=1,
+                    help="torch intra-op threads and BLAS/OpenMP threads of this process, both sides (default 1)")
+    ap.add_argument("--concurrency", type=int, default=1, help="shards at once in the flow (default 1)")
+    ap.add_argument("--smoothing-workers", type=int, default=1,
+                    help="flow: processes for exact smoothing (runner.smoothing_workers, default 1 = in-process)")
     ap.add_argument("--baseline-pairs", type=int, default=0,
                     help="time only this many baseline pairs and extrapolate (default 0 = all N*K)")
     ap.add_argument("--out", default=None, help="work folder (default: a temporary one)")
-    args = ap.parse_args()
+    return ap.parse_args()
 
+
+def _cpu_s() -> float:
+    """CPU seconds (user + system) of this process and its children, live (the ephemeral Prefect API server,
+    smoothing processes) or finished; psutil when available, else this process only."""
+    try:
+        import psutil
+    except ImportError:  # pragma: no cover - psutil ships with the test extras
+        return time.process_time()
+    me = psutil.Process()
+    t = me.cpu_times()
+    total = t.user + t.system + t.children_user + t.children_system
+    for child in me.children(recursive=True):
+        try:
+            c = child.cpu_times()
+            total += c.user + c.system
+        except psutil.Error:
+            pass
+    return total
+
+
+def _load() -> str:
+    a, b, c = os.getloadavg()
+    return f"{a:.2f} {b:.2f} {c:.2f}"
+
+
+def main() -> int:
+    args = _parse()
+    # BLAS / OpenMP pools are sized when numpy and torch load: set them first
+    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+        os.environ[var] = str(args.threads)
+    import numpy as np
     import torch
 
+    torch.set_num_threads(args.threads)
+
+    from spadepis.data.images import read_rgb
     from spadepis.flows.augment import augment
+    from spadepis.models.spade import random_synthesizer
     from spadepis.pipeline.config import parse_config
     from spadepis.pipeline.demo import DEMO_STYLES, make_label_maps, write_styles
     from spadepis.pipeline.manifest import read_index
-    from spadepis.models.spade import random_synthesizer
 
     work = Path(args.out or tempfile.mkdtemp(prefix="spadepis-bench-"))
     labels = make_label_maps(work / "labels", args.n)
     styles = write_styles(work / "styles", DEMO_STYLES[: args.k])
     ckpt = work / "latest_net_G.pth"
     torch.save(random_synthesizer("ade20k", ngf=args.ngf, seed=0, device="cpu").generator.state_dict(), ckpt)
+    settings = (f"torch {torch.__version__}, intra-op threads {torch.get_num_threads()}, "
+                f"OMP/MKL/OPENBLAS_NUM_THREADS={args.threads}, flow max_concurrency {args.concurrency}, "
+                f"smoothing_workers {args.smoothing_workers}, "
+                f"{os.cpu_count()} CPUs ({platform.processor() or platform.machine()})")
+    print(f"work folder {work}\n{settings}")
+    print(f"load average at start: {_load()} (the machine is shared with other jobs; ratios are measured side by side)")
 
-    cfg = parse_config({
-        "dataset": {"preset": "ade20k", "labels": str(work / "labels")},
-        "styles": {"source": str(work / "styles"), "max_side": 256},
-        "models": {"synth_checkpoint": str(ckpt), "ngf": args.ngf, "stylizer": args.stylizer,
-                   "stylizer_weights": args.stylizer_weights, "smoothing": args.smoothing},
-        "output": str(work / "runs"), "run_id": f"bench-{int(time.time())}", "shard_size": 4, "batch_size": 4,
-        "device": "cpu", "runner": {"kind": "thread", "max_concurrency": args.concurrency},
-    }, source="bench config")
+    # Start Prefect's ephemeral API once, before any timing: a fixed cost per process, not per output
+    from prefect import flow
 
-    print(f"work folder {work}; torch {torch.__version__}, {torch.get_num_threads()} threads, {platform.processor() or platform.machine()}")
-    t0 = time.perf_counter()
-    result = augment(config=cfg)
-    call_s = time.perf_counter() - t0
-    df = read_index(result["run_uri"])
-    ok = df[df.status == "ok"]
-    flow_wall = result["summary"]["wall_s"]
-    n_out = len(ok)
+    @flow(name="spadepis-bench-warmup")
+    def _warmup() -> int:
+        return 1
 
-    pairs = [(lab, sty) for lab in labels for sty in styles]
-    timed = pairs if not args.baseline_pairs else pairs[:: max(1, len(pairs) // args.baseline_pairs)][: args.baseline_pairs]
-    base_dir = work / "baseline"
-    base_dir.mkdir(exist_ok=True)
-    rows = []
-    t0 = time.perf_counter()
-    for lab, sty in timed:
-        rows.append(baseline_pair(str(ckpt), lab, sty, base_dir, args))
-    base_wall = time.perf_counter() - t0
-    base_rate = len(timed) / base_wall
-    flow_rate = n_out / flow_wall
-    call_rate = n_out / call_s
+    t0, c0 = time.perf_counter(), _cpu_s()
+    _warmup()
+    print(f"Prefect ephemeral API start (paid once per process, excluded below): {time.perf_counter() - t0:.1f} s wall, "
+          f"{_cpu_s() - c0:.1f} CPU-s")
 
-    print()
-    print(f"N={args.n} label maps x K={args.k} styles at 256x256, stylizer {args.stylizer}, smoothing {args.smoothing}, CPU")
-    print(f"{'method':<44}{'outputs':>8}{'wall s':>9}{'out/s':>8}{'speed-up':>10}")
-    print(f"{'scripts chained per pair' + (' (sampled)' if args.baseline_pairs else ''):<44}{len(timed):>8}{base_wall:>9.1f}{base_rate:>8.3f}{1.0:>10.2f}")
-    print(f"{'spadepis flow (shards phase)':<44}{n_out:>8}{flow_wall:>9.1f}{flow_rate:>8.3f}{flow_rate / base_rate:>10.2f}")
-    print(f"{'spadepis flow (whole call, incl. Prefect)':<44}{n_out:>8}{call_s:>9.1f}{call_rate:>8.3f}{call_rate / base_rate:>10.2f}")
-    print()
-    print("stage time per output (ms): mean [p50 / p95]")
-    print(f"{'stage':<14}{'scripts':>26}{'flow (manifest)':>28}")
-    for st in STAGES + ("t_total_ms",):
-        if st == "t_total_ms":
-            b = [sum(r[s] for s in STAGES) for r in rows]
-        else:
-            b = [r[st] for r in rows]
-        import numpy as np
+    records = []
+    for name in [x.strip() for x in args.stylizer.split(",") if x.strip()]:
+        weights = args.stylizer_weights
+        if name == "wct16x" and weights is None:
+            weights = str(ROOT.parent / "shared" / "weights" / "wct_16x")
+        if name == "color":
+            weights = None
+        args.stylizer_name, args.weights = name, weights
+        cfg = parse_config({
+            "dataset": {"preset": "ade20k", "labels": str(work / "labels")},
+            "styles": {"source": str(work / "styles"), "max_side": 256},
+            "models": {"synth_checkpoint": str(ckpt), "ngf": args.ngf, "stylizer": name,
+                       "stylizer_weights": weights, "smoothing": args.smoothing},
+            "output": str(work / "runs"), "run_id": f"bench-{name}-{int(time.time())}", "shard_size": 4, "batch_size": 4,
+            "device": "cpu", "runner": {"kind": "thread", "max_concurrency": args.concurrency,
+                                        "smoothing_workers": args.smoothing_workers},
+        }, source="bench config")
 
-        f = ok[st].to_numpy()
-        fmt = lambda v: f"{np.mean(v):8.1f} [{np.percentile(v, 50):7.1f} / {np.percentile(v, 95):7.1f}]"  # noqa: E731
-        print(f"{st:<14}{fmt(b):>26}{fmt(f):>28}")
+        t0, c0 = time.perf_counter(), _cpu_s()
+        result = augment(config=cfg)
+        call_s, flow_cpu = time.perf_counter() - t0, _cpu_s() - c0
+        df = read_index(result["run_uri"])
+        ok = df[df.status == "ok"]
+        flow_wall = result["summary"]["wall_s"]
+        n_out = len(ok)
+
+        pairs = [(lab, sty) for lab in labels for sty in styles]
+        timed = pairs if not args.baseline_pairs else pairs[:: max(1, len(pairs) // args.baseline_pairs)][: args.baseline_pairs]
+        base_dir = work / f"baseline-{name}"
+        base_dir.mkdir(exist_ok=True)
+        rows = []
+        t0, c0 = time.perf_counter(), _cpu_s()
+        for lab, sty in timed:
+            rows.append(baseline_pair(str(ckpt), lab, sty, base_dir, args))
+        base_wall, base_cpu = time.perf_counter() - t0, _cpu_s() - c0
+        base_rate = len(timed) / base_wall
+        flow_rate = n_out / flow_wall
+        call_rate = n_out / call_s
+
+        # do both sides compute the same? max |diff| per pair, grey levels
+        flow_img = {(r.source_id, r.style_id): r.image_uri for r in ok.itertuples()}
+        flow_synth = {r.source_id: r.synth_uri for r in ok.itertuples()}
+        diffs, differing, synth_diff = {}, [], 0
+        for lab, sty in timed:
+            a = read_rgb(flow_img[(lab.stem, sty.stem)]).astype(int)
+            b = read_rgb(base_dir / f"{lab.stem}__{sty.stem}.png").astype(int)
+            diffs[(lab.stem, sty.stem)] = int(np.abs(a - b).max()) if a.shape == b.shape else -1
+            differing.append(float((a != b).any(axis=2).mean()) if a.shape == b.shape else 1.0)
+            sa = read_rgb(flow_synth[lab.stem]).astype(int)
+            sb = read_rgb(base_dir / f"{lab.stem}__{sty.stem}_synth.png").astype(int)
+            synth_diff = max(synth_diff, int(np.abs(sa - sb).max()))
+        numerics = sorted(set(ok.wct_numerics.dropna()))
+
+        print()
+        print(f"== {name}: N={args.n} label maps x K={args.k} styles at 256x256, smoothing {args.smoothing}, CPU; "
+              f"WCT numerics (manifest) {', '.join(numerics)}")
+        print(f"   {settings}; load average now {_load()}")
+        print(f"{'method':<44}{'outputs':>8}{'wall s':>9}{'out/s':>8}{'speed-up':>10}")
+        print(f"{'scripts chained per pair' + (' (sampled)' if args.baseline_pairs else ''):<44}{len(timed):>8}{base_wall:>9.1f}{base_rate:>8.3f}{1.0:>10.2f}")
+        print(f"{'spadepis flow (shards phase)':<44}{n_out:>8}{flow_wall:>9.1f}{flow_rate:>8.3f}{flow_rate / base_rate:>10.2f}")
+        print(f"{'spadepis flow (whole call, API already up)':<44}{n_out:>8}{call_s:>9.1f}{call_rate:>8.3f}{call_rate / base_rate:>10.2f}")
+        cpu_ratio = (n_out / flow_cpu) / (len(timed) / base_cpu)
+        print(f"CPU time (this process + children, incl. the Prefect API server): scripts {base_cpu:.1f} s, flow whole "
+              f"call {flow_cpu:.1f} s -> outputs per CPU-second {cpu_ratio:.2f}x (independent of how many cores each "
+              "side kept busy, and less sensitive than wall time to the other jobs on the machine)")
+        print()
+        print("stage time per output (ms): mean [p50 / p95]")
+        print(f"{'stage':<14}{'scripts':>26}{'flow (manifest)':>28}")
+        flow_means = {}
+        for st in STAGES + ("t_total_ms",):
+            b = [sum(r[s] for s in STAGES) for r in rows] if st == "t_total_ms" else [r[st] for r in rows]
+            f = ok[st].to_numpy()
+            if st != "t_total_ms":
+                flow_means[st] = float(np.mean(f))
+            fmt = lambda v: f"{np.mean(v):8.1f} [{np.percentile(v, 50):7.1f} / {np.percentile(v, 95):7.1f}]"  # noqa: E731
+            print(f"{st:<14}{fmt(b):>26}{fmt(f):>28}")
+        limit = max(flow_means, key=flow_means.get)
+        share = flow_means[limit] / sum(flow_means.values())
+        print(f"limiting stage in the flow: {limit} ({100 * share:.0f}% of the per-output stage time)")
+        worst = max(diffs.values())
+        within = sum(0 <= v <= 1 for v in diffs.values())
+        print(f"flow vs scripts images, max |diff| per pair (grey levels): {within}/{len(diffs)} pairs within 1, worst {worst}; "
+              f"pixels differing at all: mean {100 * np.mean(differing):.3f}% per pair; SPADE images (batch "
+              f"{cfg.batch_size} vs 1) differ by at most {synth_diff} grey level(s)")
+        for lab in dict.fromkeys(k[0] for k in diffs):
+            print(f"  {lab}: " + " ".join(f"{k[1]}={v}" for k, v in diffs.items() if k[0] == lab))
+        records.append({
+            "stylizer": name, "n": args.n, "k": args.k, "ngf": args.ngf, "smoothing": args.smoothing,
+            "wct_numerics": numerics,
+            "baseline": {"pairs": len(timed), "wall_s": base_wall, "outputs_per_s": base_rate},
+            "flow": {"outputs": n_out, "wall_s": flow_wall, "call_s": call_s, "outputs_per_s": flow_rate},
+            "speedup_shards_phase": flow_rate / base_rate, "speedup_whole_call": call_rate / base_rate,
+            "cpu_s": {"scripts": base_cpu, "flow_call": flow_cpu}, "speedup_per_cpu_s": cpu_ratio,
+            "stage_means_ms": {"flow": flow_means, "scripts": {st: float(np.mean([r[st] for r in rows])) for st in STAGES}},
+            "limiting_stage": limit, "pixels_differing_mean": float(np.mean(differing)), "synth_max_abs_diff": synth_diff,
+            "max_abs_diff_per_pair": {f"{a}__{b}": v for (a, b), v in diffs.items()},
+        })
     record = {
-        "n": args.n, "k": args.k, "ngf": args.ngf, "stylizer": args.stylizer, "smoothing": args.smoothing,
-        "baseline": {"pairs": len(timed), "wall_s": base_wall, "outputs_per_s": base_rate},
-        "flow": {"outputs": n_out, "wall_s": flow_wall, "call_s": call_s, "outputs_per_s": flow_rate},
-        "speedup_shards_phase": flow_rate / base_rate, "speedup_whole_call": call_rate / base_rate,
-        "torch": torch.__version__, "threads": torch.get_num_threads(), "python": platform.python_version(),
+        "runs": records, "threads": args.threads, "concurrency": args.concurrency,
+        "smoothing_workers": args.smoothing_workers, "torch": torch.__version__,
+        "python": platform.python_version(), "cpus": os.cpu_count(), "loadavg_end": os.getloadavg(),
     }
     out = ROOT / "bench" / "results"
     out.mkdir(parents=True, exist_ok=True)
     path = out / f"bench_pipeline-{int(time.time())}.json"
     path.write_text(json.dumps(record, indent=1))
-    print(f"\nwrote {path}")
+    print(f"\nload average at end: {_load()}\nwrote {path}")
     return 0
 
 

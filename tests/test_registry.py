@@ -7,7 +7,7 @@ import pytest
 
 from spadepis.cli import build_parser, main
 from spadepis.errors import ConfigError
-from spadepis.models.registry import COMPAT_MODES, SMOOTHERS, STYLIZERS
+from spadepis.models.registry import COMPAT_MODES, SMOOTHERS, STYLIZERS, WCT_PRECISIONS
 
 
 def _choices(command: str) -> dict[str, list]:
@@ -16,7 +16,8 @@ def _choices(command: str) -> dict[str, list]:
 
 
 def test_cli_choices_come_from_the_registries():
-    assert _choices("stylize") == {"stylizer": list(STYLIZERS), "smoothing": list(SMOOTHERS), "compat": list(COMPAT_MODES)}
+    assert _choices("stylize") == {"stylizer": list(STYLIZERS), "smoothing": list(SMOOTHERS), "compat": list(COMPAT_MODES),
+                                   "wct_precision": list(WCT_PRECISIONS)}
     assert list(STYLIZERS) == ["photowct", "wct16x", "color"] and list(SMOOTHERS) == ["exact", "fast", "none"]
     # `spadepis smooth` offers the modes that smooth (not `none`)
     assert _choices("smooth") == {"mode": ["exact", "fast"], "compat": ["fastphotostyle"]}

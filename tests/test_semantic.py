@@ -294,9 +294,9 @@ def test_schema_upgrade_old_parts_readable_and_mergeable(tmp_path):
     marker.update(part_bytes=len(raw), part_sha256=hashlib.sha256(raw).hexdigest())
     storage.write_bytes(storage.success_rel("shard=00000"), json.dumps(marker).encode())
     index = storage.write_index()  # a resumed old run: a v1 part next to a v2 part
-    assert table_schema_version(index) == SCHEMA_VERSION == 2
+    assert table_schema_version(index) == SCHEMA_VERSION == 3
     df = read_index(cfg.run_uri)
-    assert len(df) == 2 and sorted(df.schema_version.tolist()) == [1, 2]
+    assert len(df) == 2 and sorted(df.schema_version.tolist()) == [1, 3]
     v1 = df[df.schema_version == 1].iloc[0]
     assert pd.isna(v1.q_structure) and pd.isna(v1.style_score) and pd.isna(v1.t_quality_ms)
     text = format_summary(summary(df))

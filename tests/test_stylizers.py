@@ -65,7 +65,7 @@ def test_style_cache_reused_without_touching_the_style(monkeypatch):
     model = PhotoWCT(widths).eval()
     stylizer = NetworkStylizer(model, weights_sha256="seeded", device=torch.device("cpu"))
     calls = {"style_features": 0, "colouring": 0}
-    real_sf, real_col = model.style_features, wct.colouring
+    real_sf, real_col = model.style_features, wct._colouring
 
     def count_sf(*a, **k):
         calls["style_features"] += 1
@@ -76,7 +76,7 @@ def test_style_cache_reused_without_touching_the_style(monkeypatch):
         return real_col(*a, **k)
 
     monkeypatch.setattr(model, "style_features", count_sf)
-    monkeypatch.setattr(wct, "colouring", count_col)
+    monkeypatch.setattr(wct, "_colouring", count_col)
     content, style, cseg, sseg = _two_region_images(1)
     cache = stylizer.prepare_style(style, sseg)
     after_prepare = dict(calls)

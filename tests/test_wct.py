@@ -58,12 +58,18 @@ def test_rank_cut_drops_style_null_space_only():
     c = 8
     g = torch.Generator().manual_seed(3)
     low_rank = (torch.randn(c, 2, generator=g) @ torch.randn(2, 40, generator=g) * 30).reshape(c, 5, 8)
-    mean, cs = wct.colouring(low_rank.reshape(c, -1))
+    mean, cs = wct.colouring(low_rank.reshape(c, -1), precision="float64")
     evals = torch.linalg.eigvalsh(cs)
     assert int((evals.abs() > 1e-6).sum()) == 2  # only the two real directions survive the 1e-5 cut
-    out = wct.feature_wct(_feat(c, 6, 7, 4), low_rank)
+    out = wct.feature_wct(_feat(c, 6, 7, 4), low_rank, precision="float64")
     assert torch.isfinite(out).all()
     assert torch.linalg.matrix_rank(_cov(out), tol=1e-3) == 2
+    # The reference's float32 SVD (the default) keeps rounding-noise eigenvalues of this rank-2
+    # covariance above the 1e-5 cut: more directions, each tiny next to the two real ones.
+    _, cs32 = wct.colouring(low_rank.reshape(c, -1))
+    e32 = torch.linalg.eigvalsh(cs32).abs()
+    assert int((e32 > 1e-6).sum()) > 2
+    assert float(e32[:-2].max()) < 1e-3 * float(e32.max())
 
 
 @pytest.mark.parametrize("compat", [None, "fastphotostyle"])
@@ -146,13 +152,13 @@ def test_bad_inputs_raise_clear_errors():
 
 def test_style_statistics_computed_once_and_reused(monkeypatch):
     calls = {"colouring": 0}
-    real = wct.colouring
+    real = wct._colouring
 
     def counting(*args, **kwargs):
         calls["colouring"] += 1
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(wct, "colouring", counting)
+    monkeypatch.setattr(wct, "_colouring", counting)
     style = _feat(4, 10, 10, 14)
     sseg = np.zeros((10, 10), np.int64)
     sseg[5:] = 1

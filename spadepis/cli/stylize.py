@@ -8,8 +8,13 @@ region for labels present in both. Integer maps (8/16-bit grey or palette PNGs, 
 used as they are; colour-coded RGB maps are converted to ids with one palette shared by both maps.
 With only one of the two maps the plain global transfer runs.
 
-``--compat fastphotostyle`` reproduces FastPhotoStyle's numerics: float32 covariance + SVD in the WCT,
-and the reference's crop/resize/pad in exact smoothing (the output is then 4 px smaller).
+The WCT uses FastPhotoStyle's numerics by default (float32 covariance + SVD with its 1e-5 rank cut), so
+``--stylizer photowct`` reproduces the original's stylization; regions where the original fails (one pixel,
+constant, SVD not converging) fall back to float64, and the summary line says so.
+``--wct-precision float64`` uses float64 eigendecompositions everywhere instead: it drops the float32-noise
+eigen-directions the original keeps, so photowct outputs differ visibly from FastPhotoStyle's.
+``--compat fastphotostyle`` adds the reference's crop/resize/pad in exact smoothing (the output is then
+4 px smaller); its WCT numerics are the default ones.
 ``--raw OUT.npy`` writes the stylizer output before clamping and smoothing: float32, shape (3, H, W).
 """
 
@@ -19,7 +24,7 @@ import time
 from pathlib import Path
 
 from ..errors import ConfigError, InputError
-from ..models.registry import COMPAT_MODES, SMOOTHERS, STYLIZERS
+from ..models.registry import COMPAT_MODES, SMOOTHERS, STYLIZERS, WCT_PRECISIONS
 
 
 def _read_seg(uri: str, what: str):
@@ -53,6 +58,8 @@ def _cmd(args) -> int:
         raise ConfigError(f"--raw {args.raw}: expected a file name ending in .npy.")
     if args.compat and args.smoothing == "fast":
         raise ConfigError("--compat fastphotostyle is for --smoothing exact or none (the guided filter has no reference crop).")
+    if args.compat and args.wct_precision == "float64":
+        raise ConfigError("--compat fastphotostyle uses the reference's float32 WCT numerics; drop --wct-precision float64 or --compat.")
     needs = STYLIZERS[args.stylizer].weights
     if needs is None and args.weights:
         with_weights = "/".join(n for n in STYLIZERS if STYLIZERS[n].weights)
@@ -79,12 +86,12 @@ def _cmd(args) -> int:
             raise ConfigError(f"smoothing is not available ({exc}); use --smoothing none.") from exc
 
     t0 = time.perf_counter()
-    stylizer = load_stylizer(args.stylizer, args.weights, device=args.device, compat=args.compat)
+    stylizer = load_stylizer(args.stylizer, args.weights, device=args.device, precision=args.wct_precision)
     t_load = time.perf_counter() - t0
 
     t0 = time.perf_counter()
     cache = stylizer.prepare_style(style, style_seg)
-    raw = stylizer.stylize(content, cache, content_seg)
+    raw, numerics = stylizer.stylize_with_numerics(content, cache, content_seg)
     t_style = time.perf_counter() - t0
     stylized = float_to_uint8(raw)
 
@@ -103,7 +110,7 @@ def _cmd(args) -> int:
         np.save(args.raw, raw.astype(np.float32))
     seg_note = "label-aware" if content_seg is not None else "global"
     print(
-        f"stylized {content.shape[0]}x{content.shape[1]} with {args.stylizer} ({seg_note}"
+        f"stylized {content.shape[0]}x{content.shape[1]} with {args.stylizer} ({seg_note}, WCT numerics {numerics}"
         f"{', compat ' + args.compat if args.compat else ''}), smoothing {args.smoothing}: "
         f"load {t_load:.2f} s, stylize {t_style:.2f} s, smooth {t_smooth:.2f} s -> {args.out}"
         f" ({out.shape[0]}x{out.shape[1]}){', raw -> ' + args.raw if args.raw else ''}"
@@ -125,6 +132,7 @@ def register(sub) -> None:
     p.add_argument("--content-seg", default=None, help="label map of the content (integer or colour-coded PNG)")
     p.add_argument("--style-seg", default=None, help="label map of the style (integer or colour-coded PNG)")
     p.add_argument("--smoothing", choices=SMOOTHERS.names, default="exact", help=SMOOTHERS.help() + " (default exact)")
+    p.add_argument("--wct-precision", choices=WCT_PRECISIONS.names, default="reference", help=WCT_PRECISIONS.help())
     p.add_argument("--compat", choices=COMPAT_MODES.names, default=None, help=COMPAT_MODES.help())
     p.add_argument("--out", required=True, help="output PNG (path or fsspec URI)")
     p.add_argument("--raw", default=None, help="also write the stylizer output before clamping: float32 .npy, (3, H, W)")

@@ -131,8 +131,19 @@ class VGGEncoder(nn.Module):
             cin = widths[item]
         self.out_channels = cin
 
+    def _pointwise(self, x: torch.Tensor) -> torch.Tensor:
+        """``conv0`` (1x1) through the same kernel at any thread count.
+
+        Single-threaded CPU torch sends 1x1 convolutions to another kernel than multi-threaded torch
+        (oneDNN), which rounds differently; the multi-level WCT then turns that float32 rounding into
+        visibly different outputs (the reference's noise eigen-directions and max-pool near-ties). A
+        dilation has no effect on a 1x1 kernel but keeps torch on oneDNN, so one and many threads give
+        bit-identical features (those of the reference's multi-threaded run).
+        """
+        return F.conv2d(x, self.conv0.weight, self.conv0.bias, dilation=2)
+
     def _run(self, x: torch.Tensor, *, keep_pools: bool, taps: dict[int, torch.Tensor] | None):
-        x = self.conv0(x)
+        x = self._pointwise(x)
         pools: list[PoolRecord] = []
         for item in self.sequence:
             if item == "pool":

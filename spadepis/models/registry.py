@@ -20,7 +20,7 @@ from typing import Literal
 
 from ..errors import ConfigError
 
-__all__ = ["Entry", "Registry", "STYLIZERS", "SMOOTHERS", "COMPAT_MODES"]
+__all__ = ["Entry", "Registry", "STYLIZERS", "SMOOTHERS", "COMPAT_MODES", "WCT_PRECISIONS"]
 
 
 @dataclass(frozen=True)
@@ -94,6 +94,14 @@ SMOOTHERS = Registry(
 
 COMPAT_MODES = Registry(
     "compat mode",
-    Entry("fastphotostyle", "reproduce FastPhotoStyle: float32 SVD in the WCT, crop/resize/pad in exact smoothing "
-          "(output 4 px smaller)"),
+    Entry("fastphotostyle", "full FastPhotoStyle mode: its WCT numerics (float32 SVD, the default anyway) and the "
+          "crop/resize/pad of exact smoothing (output 4 px smaller)"),
+)
+
+WCT_PRECISIONS = Registry(
+    "WCT precision",
+    Entry("reference", "FastPhotoStyle's float32 covariance + SVD and 1e-5 rank cut; float64 only in regions where "
+          "it fails (one pixel, constant, no SVD convergence) (default)"),
+    Entry("float64", "float64 eigendecompositions everywhere; drops the float32-noise directions FastPhotoStyle keeps, "
+          "so photowct outputs differ visibly from the original's"),
 )

@@ -3,6 +3,7 @@
 >>> stylizer = load_stylizer("color")
 >>> cache = stylizer.prepare_style(style_rgb, style_seg)          # once per style
 >>> raw = stylizer.stylize(content_rgb, cache, content_seg)       # per content: (3, H, W) float32, ~[0, 1]
+>>> raw, numerics = stylizer.stylize_with_numerics(content_rgb, cache)   # + "reference" / "float64-fallback" / "float64"
 
 * ``photowct``: FastPhotoStyle's ``photo_wct.pth`` (:class:`spadepis.photowct.PhotoWCT`).
 * ``wct16x``: the 16x-pruned VGG-19 encoders/decoders (:class:`spadepis.photowct.WCT16x`), a folder
@@ -10,6 +11,12 @@
 * ``color``: no weights; the same whitening and colouring (:mod:`spadepis.wct`) applied to the RGB
   pixels themselves (on the 0-255 scale, so the content's ``+ I`` is a negligible regulariser), per label
   region when both maps are given. Matches each region's colour mean and covariance to the style's.
+
+WCT numerics (``precision``, see :mod:`spadepis.wct`): ``"reference"`` (default) reproduces
+FastPhotoStyle's float32 covariance + SVD with its rank cut, falling back to float64 only in the regions
+where the reference fails or is undefined (one pixel, constant, no SVD convergence);
+``"float64"`` uses float64 eigendecompositions throughout. :meth:`stylize_with_numerics` says which
+path a stylization took.
 
 Segmentation: label maps are 2-D integer arrays of any size (NEAREST-resized to every feature size).
 The transform is label-aware only when BOTH the content and the style have a map; when only one has a
@@ -72,6 +79,10 @@ class Stylizer(Protocol):
     def stylize(
         self, content: np.ndarray, style: StyleCache, content_seg: np.ndarray | None = None, *, unmatched: str = "keep"
     ) -> np.ndarray: ...
+
+    def stylize_with_numerics(
+        self, content: np.ndarray, style: StyleCache, content_seg: np.ndarray | None = None, *, unmatched: str = "keep"
+    ) -> tuple[np.ndarray, str]: ...
 
 
 # --------------------------------------------------------------------------------------------- helpers
@@ -150,8 +161,16 @@ def colour_maps_to_labels(*maps: np.ndarray, min_fraction: float = 0.002, merge_
 class NetworkStylizer:
     """A :class:`~spadepis.photowct.WCTNetwork` (PhotoWCT or WCT16x) behind the stylizer interface."""
 
-    def __init__(self, network, *, weights_sha256: str, device: torch.device, compat: str | None = None) -> None:
-        _wct._check_compat(compat)
+    def __init__(
+        self,
+        network,
+        *,
+        weights_sha256: str,
+        device: torch.device,
+        compat: str | None = None,
+        precision: str = "reference",
+    ) -> None:
+        self.precision = _wct.resolve_precision(precision, compat)
         self.network = network
         self.name: str = network.name
         self.weights_sha256: str | None = weights_sha256
@@ -177,9 +196,10 @@ class NetworkStylizer:
         with torch.inference_mode():
             feats = self.network.style_features(_to_tensor(style, self.device))
             levels = {
-                level: _wct.style_statistics(feats[level], seg, counts=counts, compat=self.compat) for level in self.network.levels
+                level: _wct.style_statistics(feats[level], seg, counts=counts, precision=self.precision)
+                for level in self.network.levels
             }
-        return StyleCache(self.name, levels, style.shape[:2], seg is not None, style_id, {"compat": self.compat})
+        return StyleCache(self.name, levels, style.shape[:2], seg is not None, style_id, {"precision": self.precision})
 
     def stylize(
         self, content: np.ndarray, style: StyleCache, content_seg: np.ndarray | None = None, *, unmatched: str = "keep"
@@ -188,18 +208,26 @@ class NetworkStylizer:
 
         ``unmatched`` (label-aware only): ``"keep"`` or ``"global"``, see :func:`spadepis.wct.apply_wct`.
         """
+        return self.stylize_with_numerics(content, style, content_seg, unmatched=unmatched)[0]
+
+    def stylize_with_numerics(
+        self, content: np.ndarray, style: StyleCache, content_seg: np.ndarray | None = None, *, unmatched: str = "keep"
+    ) -> tuple[np.ndarray, str]:
+        """:meth:`stylize` plus the WCT numerics it took: ``"reference"``, ``"float64-fallback"`` (some
+        region fell back to float64 because the reference fails there) or ``"float64"``."""
         content = _check_rgb(content, "content image")
         self._check_size(content, "content image")
-        _check_cache(style, self.name)
+        _check_cache(style, self.name, self.precision)
         seg = _check_seg(content_seg, "content segmentation")
         counts = _wct.label_counts(seg) if seg is not None else None
+        numerics: set[str] = set()
 
         def apply_level(level: int, feat: torch.Tensor) -> torch.Tensor:
-            return _wct.apply_wct(feat, style.levels[level], seg, content_counts=counts, unmatched=unmatched)
+            return _wct.apply_wct(feat, style.levels[level], seg, content_counts=counts, unmatched=unmatched, numerics=numerics)
 
         with torch.inference_mode():
             out = self.network.transform(_to_tensor(content, self.device), apply_level)
-        return out[0].detach().to("cpu", torch.float32).numpy()
+        return out[0].detach().to("cpu", torch.float32).numpy(), _wct.combine_numerics(numerics, self.precision)
 
 
 class ColorStylizer:
@@ -208,8 +236,8 @@ class ColorStylizer:
     name = "color"
     weights_sha256: str | None = None
 
-    def __init__(self, *, device: torch.device | None = None, compat: str | None = None) -> None:
-        _wct._check_compat(compat)
+    def __init__(self, *, device: torch.device | None = None, compat: str | None = None, precision: str = "reference") -> None:
+        self.precision = _wct.resolve_precision(precision, compat)
         self.device = device or torch.device("cpu")
         self.compat = compat
 
@@ -219,25 +247,38 @@ class ColorStylizer:
     def prepare_style(self, style: np.ndarray, style_seg: np.ndarray | None = None, *, style_id: str | None = None) -> StyleCache:
         style = _check_rgb(style, "style image")
         seg = _check_seg(style_seg, "style segmentation")
-        stats = _wct.style_statistics(self._pixels(style), seg, compat=self.compat)
-        return StyleCache(self.name, {0: stats}, style.shape[:2], seg is not None, style_id, {"compat": self.compat})
+        stats = _wct.style_statistics(self._pixels(style), seg, precision=self.precision)
+        return StyleCache(self.name, {0: stats}, style.shape[:2], seg is not None, style_id, {"precision": self.precision})
 
     def stylize(
         self, content: np.ndarray, style: StyleCache, content_seg: np.ndarray | None = None, *, unmatched: str = "keep"
     ) -> np.ndarray:
+        return self.stylize_with_numerics(content, style, content_seg, unmatched=unmatched)[0]
+
+    def stylize_with_numerics(
+        self, content: np.ndarray, style: StyleCache, content_seg: np.ndarray | None = None, *, unmatched: str = "keep"
+    ) -> tuple[np.ndarray, str]:
+        """:meth:`stylize` plus the WCT numerics it took (see :meth:`NetworkStylizer.stylize_with_numerics`)."""
         content = _check_rgb(content, "content image")
-        _check_cache(style, self.name)
+        _check_cache(style, self.name, self.precision)
         seg = _check_seg(content_seg, "content segmentation")
-        out = _wct.apply_wct(self._pixels(content), style.levels[0], seg, unmatched=unmatched)
-        return (out / 255.0).to("cpu", torch.float32).numpy()
+        numerics: set[str] = set()
+        out = _wct.apply_wct(self._pixels(content), style.levels[0], seg, unmatched=unmatched, numerics=numerics)
+        return (out / 255.0).to("cpu", torch.float32).numpy(), _wct.combine_numerics(numerics, self.precision)
 
 
-def _check_cache(cache: StyleCache, name: str) -> None:
+def _check_cache(cache: StyleCache, name: str, precision: str) -> None:
     if not isinstance(cache, StyleCache):
         raise InputError(f"expected a StyleCache from prepare_style(), got {type(cache).__name__}.")
     if cache.stylizer != name:
         raise InputError(
             f"this style cache was made by the {cache.stylizer!r} stylizer, not {name!r}: call prepare_style() on the stylizer you use."
+        )
+    made = cache.meta.get("precision", "reference")
+    if made != precision:
+        raise InputError(
+            f"this style cache was made with WCT precision {made!r} but the stylizer uses {precision!r}: "
+            "call prepare_style() on the stylizer you use."
         )
 
 
@@ -247,6 +288,7 @@ def load_stylizer(
     *,
     device: str | torch.device = "auto",
     compat: str | None = None,
+    precision: str = "reference",
     **options,
 ) -> Stylizer:
     """Build a stylizer.
@@ -259,10 +301,15 @@ def load_stylizer(
         ``levels=(4, 3, 2, 1)``, ``unpool="nearest"``) or ``"color"`` (no weights).
     device:
         ``"auto"`` | ``"cpu"`` | ``"cuda"``.
+    precision:
+        WCT numerics: ``"reference"`` (default; FastPhotoStyle's float32 covariance + SVD and rank cut,
+        float64 only where the reference fails) or ``"float64"`` (float64 eigendecompositions throughout;
+        drops the float32-noise directions the reference keeps, so outputs differ from FastPhotoStyle's).
     compat:
-        ``None`` (float64 eigen-decompositions) or ``"fastphotostyle"`` (float32 covariance + SVD like the
-        reference; reproduces its outputs where style covariances are rank-deficient).
+        ``"fastphotostyle"``: the reference numerics (same as the default ``precision``; refused with
+        ``precision="float64"``).
     """
+    precision = _wct.resolve_precision(precision, compat)
     from .photowct import load_photowct, load_wct16x
 
     dev = resolve_device(device)
@@ -271,14 +318,14 @@ def load_stylizer(
             raise ConfigError(f"the 'color' stylizer takes no weights (got {str(weights)!r}); drop --weights or pick photowct/wct16x.")
         if options:
             raise ConfigError(f"unknown options for 'color': {sorted(options)}")
-        return ColorStylizer(device=dev, compat=compat)
+        return ColorStylizer(device=dev, precision=precision)
     if name == "photowct":
         if weights is None:
             raise ConfigError("the 'photowct' stylizer needs weights: pass FastPhotoStyle's photo_wct.pth (--weights PATH).")
         if options:
             raise ConfigError(f"unknown options for 'photowct': {sorted(options)}")
         model, sha = load_photowct(weights, device=dev)
-        return NetworkStylizer(model, weights_sha256=sha, device=dev, compat=compat)
+        return NetworkStylizer(model, weights_sha256=sha, device=dev, precision=precision)
     if name == "wct16x":
         if weights is None:
             raise ConfigError(
@@ -290,5 +337,5 @@ def load_stylizer(
         if unknown:
             raise ConfigError(f"unknown options for 'wct16x': {sorted(unknown)} (valid: levels, unpool)")
         model, sha = load_wct16x(weights, device=dev, **options)
-        return NetworkStylizer(model, weights_sha256=sha, device=dev, compat=compat)
+        return NetworkStylizer(model, weights_sha256=sha, device=dev, precision=precision)
     raise ConfigError(f"unknown stylizer {name!r}: choose one of {', '.join(STYLIZER_NAMES)}.")

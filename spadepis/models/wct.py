@@ -21,20 +21,32 @@ maps and a pixel-count ratio below 100 either way (counted at the maps' own reso
 is applied to that region's columns only, with that region's means and covariances. Pixels whose label
 is not used keep the content features. Label maps are resized to each feature size with PIL NEAREST.
 
-Differences from the reference, all on cases where the reference fails or is undefined:
+Numerics (``precision``):
 
-* eigen-decompositions use ``torch.linalg.eigh`` in float64 on the small ``C x C`` covariances
-  (the reference calls float32 ``torch.svd``); results agree to float32 tolerance;
-* a region with one pixel divides by ``max(n - 1, 1)`` (the reference divides by zero, FastPhotoStyle#104),
-  so its centred features are zero and the output is the style mean;
-* a constant style region has no eigenvalue above the cut; its colouring matrix is zero (output = style
-  mean) where the reference would keep every direction and take square roots of rounding noise.
+* ``"reference"`` (the default): the reference's own numerics -- covariances in float32 and a float32
+  SVD with its ``1e-5`` rank cut (the float32 covariance is the correctly rounded one, so results do
+  not depend on the BLAS thread count). Where the reference fails or is undefined, that region alone falls
+  back to the float64 path below and is reported as ``"float64-fallback"``:
 
-``compat="fastphotostyle"`` reproduces the reference's numerics instead: covariances in float32 and a
-float32 SVD. It matters where a style covariance is rank-deficient (a style region with fewer feature
-pixels than channels): the reference then keeps float32-noise eigenvalues (~1e-4..1e-3 of the largest)
-above the 1e-5 cut, which the float64 path rightly drops; on the fixtures that is a 1.2e-3 relative
-difference at level 4 that the max-unpool discontinuities amplify end to end.
+  - a region with one pixel (the reference divides by ``N - 1 = 0``, FastPhotoStyle#104);
+  - a constant (style) region: no singular value reaches the cut, and the reference then keeps every
+    direction and takes square roots of rounding noise;
+  - an SVD that does not converge, or any non-finite value in the decomposition.
+
+* ``"float64"``: covariances and ``torch.linalg.eigh`` in float64 everywhere (reported as ``"float64"``).
+  It differs from the reference where a style covariance is rank-deficient (a style region with fewer
+  feature pixels than channels, or true eigenvalues below the cut): the reference's float32 SVD then
+  returns rounding-noise eigenvalues (~1e-4..1e-3 of the largest) above the 1e-5 cut and colours with
+  those noise directions; float64 drops them. End to end through ``photowct`` (the max-unpooling
+  amplifies it) that is a different result, not a rounding difference: 99th percentile of |diff| ~0.25
+  on [0, 1] outputs with the random-weight fixtures of ``reference/photowct_real``. Use it when you
+  prefer the exactly rank-cut transform to reproducing FastPhotoStyle.
+
+``compat="fastphotostyle"`` (kept for existing callers) asks for the reference numerics, i.e. the same as
+``precision="reference"``; combining it with ``precision="float64"`` is refused.
+
+Every transform reports the path it took (:data:`NUMERICS`) through the ``numerics`` set that
+:func:`apply_wct` fills, so the pipeline can record it per output.
 
 What depends only on the style (:class:`StyleStats`: per level the global and per-region means and
 colouring matrices, and the style map's label counts) is computed once by :func:`style_statistics`
@@ -53,6 +65,10 @@ from ..errors import InputError
 
 __all__ = [
     "RANK_EPS",
+    "WCT_PRECISIONS",
+    "NUMERICS",
+    "resolve_precision",
+    "combine_numerics",
     "MIN_REGION_PIXELS",
     "MAX_REGION_RATIO",
     "RegionStats",
@@ -74,6 +90,10 @@ MIN_REGION_PIXELS = 10
 """A label is used only if it has MORE than this many pixels in both maps (full resolution)."""
 MAX_REGION_RATIO = 100
 """... and the content/style pixel-count ratio is below this either way."""
+WCT_PRECISIONS = ("reference", "float64")
+"""``precision`` values: the reference's float32 SVD (default) or float64 ``eigh`` (module docstring)."""
+NUMERICS = ("reference", "float64-fallback", "float64")
+"""What a transform reports: reference numerics, float64 fallback where the reference fails, or float64 asked for."""
 
 
 # --------------------------------------------------------------------------------------------- helpers
@@ -124,65 +144,119 @@ def label_counts(seg: np.ndarray) -> dict[int, int]:
 
 def _check_compat(compat: str | None) -> None:
     if compat not in (None, "fastphotostyle"):
-        raise InputError(f"compat={compat!r} is not supported: use None (float64 eigh) or 'fastphotostyle'.")
+        raise InputError(f"compat={compat!r} is not supported: use None or 'fastphotostyle' (the reference's numerics).")
 
 
-def _sym_eig_desc(cov: torch.Tensor, compat: str | None) -> tuple[torch.Tensor, torch.Tensor]:
-    """Eigenvalues (descending, float64) and eigenvectors (float64) of a symmetric matrix.
+def resolve_precision(precision: str | None = "reference", compat: str | None = None) -> str:
+    """The numerics to use: ``precision`` (``"reference"`` or ``"float64"``), with ``compat="fastphotostyle"``
+    meaning ``"reference"``; a conflict between the two is refused."""
+    _check_compat(compat)
+    precision = precision or "reference"
+    if precision not in WCT_PRECISIONS:
+        raise InputError(f"WCT precision {precision!r} is not supported: use 'reference' (default) or 'float64'.")
+    if compat == "fastphotostyle" and precision == "float64":
+        raise InputError(
+            "compat='fastphotostyle' asks for the reference's float32 numerics but precision='float64' was given; "
+            "drop one of them."
+        )
+    return "reference" if compat == "fastphotostyle" else precision
 
-    Default: float64 ``eigh``. ``compat="fastphotostyle"``: float32 SVD of the float32 matrix, as the
-    reference's ``torch.svd`` (its rounding noise decides which near-null directions are kept); if
-    that SVD fails to converge it falls back to the float64 path.
+
+def combine_numerics(values, precision: str = "reference") -> str:
+    """One label for a whole stylization: ``"float64-fallback"`` if any region fell back, else the
+    precision's own label (``"reference"`` / ``"float64"``)."""
+    values = set(values)
+    if "float64-fallback" in values:
+        return "float64-fallback"
+    if precision == "float64" or values == {"float64"}:
+        return "float64"
+    return "reference"
+
+
+def _reference_eig(feat: torch.Tensor, add_identity: bool):
+    """The reference's numerics: the float32 matrix ``cov = F F^T / (N - 1) (+ I)`` and its float32 SVD.
+
+    The float32 covariance is the correctly rounded value of the product (accumulated in float64,
+    then rounded), so it does not depend on how the BLAS splits the sum over threads; the reference's
+    float32 ``torch.mm`` differs from it by accumulated rounding only. The SVD, which decides which
+    near-null directions pass the ``1e-5`` cut, runs in float32 like the reference's ``torch.svd``.
+
+    Returns ``(mean (C,1), eigenvalues (desc), eigenvectors)`` in float64, or ``None`` where the
+    reference fails or is undefined (one pixel, no singular value above the cut, no convergence,
+    non-finite values).
     """
-    if compat == "fastphotostyle":
-        try:
-            _, svals, vh = torch.linalg.svd(cov.to(torch.float32))
-            return svals.to(torch.float64), vh.T.to(torch.float64)
-        except RuntimeError:  # torch.linalg.LinAlgError subclasses RuntimeError
-            pass
-    cov = cov.to(torch.float64)
-    cov = 0.5 * (cov + cov.T)
-    evals, evecs = torch.linalg.eigh(cov)
-    return evals.flip(0), evecs.flip(1)
-
-
-def _covariance(feat: torch.Tensor, compat: str | None) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(mean (C,1), cov (C,C))`` with the unbiased ``/(n-1)`` (``/1`` for one pixel).
-
-    Accumulated in float64 by default, in the features' dtype with ``compat="fastphotostyle"``.
-    """
-    f = feat if compat == "fastphotostyle" else feat.to(torch.float64)
+    n = feat.shape[1]
+    if n < 2:
+        return None  # the reference divides by N - 1 = 0
+    f = feat.to(torch.float64)
     mean = f.mean(dim=1, keepdim=True)
     centred = f - mean
-    n = centred.shape[1]
-    cov = centred @ centred.T / max(n - 1, 1)
-    return mean.to(torch.float64), cov
+    cov = centred @ centred.T / (n - 1)
+    if add_identity:
+        cov = cov + torch.eye(cov.shape[0], dtype=cov.dtype, device=cov.device)
+    try:
+        _, svals, vh = torch.linalg.svd(cov.to(torch.float32))
+    except RuntimeError:  # torch.linalg.LinAlgError (no convergence) subclasses RuntimeError
+        return None
+    if not (bool(torch.isfinite(svals).all()) and bool(torch.isfinite(vh).all())):
+        return None
+    if not bool((svals >= RANK_EPS).any()):
+        return None  # constant region: the reference would keep every direction of a zero matrix
+    return mean, svals.to(torch.float64), vh.T.to(torch.float64)
 
 
-def whitening(feat: torch.Tensor, *, compat: str | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """Content side: ``(mean (C,1), W (C,C))`` with ``W = (cov + I)^-1/2`` (float64 results).
+def _float64_eig(feat: torch.Tensor, add_identity: bool):
+    """float64 mean, ``cov = F F^T / max(N - 1, 1) (+ I)`` and ``eigh`` (descending order)."""
+    f = feat.to(torch.float64)
+    mean = f.mean(dim=1, keepdim=True)
+    centred = f - mean
+    cov = centred @ centred.T / max(centred.shape[1] - 1, 1)
+    if add_identity:
+        cov = cov + torch.eye(cov.shape[0], dtype=cov.dtype, device=cov.device)
+    cov = 0.5 * (cov + cov.T)
+    evals, evecs = torch.linalg.eigh(cov)
+    return mean, evals.flip(0), evecs.flip(1)
 
-    ``feat`` is ``(C, N)``; ``N = 1`` is allowed (covariance = I, W = I).
-    """
-    mean, cov = _covariance(feat, compat)
-    cov = cov + torch.eye(cov.shape[0], dtype=cov.dtype, device=cov.device)
-    evals, evecs = _sym_eig_desc(cov, compat)
+
+def _eig(feat: torch.Tensor, add_identity: bool, precision: str):
+    """``(mean, eigenvalues desc, eigenvectors, numerics)`` with the fallback rule of the module doc."""
+    if precision == "reference":
+        got = _reference_eig(feat, add_identity)
+        if got is not None:
+            return (*got, "reference")
+        return (*_float64_eig(feat, add_identity), "float64-fallback")
+    return (*_float64_eig(feat, add_identity), "float64")
+
+
+def _whitening(feat: torch.Tensor, precision: str) -> tuple[torch.Tensor, torch.Tensor, str]:
+    mean, evals, evecs, numerics = _eig(feat, True, precision)
     keep = evals >= RANK_EPS
     v = evecs[:, keep]
-    w = (v * evals[keep].rsqrt()) @ v.T
+    return mean, (v * evals[keep].rsqrt()) @ v.T, numerics
+
+
+def _colouring(feat: torch.Tensor, precision: str) -> tuple[torch.Tensor, torch.Tensor, str]:
+    mean, evals, evecs, numerics = _eig(feat, False, precision)
+    keep = evals >= RANK_EPS
+    v = evecs[:, keep]
+    return mean, (v * evals[keep].clamp_min(0).sqrt()) @ v.T, numerics
+
+
+def whitening(feat: torch.Tensor, *, precision: str = "reference", compat: str | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Content side: ``(mean (C,1), W (C,C))`` with ``W = (cov + I)^-1/2`` (float64 results).
+
+    ``feat`` is ``(C, N)``; ``N = 1`` is allowed (covariance = I, W = I, via the float64 fallback).
+    """
+    mean, w, _ = _whitening(feat, resolve_precision(precision, compat))
     return mean, w
 
 
-def colouring(feat: torch.Tensor, *, compat: str | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+def colouring(feat: torch.Tensor, *, precision: str = "reference", compat: str | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Style side: ``(mean (C,1), Cs (C,C))`` with ``Cs = cov^1/2`` over eigenvalues ``>= 1e-5`` (float64).
 
     A constant or one-pixel region gives ``Cs = 0`` (the output is then the style mean).
     """
-    mean, cov = _covariance(feat, compat)
-    evals, evecs = _sym_eig_desc(cov, compat)
-    keep = evals >= RANK_EPS
-    v = evecs[:, keep]
-    cs = (v * evals[keep].clamp_min(0).sqrt()) @ v.T
+    mean, cs, _ = _colouring(feat, resolve_precision(precision, compat))
     return mean, cs
 
 
@@ -198,12 +272,14 @@ class RegionStats:
     colour: torch.Tensor
     """(C, C) float64 colouring matrix ``Sigma_s^1/2`` (rank-cut)."""
     n_pixels: int
+    numerics: str = "reference"
+    """How ``colour`` was computed: one of :data:`NUMERICS`."""
 
 
-def region_statistics(feat: torch.Tensor, *, compat: str | None = None) -> RegionStats:
+def region_statistics(feat: torch.Tensor, *, precision: str = "reference", compat: str | None = None) -> RegionStats:
     """Mean and colouring matrix of ``feat`` ``(C, M)``."""
-    mean, cs = colouring(feat, compat=compat)
-    return RegionStats(mean=mean, colour=cs, n_pixels=int(feat.shape[1]))
+    mean, cs, numerics = _colouring(feat, resolve_precision(precision, compat))
+    return RegionStats(mean=mean, colour=cs, n_pixels=int(feat.shape[1]), numerics=numerics)
 
 
 @dataclass
@@ -216,7 +292,8 @@ class LevelStyleStats:
     label_counts: dict[int, int] | None = None
     """Full-resolution pixel counts of the style map (None without a style map)."""
     feature_hw: tuple[int, int] = (0, 0)
-    compat: str | None = None
+    precision: str = "reference"
+    """Numerics of the style side; the content side uses the same (:data:`WCT_PRECISIONS`)."""
 
 
 def style_statistics(
@@ -224,6 +301,7 @@ def style_statistics(
     style_seg: np.ndarray | None = None,
     *,
     counts: dict[int, int] | None = None,
+    precision: str = "reference",
     compat: str | None = None,
 ) -> LevelStyleStats:
     """Style side of the WCT at one level.
@@ -237,16 +315,18 @@ def style_statistics(
     counts:
         Full-resolution label counts of ``style_seg`` (computed if not given; pass them to avoid
         recounting at every level).
+    precision:
+        ``"reference"`` (default): float32 covariances and SVD like FastPhotoStyle, float64 fallback
+        per region where the reference fails; ``"float64"``: float64 ``eigh`` (module docstring).
     compat:
-        ``None``: float64 covariances and ``eigh`` (robust). ``"fastphotostyle"``: float32 covariances
-        and SVD like the reference (bit-level behaviour on rank-deficient covariances, see module doc).
+        ``"fastphotostyle"`` is the same as ``precision="reference"`` (kept for existing callers).
     """
-    _check_compat(compat)
+    precision = resolve_precision(precision, compat)
     if style_feat.dim() == 4:
         style_feat = style_feat[0]
     c, h, w = style_feat.shape
     flat = style_feat.reshape(c, h * w)
-    stats = LevelStyleStats(global_stats=region_statistics(flat, compat=compat), feature_hw=(h, w), compat=compat)
+    stats = LevelStyleStats(global_stats=region_statistics(flat, precision=precision), feature_hw=(h, w), precision=precision)
     if style_seg is None:
         return stats
     seg = _as_label_map(style_seg, "style segmentation")
@@ -259,7 +339,7 @@ def style_statistics(
         if idx.size == 0:
             continue
         cols = torch.from_numpy(idx).to(flat.device)
-        stats.regions[label] = region_statistics(flat.index_select(1, cols), compat=compat)
+        stats.regions[label] = region_statistics(flat.index_select(1, cols), precision=precision)
     return stats
 
 
@@ -276,9 +356,11 @@ def usable_labels(content_counts: dict[int, int], style_counts: dict[int, int]) 
     return out
 
 
-def _transform(content: torch.Tensor, style: RegionStats, compat: str | None) -> torch.Tensor:
+def _transform(content: torch.Tensor, style: RegionStats, precision: str, numerics: set[str] | None) -> torch.Tensor:
     """``(C, N)`` content columns -> stylized columns (same dtype as ``content``)."""
-    mean_c, w = whitening(content, compat=compat)
+    mean_c, w, content_numerics = _whitening(content, precision)
+    if numerics is not None:
+        numerics.update((content_numerics, style.numerics))
     t = (style.colour @ w).to(content.dtype)
     return t @ (content - mean_c.to(content.dtype)) + style.mean.to(content.dtype)
 
@@ -289,13 +371,15 @@ def apply_wct(
     content_seg: np.ndarray | None = None,
     *,
     content_counts: dict[int, int] | None = None,
+    numerics: set[str] | None = None,
     unmatched: str = "keep",
 ) -> torch.Tensor:
     """Content side of the WCT at one level.
 
     ``content_feat`` is ``(C, h, w)`` or ``(1, C, h, w)``; the result has the same shape and dtype.
     With both maps the transform is label-aware (see the module docstring); if either map is missing
-    it is the plain global WCT. The numerics (``compat``) are those the style statistics were made with.
+    it is the plain global WCT. The numerics are those the style statistics were made with; pass a set
+    as ``numerics`` to collect the path (:data:`NUMERICS`) of every region transform applied.
     ``unmatched``: what the pixels of content labels without a usable style region get: ``"keep"`` their
     own features (the reference), or ``"global"`` one WCT of all of them with the style's global statistics.
     """
@@ -308,7 +392,7 @@ def apply_wct(
         raise InputError(f"content features have {c} channels but the style statistics have {style.global_stats.mean.shape[0]}")
     flat = feat.reshape(c, h * w)
     if content_seg is None or style.label_counts is None:
-        out = _transform(flat, style.global_stats, style.compat)
+        out = _transform(flat, style.global_stats, style.precision, numerics)
     else:
         seg = _as_label_map(content_seg, "content segmentation")
         counts = content_counts if content_counts is not None else label_counts(seg)
@@ -324,10 +408,10 @@ def apply_wct(
                 continue
             done[idx] = True
             cols = torch.from_numpy(idx).to(flat.device)
-            out.index_copy_(1, cols, _transform(flat.index_select(1, cols), region, style.compat))
+            out.index_copy_(1, cols, _transform(flat.index_select(1, cols), region, style.precision, numerics))
         if unmatched == "global" and not done.all():
             cols = torch.from_numpy(np.flatnonzero(~done)).to(flat.device)
-            out.index_copy_(1, cols, _transform(flat.index_select(1, cols), style.global_stats, style.compat))
+            out.index_copy_(1, cols, _transform(flat.index_select(1, cols), style.global_stats, style.precision, numerics))
     out = out.reshape(c, h, w)
     return out.unsqueeze(0) if batched else out
 
@@ -338,8 +422,10 @@ def feature_wct(
     content_seg: np.ndarray | None = None,
     style_seg: np.ndarray | None = None,
     *,
+    precision: str = "reference",
     compat: str | None = None,
+    numerics: set[str] | None = None,
 ) -> torch.Tensor:
     """One-shot WCT (style side + content side); the reference's ``feature_wct``."""
-    stats = style_statistics(style_feat, style_seg, compat=compat)
-    return apply_wct(content_feat, stats, content_seg)
+    stats = style_statistics(style_feat, style_seg, precision=precision, compat=compat)
+    return apply_wct(content_feat, stats, content_seg, numerics=numerics)

@@ -201,8 +201,40 @@ class ModelsConfig(_Strict):
         "auto",
         title="Smoothing device",
         description="Where exact smoothing runs. cpu: sparse Cholesky (CHOLMOD) on runner.smoothing_workers "
-        "processes; cuda: batched multigrid-preconditioned CG on the GPU; auto: the run's device.",
+        "processes; cuda: batched preconditioned CG on the GPU (every style of a SPADE batch at once); auto: "
+        "the run's device.",
     )
+    wct_precision: Literal["reference", "float64"] = Field(
+        "reference",
+        title="WCT precision",
+        description="reference (default): FastPhotoStyle's float32 covariance + SVD and its 1e-5 rank cut, so photowct "
+        "reproduces the original's outputs; regions where the original fails (one pixel, constant, SVD not converging) "
+        "fall back to float64 and the manifest's wct_numerics says 'float64-fallback'. float64: float64 "
+        "eigendecompositions everywhere; drops the float32-noise directions the original keeps, so photowct outputs "
+        "differ visibly from FastPhotoStyle's.",
+    )
+    compat: Literal["fastphotostyle"] | None = Field(
+        None,
+        title="Reference mode",
+        description="fastphotostyle: full FastPhotoStyle mode, its WCT numerics and its exact-smoothing crop/resize: "
+        "with smoothing exact every output is 4 px smaller (2 px cropped from each side) and label_uri names the label "
+        "map cropped the same way, so pairs stay pixel-aligned. Needs smoothing exact or none and wct_precision "
+        "reference. Empty: full-size outputs.",
+    )
+
+    @model_validator(mode="after")
+    def _compat_ok(self) -> "ModelsConfig":
+        if self.compat == "fastphotostyle" and self.wct_precision == "float64":
+            raise ValueError(
+                "compat: fastphotostyle uses the reference's float32 WCT numerics; set wct_precision: reference "
+                "(or drop compat to keep float64)"
+            )
+        if self.compat == "fastphotostyle" and self.smoothing == "fast":
+            raise ValueError(
+                "compat: fastphotostyle is for smoothing exact or none (the guided filter has no reference crop); "
+                "change smoothing or drop compat"
+            )
+        return self
 
 
 class RunnerConfig(_Strict):
@@ -601,6 +633,12 @@ def validate_config(config: RunConfig) -> list[str]:
         resolve_device(config.device)
     except ConfigError as exc:
         problems.append(f"device: {exc}")
+    if config.models.smoothing == "exact" and config.models.smoothing_device == "cuda":
+        import torch
+
+        if not torch.cuda.is_available():
+            problems.append("models.smoothing_device: 'cuda' but no CUDA GPU is visible here; use auto (the run's "
+                            "device) or cpu")
     if config.runner.kind == "dask":
         import importlib.util
 

@@ -36,9 +36,10 @@ __all__ = [
     "AugmentedDataset",
 ]
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 """1: the original columns. 2: ``style_score``, ``style_rank``, ``q_structure``, ``q_style``, ``q_coverage``,
-``q_clipped``, ``t_quality_ms`` (null in rows of older runs, which :func:`upgrade_table` fills in)."""
+``q_clipped``, ``t_quality_ms``. 3: ``wct_numerics``. (Added columns are null in rows of older runs, which
+:func:`upgrade_table` fills in.)"""
 STAGES = ("t_load_ms", "t_synth_ms", "t_stylize_ms", "t_smooth_ms", "t_quality_ms", "t_write_ms", "t_total_ms")
 QUALITY = ("style_score", "q_structure", "q_style", "q_coverage", "q_clipped")
 """Per-row scores (see :mod:`spadepis.pipeline.quality` and :mod:`spadepis.pipeline.styles`)."""
@@ -55,7 +56,8 @@ _FIELDS: list[tuple[str, pa.DataType, bool, str]] = [
     ("source_id", pa.string(), False, "label map id (file stem)"),
     ("label_uri", pa.string(), False, "label map pixel-aligned with image_uri: the source label map, or, when its size "
      "differs from the output's (SPADE preset size, or a stylize-only photo downscaled to dataset.max_side), its "
-     "NEAREST-resized copy labels/shard=NNNNN/<source_id>.png"),
+     "NEAREST-resized copy labels/shard=NNNNN/<source_id>.png (models.compat: fastphotostyle with exact smoothing: also "
+     "cropped by 2 px on every side, like the outputs)"),
     ("instance_uri", pa.string(), True, "source instance map, if any"),
     ("label_nc", pa.int32(), False, "number of label classes of the preset"),
     # style
@@ -101,6 +103,10 @@ _FIELDS: list[tuple[str, pa.DataType, bool, str]] = [
     ("device", pa.string(), False, "device the models ran on"),
     ("spadepis_version", pa.string(), False, "library version"),
     ("schema_version", pa.int32(), False, "manifest schema version"),
+    # schema 3 (null in rows written before it)
+    ("wct_numerics", pa.string(), True, "WCT numerics of the stylization: reference (FastPhotoStyle's float32 covariance + "
+     "SVD), float64-fallback (some region fell back to float64 where the reference fails: one pixel, constant, no SVD "
+     "convergence) or float64 (models.wct_precision: float64); null when status is error or in older manifests"),
 ]
 
 SCHEMA = pa.schema(
@@ -109,13 +115,14 @@ SCHEMA = pa.schema(
 )
 
 
-_ADDED_V2 = ("style_score", "style_rank", "t_quality_ms", "q_structure", "q_style", "q_coverage", "q_clipped")
+_ADDED_V2 = ("style_score", "style_rank", "t_quality_ms", "q_structure", "q_style", "q_coverage", "q_clipped",
+             "wct_numerics")  # + schema 3
 
 
 def rows_to_table(rows: Sequence[dict[str, Any]]) -> pa.Table:
     """Rows (dicts with every column) -> a table with :data:`SCHEMA`; missing or extra keys are refused.
 
-    The nullable columns added in schema 2 may be left out (null).
+    The nullable columns added in schemas 2 and 3 may be left out (null).
     """
     names = SCHEMA.names
     rows = [row if all(n in row for n in _ADDED_V2) else {**dict.fromkeys(_ADDED_V2), **row} for row in rows]
@@ -124,7 +131,7 @@ def rows_to_table(rows: Sequence[dict[str, Any]]) -> pa.Table:
         extra = [k for k in row if k not in SCHEMA.names]
         if missing or extra:
             raise ValueError(f"manifest row {i}: missing columns {missing}, unknown columns {extra}")
-    columns = {n: [row[n] for row in rows] for n in names}
+    columns = {n: [row.get(n) for row in rows] for n in names}
     return pa.Table.from_pydict(columns, schema=SCHEMA)
 
 
@@ -227,7 +234,8 @@ def summary(source, *, wall_s: float | None = None, max_errors: int = 20) -> dic
         ],
         "models": {
             col: sorted({str(v) for v in df[col].dropna().unique()}) if len(df) else []
-            for col in ("synth_model", "stylizer", "smoothing", "device")
+            for col in ("synth_model", "stylizer", "smoothing", "wct_numerics", "device")
+            if col in df
         },
     }
     return out

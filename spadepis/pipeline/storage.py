@@ -337,7 +337,7 @@ class RunStorage:
             table = pq.read_table(io.BytesIO(data))
             raw = (table.schema.metadata or {}).get(b"spadepis.committed")
             if raw is not None and json.loads(raw) == {s: m["attempt_id"] for s, m in sorted(markers.items())}:
-                return table
+                return upgrade_table(table)
         if not markers and data is None and not self.exists("run.json"):
             raise FileNotFoundError(
                 f"{self.run_uri}: no run here (no run.json, no committed shard); pass <output>/<run_id> of a run"

@@ -7,6 +7,8 @@
    a label map whose size differs from the outputs' (SPADE: the preset's size; stylize-only: a photo larger
    than ``dataset.max_side`` is downscaled) is NEAREST-resized to it and written to
    ``labels/<shard>/<source_id>.png``, which the rows' ``label_uri`` names (label and image stay pixel-aligned);
+   in the reference mode (``models.compat: fastphotostyle`` with exact smoothing) the outputs lose 2 px on
+   every side, and so does that label copy;
 3. runs SPADE in batches of ``config.batch_size`` and writes ``synth/<shard>/<source_id>.png``;
 4. for each synthesized image, prepares the smoother once (the exact system is factorised once per
    content image) and, for each of its styles, stylizes with the style's cache (prepared once per
@@ -112,11 +114,11 @@ def get_stylizer(config: RunConfig, device):
     from ..models.stylizers import load_stylizer
 
     m = config.models
-    key = ("stylizer", m.stylizer, m.stylizer_weights, str(device))
+    key = ("stylizer", m.stylizer, m.stylizer_weights, m.wct_precision, str(device))
     with _LOCK:
         stylizer = _MODELS.get(key)
         if stylizer is None:
-            stylizer = load_stylizer(m.stylizer, m.stylizer_weights, device=device)
+            stylizer = load_stylizer(m.stylizer, m.stylizer_weights, device=device, precision=m.wct_precision)
             _MODELS[key] = stylizer
             _MODEL_LOADS["stylizer"] += 1
         return stylizer
@@ -160,7 +162,7 @@ def get_style_cache(config: RunConfig, device, style_id: str, uri: str, label_ur
     from .quality import style_quality_stats
 
     m = config.models
-    key = (m.stylizer, m.stylizer_weights, str(device), uri, config.styles.max_side, label_uri)
+    key = (m.stylizer, m.stylizer_weights, m.wct_precision, str(device), uri, config.styles.max_side, label_uri)
     while True:
         with _LOCK:
             hit = _STYLES.get(key)
@@ -268,19 +270,31 @@ def _ms(t0: float) -> float:
     return (time.perf_counter() - t0) * 1000.0
 
 
-def _aligned_label_png(label_uri: str, size: tuple[int, int]) -> bytes | None:
-    """The label file NEAREST-resized to ``size`` (H, W) as PNG bytes, keeping its raw ids, mode and palette
-    (so ``label_uri`` and ``image_uri`` are pixel-aligned); ``None`` when it already has that size."""
+def _reference_crop(config: RunConfig) -> int:
+    """Pixels the outputs lose on every side: 2 in the reference mode with exact smoothing (FastPhotoStyle's
+    smoothing crops them), else 0."""
+    m = config.models
+    return 2 if m.compat == "fastphotostyle" and m.smoothing == "exact" else 0
+
+
+def _aligned_label_png(label_uri: str, size: tuple[int, int], crop: int = 0) -> bytes | None:
+    """The label file NEAREST-resized to ``size`` (H, W), then ``crop`` px cut from every side, as PNG bytes,
+    keeping its raw ids, mode and palette (so ``label_uri`` and ``image_uri`` are pixel-aligned); ``None``
+    when it already has that size and nothing is cropped."""
     from PIL import Image
 
     from ..data.images import open_image
 
     img = open_image(label_uri)
     h, w = size
-    if img.size == (w, h):
+    if img.size == (w, h) and not crop:
         return None
+    if img.size != (w, h):
+        img = img.resize((w, h), Image.NEAREST)
+    if crop and h > 2 * crop and w > 2 * crop:  # smaller images fail smoothing anyway (error rows)
+        img = img.crop((crop, crop, w - crop, h - crop))
     buf = io.BytesIO()
-    img.resize((w, h), Image.NEAREST).save(buf, format="PNG")
+    img.save(buf, format="PNG")
     return buf.getvalue()
 
 
@@ -288,6 +302,7 @@ def _load_item(item: _Item, config: RunConfig, preset) -> None:
     from ..data.labelmaps import load_label_and_instance, read_label_map
 
     src = item.source
+    crop = _reference_crop(config)
     t0 = time.perf_counter()
     try:
         if config.stylize_only:
@@ -303,13 +318,14 @@ def _load_item(item: _Item, config: RunConfig, preset) -> None:
                 from ..data.labelmaps import resize_nearest
 
                 label = resize_nearest(label, resized.shape[:2])
-                item.label_png = _aligned_label_png(src.label_uri, resized.shape[:2])
+            if resized is not photo or crop:
+                item.label_png = _aligned_label_png(src.label_uri, resized.shape[:2], crop)
             item.labels, item.content = label, resized
             item.synth_uri = src.photo_uri
         else:
             item.labels, item.instances = load_label_and_instance(src.label_uri, src.instance_uri, preset)
             # SPADE outputs have the preset's size; a label file of another size gets an aligned copy
-            item.label_png = _aligned_label_png(src.label_uri, item.labels.shape)
+            item.label_png = _aligned_label_png(src.label_uri, item.labels.shape, crop)
             if not preset.no_instance and item.instances is None:
                 raise InputError(
                     f"{src.label_uri}: no instance map for source {src.source_id!r}, but preset {preset.name!r} uses "
@@ -459,6 +475,7 @@ def process_shard(
             "device": str(device),
             "spadepis_version": __version__,
             "schema_version": SCHEMA_VERSION,
+            "wct_numerics": None,
         }
         base.update(kw)
         base["t_total_ms"] = sum(
@@ -480,10 +497,15 @@ def process_shard(
     # smoothing of different contents runs on the smoothing pool's processes (factorisations in parallel);
     # GPU smoothing solves every content and style of a batch in one batched call.
     smooth_device = _smoothing_device(config, device)
+    crop = _reference_crop(config)
+    smooth_kw = {"compat": m.compat} if crop else {}
+    if smooth_kw:
+        smooth_device = None  # the reference's crop/resize/pad runs in the CPU solver only
     pool = None
     if smooth_device is None and m.smoothing != "none":
         pool = smoothing_pool(config.runner.smoothing_workers or default_smoothing_workers())
     item_rows: list[list[tuple[int, dict[str, Any]]]] = [[] for _ in items]
+    numerics_of: dict[tuple[int, int], str] = {}  # (item, style position) -> the WCT numerics it took
     pending: deque = deque()  # (index, item, styles, stylize ms, future), in submission order
     max_pending = 2 * (pool.workers if pool is not None else 1)
 
@@ -508,7 +530,10 @@ def process_shard(
                 cache, t_cache = get_style_cache(config, device, style_id, style_item.uri, style_item.label_uri)
                 seg = item.labels if cache.has_seg else None  # label-aware when both maps exist
                 t0 = time.perf_counter()
-                init = float_to_uint8(stylizer.stylize(item.content, cache, seg, unmatched=config.styles.unmatched))
+                raw, numerics_of[(idx, j)] = stylizer.stylize_with_numerics(
+                    item.content, cache, seg, unmatched=config.styles.unmatched
+                )
+                init = float_to_uint8(raw)
                 t_sty.append(_ms(t0) + t_cache)
                 segs[(idx, j)] = (seg, cache.meta["quality"])
             except InputError as exc:
@@ -539,7 +564,10 @@ def process_shard(
                     raise InputError(f"smoothing: {out}")
                 t0 = time.perf_counter()
                 seg, style_stats = segs.pop((idx, j))
-                quality = row_quality(item.content, out, seg, style_stats, ignore=ignore)
+                content = item.content
+                if crop and out.shape[:2] != content.shape[:2]:  # reference mode: score the cropped pair
+                    content, seg = content[crop:-crop, crop:-crop], None if seg is None else seg[crop:-crop, crop:-crop]
+                quality = row_quality(content, out, seg, style_stats, ignore=ignore)
                 t_q = _ms(t0)
                 t0 = time.perf_counter()
                 data = encode_png(out)
@@ -551,7 +579,7 @@ def process_shard(
                 item_rows[idx].append((j, row(
                     item, style_id, image_uri=uri, width=int(out.shape[1]), height=int(out.shape[0]),
                     sha256=hashlib.sha256(data).hexdigest(), t_stylize_ms=t_st, t_smooth_ms=t_sm, t_write_ms=t_wr,
-                    t_quality_ms=t_q, **quality, **shared, **sel(idx, j),
+                    t_quality_ms=t_q, **quality, **shared, **sel(idx, j), wct_numerics=numerics_of.get((idx, j)),
                 )))
                 if len(samples) < 4:
                     samples.append({"source_id": item.source.source_id, "style_id": style_id,
@@ -575,7 +603,7 @@ def process_shard(
         for idx, item, ok, inits, t_sty in stylized:
             if not ok:
                 continue
-            fut = pool.submit(item.content, inits, m.smoothing) if pool is not None else _done(item.content, inits)
+            fut = pool.submit(item.content, inits, m.smoothing, **smooth_kw) if pool is not None else _done(item.content, inits)
             pending.append((idx, item, ok, t_sty, fut))
             drain(max_pending)
 
