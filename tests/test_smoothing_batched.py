@@ -201,3 +201,19 @@ def test_a_killed_smoothing_process_is_transient():
     from spadepis.pipeline.failures import is_transient
 
     assert is_transient(BrokenProcessPool("a child process terminated abruptly"))
+
+
+def test_config_smoothing_fields(tmp_path):
+    from spadepis.pipeline.preflight import validate_config
+
+    root = make_inputs(tmp_path, n_maps=1, n_styles=1)
+    with pytest.raises(ConfigError, match="smoothing_workers"):
+        small_config(root, runner={"kind": "thread", "smoothing_workers": 0})
+    with pytest.raises(ConfigError, match="smoothing_device"):
+        small_config(root, models={"smoothing_device": "tpu"})
+    cfg = small_config(root, models={"smoothing_device": "cuda"})
+    problems = validate_config(cfg)
+    if torch.cuda.is_available():
+        assert not any("smoothing_device" in p for p in problems)
+    else:
+        assert any("models.smoothing_device: 'cuda' but no CUDA GPU" in p for p in problems)

@@ -209,7 +209,8 @@ def matting_affinity(image: np.ndarray, *, eps: float = 1e-7) -> scipy.sparse.cs
 # The upper offsets (centre first) of the 25-point stencil: row i of A's upper triangle in CSR order, which is
 # also column i of its lower triangle in CSC order, the layout cvxopt's spmatrix keeps its values in.
 _UPPER = list(range(_OFFSET_INDEX[(0, 0)], len(_OFFSETS)))
-_PATTERN_CACHE_MAX = 4  # grid sizes whose analysis a process keeps (LRU)
+_PATTERN_CACHE_MAX = 2  # grid sizes whose analysis a process keeps (LRU; an idle factor at 1024x512 is ~1 GB)
+_FREE_FACTORS_MAX = 1  # released factors kept per size for the next content (one per process is the common case)
 
 
 class _GridPattern:
@@ -267,7 +268,7 @@ class _GridPattern:
 
     def release(self, factor: Any) -> None:
         with self._lock:
-            if len(self._free) < 8:
+            if len(self._free) < _FREE_FACTORS_MAX:
                 self._free.append(factor)
 
 

@@ -84,10 +84,11 @@ def load_item(item: Item, config: RunConfig, preset: Preset) -> None:
             item.labels, item.instances = load_label_and_instance(src.label_uri, src.instance_uri, preset)
             # SPADE outputs have the preset's size; a label file of another size gets an aligned copy
             item.label_png = resized_label_png(src.label_uri, item.labels.shape, crop)
-            if not preset.no_instance and item.instances is None:
+            if not preset.no_instance and item.instances is None and config.dataset.use_instance is not False:
                 raise InputError(
                     f"{src.label_uri}: no instance map for source {src.source_id!r}, but preset {preset.name!r} uses "
-                    "instance maps; set dataset.instances (matched by file stem) or preset_overrides: {no_instance: true}"
+                    "instance maps; add it to dataset.instances (matched by file stem), or set dataset.use_instance: false "
+                    "to use the label boundaries instead"
                 )
     except InputError as exc:
         item.error = str(exc)

@@ -19,7 +19,7 @@ import numpy as np
 from ..data.images import downscale_rgb, read_rgb
 from ..data.labelmaps import read_label_map, resize_nearest
 from ..data.presets import Preset, get_preset
-from ..errors import InputError
+from ..errors import CheckpointError, InputError
 from .config import RANDOM_INIT, RunConfig
 
 __all__ = [
@@ -59,7 +59,12 @@ def get_synthesizer(config: RunConfig, device):
             if m.synth_checkpoint == RANDOM_INIT:
                 synth = random_synthesizer(preset, ngf=m.ngf or 16, seed=m.synth_seed, device=device)
             else:
-                synth = load_synthesizer(m.synth_checkpoint, preset, ngf=m.ngf, device=device)
+                try:
+                    synth = load_synthesizer(m.synth_checkpoint, preset, ngf=m.ngf, device=device)
+                except CheckpointError as exc:  # say the fix in config fields, not the synthesize flags
+                    from .model_fit import explain_checkpoint_error
+
+                    raise explain_checkpoint_error(config, exc) from None
             _MODELS[key] = synth
             _MODEL_LOADS["synthesizer"] += 1
         return synth

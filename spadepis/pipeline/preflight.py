@@ -17,6 +17,7 @@ from ..devices import resolve_device
 from ..errors import ConfigError
 from ..models.registry import STYLIZERS
 from .config import RANDOM_INIT, RunConfig, apply_storage_options
+from .model_fit import check_model_fit
 from .plan import list_inputs
 
 __all__ = ["validate_config", "check_config"]
@@ -138,10 +139,17 @@ def validate_config(config: RunConfig) -> list[str]:
         )
     problems.extend(_check_selection(config))
     _check_weights(config, problems)
+    problems.extend(check_model_fit(config, check_checkpoint=config.models.synth_checkpoint != RANDOM_INIT))
     try:
         resolve_device(config.device)
     except ConfigError as exc:
         problems.append(f"device: {exc}")
+    if config.models.smoothing == "exact" and config.models.smoothing_device == "cuda":
+        import torch
+
+        if not torch.cuda.is_available():
+            problems.append("models.smoothing_device: 'cuda' but no CUDA GPU is visible here; use auto (the run's "
+                            "device) or cpu")
     if config.runner.kind == "dask":
         import importlib.util
 

@@ -23,6 +23,7 @@ __all__ = [
     "SCHEMA",
     "STAGES",
     "QUALITY",
+    "URI_COLUMNS",
     "RowBuilder",
     "rows_to_table",
     "upgrade_table",
@@ -158,6 +159,9 @@ def table_schema_version(table_or_schema: pa.Table | pa.Schema) -> int | None:
     raw = (schema.metadata or {}).get(b"spadepis.schema_version")
     return int(raw) if raw is not None else None
 
+
+URI_COLUMNS = ("label_uri", "instance_uri", "style_uri", "synth_uri", "image_uri")
+"""The columns that hold URIs (absolute, without ``..``, as the worker writes them)."""
 
 _DEFAULTS: dict[str, Any] = {
     **{name: None for name, _, nullable, _ in _FIELDS if nullable},

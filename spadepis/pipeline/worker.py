@@ -40,8 +40,8 @@ from .config import RunConfig, apply_storage_options
 from .items import Item, load_item, reference_crop
 from .model_cache import get_style_cache, get_stylizer, get_synthesizer, run_preset
 from .plan import ShardSpec, sample_id
-from .schema import RowBuilder
-from .storage import RunStorage, new_attempt_id
+from .schema import STAGES, URI_COLUMNS, RowBuilder
+from .storage import RunStorage, new_attempt_id, normalize_uri
 from .writer import ShardWriter
 
 __all__ = ["ShardResult", "process_shard"]
@@ -61,6 +61,8 @@ class ShardResult:
     wall_s: float
     errors: list[str] = field(default_factory=list)
     samples: list[dict[str, str]] = field(default_factory=list)
+    sources: int | None = None  # label maps in the shard
+    stage_ms: dict[str, float] = field(default_factory=dict)  # each stage summed over the shard's rows
 
 
 # ------------------------------------------------------------------------------------ the shard
@@ -172,11 +174,14 @@ def process_shard(
         """The row of item ``idx`` with its ``j``-th style."""
         item, style_id = items[idx], items[idx].styles[j]
         score, rank = shard.score_of(idx, j)
-        return rows.row(
+        r = rows.row(
             sample_id=sample_id(item.source.source_id, style_id, config.seed, chash), source_id=item.source.source_id,
             label_uri=item.row_label_uri, instance_uri=item.source.instance_uri, style_id=style_id,
             style_uri=shard.style_uri(style_id), style_score=score, style_rank=rank, synth_uri=item.synth_uri, **kw,
         )
+        for key in URI_COLUMNS:  # absolute, no ".."
+            r[key] = normalize_uri(r[key])
+        return r
 
     from .quality import row_quality
     from .styles import ignored_labels
@@ -322,4 +327,6 @@ def process_shard(
         wall_s=time.perf_counter() - t_start,
         errors=sorted({r["error"] for r in shard_rows if r["error"]})[:10],
         samples=samples,
+        sources=len(items),
+        stage_ms={k: float(sum(r.get(k) or 0.0 for r in shard_rows)) for k in STAGES},
     )
