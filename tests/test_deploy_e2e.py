@@ -563,3 +563,22 @@ def test_zz_worker_then_server_stop_by_pid_leaving_nothing(stack):
         assert _alive(sorted(svc.seen)) == [], f"{svc.name}: {_alive(sorted(svc.seen))}"
     with pytest.raises(OSError):
         urllib.request.urlopen(f"{stack['api']}/health", timeout=2)
+
+
+@pytest.mark.parametrize("deployment", ["nightly-augmentation", "adhoc"])
+def test_every_deployment_default_passes_check_on_a_fresh_checkout(deployment, tmp_path, monkeypatch):
+    """Issue 10.9: the default run of every deployment works on a fresh deploy: nothing of its inputs
+    exists yet (the flow run's working directory is a fresh checkout), and its preflight check passes
+    because the product makes the demo inputs itself; this test prepares nothing."""
+    from spadepis.cli import main
+    from spadepis.pipeline.plan import make_plan
+    from spadepis.pipeline.config import parse_config
+
+    params = {d["name"]: d for d in _prefect_yaml()["deployments"]}[deployment]["parameters"]["config"]
+    monkeypatch.chdir(tmp_path)
+    assert not any(tmp_path.iterdir())
+    cfg_file = tmp_path / "deployment-default.yaml"
+    cfg_file.write_text(yaml.safe_dump(params))
+    assert main(["check", str(cfg_file)]) == 0
+    plan = make_plan(parse_config(params))
+    assert plan.sources and plan.styles

@@ -137,3 +137,40 @@ def test_label_range_message_names_the_valid_ids(tmp_path):
     msg = str(err.value)
     assert "valid ids are 0..150 and 255" in msg, msg  # ... so the text says so
     assert "151" in msg and "0..149" not in msg
+
+
+def test_contact_sheet_per_source_styles_with_scores(tmp_path):
+    """Sources with their own chosen styles (select: random/semantic): each output beside its style photo,
+    in rank order, captioned with its scores; a row without scores gets no caption."""
+    import numpy as np
+    import pandas as pd
+    from PIL import Image
+
+    from spadepis.pipeline.sheet import contact_sheet, score_caption
+
+    def png(name, colour, mode="RGB"):
+        p = tmp_path / name
+        Image.fromarray(np.full((32, 32, 3), colour, np.uint8)).save(p)
+        return str(p)
+
+    lab = tmp_path / "lab.png"
+    Image.fromarray(np.zeros((32, 32), np.uint8)).save(lab)
+    styles = {s: png(f"{s}.png", c) for s, c in {"s1": (255, 0, 0), "s2": (0, 255, 0), "s3": (0, 0, 255)}.items()}
+    rows = []
+    for src, chosen in {"a": ["s2", "s1"], "b": ["s3", "s2"]}.items():
+        for rank, s in enumerate(chosen):
+            rows.append(dict(source_id=src, style_id=s, style_uri=styles[s], label_uri=str(lab),
+                             synth_uri=png(f"{src}.png", (128, 128, 128)), image_uri=png(f"{src}__{s}.png", (9, 9, 9)),
+                             status="ok", style_rank=rank, style_score=0.9 - rank / 10, q_coverage=1.0,
+                             q_structure=0.8, q_style=0.7, q_clipped=0.0))
+    df = pd.DataFrame(rows)
+    out = tmp_path / "sheet.png"
+    contact_sheet(df, str(out), tile=64)
+    img = np.asarray(Image.open(out).convert("RGB"))
+    # layout: 2 + 2 slots x (style, output) columns of 64+4 px; source a's first style (rank 0) is s2 (green)
+    pad, tile, title_h, text_h = 4, 64, 18, 14
+    y = title_h + text_h + text_h + tile // 2
+    assert tuple(img[y, pad + 2 * (tile + pad) + tile // 2]) == (0, 255, 0)
+    assert tuple(img[y, pad + 4 * (tile + pad) + tile // 2]) == (255, 0, 0)  # rank 1: s1
+    assert score_caption(rows[0]) == ["r0 s0.90 cov1.00", "st0.80 sty0.70 cl0.00"]
+    assert score_caption({"style_rank": None, "q_structure": float("nan")}) == []

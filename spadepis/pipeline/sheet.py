@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageDraw
 
-__all__ = ["colorize", "contact_sheet", "sheet_layout", "thumbnail_data_uri", "samples_grid_markdown", "run_relative"]
+__all__ = ["colorize", "contact_sheet", "score_caption", "sheet_layout", "thumbnail_data_uri", "samples_grid_markdown", "run_relative"]
 
 # A few ADE20K classes get natural colours (the demo's scenes); the other ids a fixed random colour.
 _NAMED_COLOURS = {3: (135, 190, 235), 5: (40, 120, 40), 10: (90, 170, 60), 22: (40, 90, 170), 27: (30, 70, 150),
@@ -109,49 +109,104 @@ def _placeholder(size: int, text: str) -> Image.Image:
 # ------------------------------------------------------------------------------------------ the PNG
 
 
-def contact_sheet(source, out_uri: str | None = None, *, max_rows: int | None = None, tile: int = 128) -> bytes:
+def _fmt(value: Any) -> str:
+    try:
+        return "-" if value is None or value != value else f"{float(value):.2f}"
+    except (TypeError, ValueError):
+        return "-"
+
+
+def score_caption(row: Any) -> list[str]:
+    """Two short caption lines for one manifest row (a dict or a pandas row); ``[]`` when it has no scores.
+
+    ``r0 s0.97 cov1.00`` = style rank 0, style_score 0.97, q_coverage 1.00;
+    ``st0.71 sty0.62 cl0.01`` = q_structure, q_style, q_clipped. ``-`` marks a null score.
+    """
+    get = row.get if hasattr(row, "get") else (lambda k, d=None: getattr(row, k, d))
+    keys = ("style_rank", "style_score", "q_coverage", "q_structure", "q_style", "q_clipped")
+    if all(_fmt(get(k)) == "-" for k in keys):
+        return []
+    rank = get("style_rank")
+    rank_txt = "r-" if rank is None or rank != rank else f"r{int(rank)}"
+    return [f"{rank_txt} s{_fmt(get('style_score'))} cov{_fmt(get('q_coverage'))}",
+            f"st{_fmt(get('q_structure'))} sty{_fmt(get('q_style'))} cl{_fmt(get('q_clipped'))}"]
+
+
+def contact_sheet(source, out_uri: str | None = None, *, max_rows: int | None = None, tile: int = 128,
+                  sources: list[str] | None = None) -> bytes:
     """Render a run's contact sheet; write it to ``out_uri`` (path or fsspec URI) when given; return the PNG bytes.
 
-    ``source`` is a run URI or a DataFrame of manifest rows. Every source gets a row unless ``max_rows``
-    says otherwise (then the title says "first N of M"). Header row: the style photos; each row starts
-    with the source id; an output that failed shows "error".
+    ``source`` is a run URI or a DataFrame of manifest rows; ``sources`` picks which sources to show. Every
+    source gets a row unless ``max_rows`` says otherwise (then the title says "first N of M"). Each row starts
+    with the source id, its label map and synthesized image (or photo). When every source was paired with
+    every style, a header row shows the style photos and each column is one style; when sources got their
+    own styles (``styles.select: random`` / ``semantic``), each output sits next to its style photo, in rank
+    order. Outputs carry their scores (:func:`score_caption`) when the manifest has them; a failed output
+    shows "error".
     """
     from .manifest import read_index
 
     df = read_index(source) if isinstance(source, str) else source
+    if sources is not None:
+        df = df[df["source_id"].isin(list(sources))]
     lay = sheet_layout(df, max_rows=max_rows)
     styles, rows = lay["styles"], lay["rows"]
+    per_source = any(len(r["cells"]) < len(styles) for r in rows)
+    slots = max((len(r["cells"]) for r in rows), default=0) if per_source else len(styles)
+    scored = any(score_caption(c) for r in rows for c in r["cells"].values())
     pad, title_h, text_h = 4, 18, 14
-    cols = 2 + len(styles)
+    cap_h = 26 if scored else 0
+    cols = 2 + (2 * slots if per_source else slots)
     width = max(cols * (tile + pad) + pad, 320)
-    header_h = text_h + tile + pad  # column titles + style photos
-    row_h = text_h + tile + pad
+    header_h = text_h + (0 if per_source else tile + pad)  # column titles (+ style photos)
+    row_h = text_h + tile + cap_h + pad
     height = title_h + header_h + len(rows) * row_h + pad
     sheet = Image.new("RGB", (width, height), (255, 255, 255))
     draw = ImageDraw.Draw(sheet)
     shown = f"{len(rows)} source(s)" if len(rows) == lay["n_sources"] else f"first {len(rows)} of {lay['n_sources']} sources"
-    draw.text((pad, 3), f"{shown} x {len(styles)} style(s): label map | synthesized | one output per style", fill=(0, 0, 0))
+    what = (f"{slots} chosen style(s) each: label map | synthesized | style photo + output, by rank" if per_source
+            else f"{len(styles)} style(s): label map | synthesized | one output per style")
+    draw.text((pad, 3), f"{shown} x {what}", fill=(0, 0, 0))
 
     def x_of(c: int) -> int:
         return pad + c * (tile + pad)
 
+    def put_output(cell, x: int, y: int) -> None:
+        img = _tile("photo", cell["image_uri"], tile) if cell["status"] == "ok" else None
+        sheet.paste(img or _placeholder(tile, "error" if cell["status"] != "ok" else "missing"), (x, y))
+        for j, line in enumerate(score_caption(cell)):
+            draw.text((x, y + tile + 1 + 12 * j), line[: max(8, tile // 6)], fill=(0, 0, 0))
+
     y = title_h
-    for c, title in enumerate(["label map", "synthesized"] + [f"style: {s}" for s, _ in styles]):
+    titles = ["label map", "synthesized"] + (
+        [t for i in range(slots) for t in (f"style #{i + 1}", f"output #{i + 1}")] if per_source
+        else [f"style: {s}" for s, _ in styles])
+    for c, title in enumerate(titles):
         draw.text((x_of(c), y), title[: max(8, tile // 7)], fill=(0, 0, 0))
-    for c, (style_id, uri) in enumerate(styles):
-        sheet.paste(_tile("photo", uri, tile) or _placeholder(tile, "unreadable"), (x_of(2 + c), y + text_h))
+    if not per_source:
+        for c, (style_id, uri) in enumerate(styles):
+            sheet.paste(_tile("photo", uri, tile) or _placeholder(tile, "unreadable"), (x_of(2 + c), y + text_h))
     y += header_h
     for row in rows:
         draw.text((x_of(0), y), row["source_id"][: max(8, cols * tile // 7)], fill=(0, 0, 80))
         ty = y + text_h
         sheet.paste(_tile("label", row["label_uri"], tile) or _placeholder(tile, "label?"), (x_of(0), ty))
         sheet.paste(_tile("photo", row["synth_uri"], tile) or _placeholder(tile, "no image"), (x_of(1), ty))
-        for c, (style_id, _) in enumerate(styles):
-            cell = row["cells"].get(style_id)
-            if cell is None:
-                continue  # this source was not paired with this style (styles.per_sample)
-            img = _tile("photo", cell["image_uri"], tile) if cell["status"] == "ok" else None
-            sheet.paste(img or _placeholder(tile, "error" if cell["status"] != "ok" else "missing"), (x_of(2 + c), ty))
+        if per_source:
+            def rank(cell) -> float:
+                r = cell.get("style_rank")
+                return 1e9 if r is None or r != r else float(r)
+
+            ordered = sorted(row["cells"].items(), key=lambda kv: (rank(kv[1]), kv[0]))
+            for i, (style_id, cell) in enumerate(ordered):
+                sheet.paste(_tile("photo", cell["style_uri"], tile) or _placeholder(tile, style_id), (x_of(2 + 2 * i), ty))
+                draw.text((x_of(2 + 2 * i), ty + tile + 1), style_id[: max(8, tile // 6)], fill=(0, 0, 80))
+                put_output(cell, x_of(3 + 2 * i), ty)
+        else:
+            for c, (style_id, _) in enumerate(styles):
+                cell = row["cells"].get(style_id)
+                if cell is not None:  # None: this source was not paired with this style
+                    put_output(cell, x_of(2 + c), ty)
         y += row_h
     buf = io.BytesIO()
     sheet.save(buf, format="PNG")
