@@ -5,7 +5,7 @@ with ``styles.select: semantic`` and once with ``random`` (same per_sample k, sa
 ``wct16x`` with the real weights in ``../shared/weights/wct_16x``, exact smoothing; label-aware transfer in
 both arms, since both have the label maps). Prints, per arm, the mean and p10 of ``style_score``,
 ``q_coverage``, ``q_style``, ``q_structure`` (and ``q_clipped``, style reuse and the share of
-``t_quality_ms`` in ``t_total_ms``), and writes a contact sheet per arm (:mod:`spadepis.pipeline.style_sheet`).
+``t_quality_ms`` in ``t_total_ms``), and writes a contact sheet per arm (:func:`spadepis.pipeline.sheet.contact_sheet`).
 
 The shards run through :func:`spadepis.pipeline.worker.process_shard` (the flow's task body) without Prefect.
 
@@ -131,7 +131,7 @@ def main() -> None:
     if a.skip_runs:
         return
     from spadepis.pipeline.manifest import read_index
-    from spadepis.pipeline.style_sheet import style_sheet
+    from spadepis.pipeline.sheet import contact_sheet
 
     print(f"content {a.photos} (+{a.labels}), limit {a.limit or 'none'}; style pool {a.style_photos} (+{a.style_labels}); "
           f"k={a.k}, seed={a.seed}, top_m={a.top_m}; {a.stylizer}, smoothing {a.smoothing}, device {a.device}")
@@ -142,7 +142,8 @@ def main() -> None:
         df = read_index(cfg.run_uri)
         frames[select] = (df, time.perf_counter() - t, t_plan)
         first = sorted(df.source_id.unique())[: a.sheet_rows]
-        sheets[select] = style_sheet(cfg.run_uri, Path(a.out) / f"sheet_{select}.png", sources=first)
+        sheets[select] = Path(a.out) / f"sheet_{select}.png"
+        contact_sheet(cfg.run_uri, str(sheets[select]), sources=first, tile=160)
     cols = ("style_score", "q_coverage", "q_style", "q_structure", "q_clipped")
     print(f"\n{'arm':<10}{'rows':>6}{'ok':>5}" + "".join(f"{c + ' mean':>18}{'p10':>7}" for c in cols)
           + f"{'styles used':>13}{'max uses':>10}{'q ms/row':>10}{'q share':>9}{'wall s':>8}")

@@ -157,7 +157,7 @@ def test_library_never_imports_prefect(inputs):
         "    if m.name.endswith('__main__') or m.name.startswith(prefect_layer): continue\n"
         "    importlib.import_module(m.name)\n"
         "from spadepis.pipeline.config import parse_config, validate_config\n"
-        f"cfg = parse_config({{'dataset': {{'labels': {str(inputs / 'labels')!r}}}, 'styles': {{'source': {str(inputs / 'styles')!r}}},"
+        f"cfg = parse_config({{'dataset': {{'labels': {str(inputs / 'labels')!r}, 'use_instance': False}}, 'styles': {{'source': {str(inputs / 'styles')!r}}},"
         f" 'output': {str(inputs / 'runs')!r}, 'models': {{'stylizer': 'color'}}, 'runner': {{'kind': 'dask'}}, 'device': 'cpu'}})\n"
         "assert validate_config(cfg) == [], validate_config(cfg)\n"
         "bad = sorted(k for k in sys.modules if k.split('.')[0] in ('prefect', 'prefect_dask'))\n"

@@ -45,3 +45,30 @@ def test_demo_command_end_to_end(tmp_path, prefect_harness, capsys):
     assert (df.synth_weights_sha256 == synth.sha256).all()
     assert set(df.stylizer) == {"color"} and set(df.smoothing) == {"exact"}
     assert cfg.run_uri == str(tmp_path / "runs" / "demo")
+    # the demo writes the config it ran; running it again resumes the same run (same config hash)
+    from spadepis.pipeline.config import load_config
+
+    ran = load_config(tmp_path / "demo.yaml")
+    assert ran.config_hash == cfg.config_hash and ran.run_uri == cfg.run_uri
+    assert f"spadepis run {tmp_path / 'demo.yaml'}" in out
+
+
+def test_demo_config_makes_its_inputs_when_missing(tmp_path, monkeypatch):
+    """configs/demo.yaml on a fresh checkout (no out/demo/inputs): checking it generates the inputs."""
+    from spadepis.pipeline.config import load_config
+    from spadepis.pipeline.plan import make_plan
+
+    root = __import__("pathlib").Path(__file__).resolve().parents[1]
+    monkeypatch.chdir(tmp_path)  # relative paths of the config land here, as in a fresh deployment's checkout
+    cfg = load_config(root / "configs" / "demo.yaml")
+    assert cfg.dataset.demo_inputs and not (tmp_path / "out").exists()
+    from spadepis.cli import main
+
+    assert main(["check", str(root / "configs" / "demo.yaml")]) == 0
+    assert len(list((tmp_path / "out/demo/inputs/labels").glob("*.png"))) == 12
+    assert sorted(p.stem for p in (tmp_path / "out/demo/inputs/styles").glob("*.png")) == sorted(DEMO_STYLES)
+    plan = make_plan(cfg)
+    assert len(plan.sources) == 12 and len(plan.styles) == 4
+    before = {p: p.stat().st_mtime_ns for p in (tmp_path / "out/demo/inputs").rglob("*.png")}
+    assert main(["check", str(root / "configs" / "demo.yaml")]) == 0  # existing inputs are left alone
+    assert {p: p.stat().st_mtime_ns for p in (tmp_path / "out/demo/inputs").rglob("*.png")} == before

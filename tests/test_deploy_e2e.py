@@ -287,15 +287,28 @@ def _small_config(inputs: Path, out: Path, run_id: str, **extra) -> dict:
 # ---------------------------------------------------------------------------------- the stack
 
 
+def _fresh_checkout(dest: Path) -> Path:
+    """A copy of the project as a fresh clone has it: no out/, runs/, venvs or caches (so no demo inputs)."""
+    import shutil
+
+    shutil.copytree(ROOT, dest, ignore=shutil.ignore_patterns(
+        ".git", ".venv", ".ci-venv", "out", "runs", "__pycache__", "*.egg-info", ".pytest_cache", "results", ".gl"))
+    assert not (dest / "out").exists()
+    return dest
+
+
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory):
-    """A real Prefect server + ``spadepis deploy`` + a process worker for the pool, torn down by pgid."""
+    """A real Prefect server + ``spadepis deploy`` from a fresh copy of the checkout + a process worker for the
+    pool, torn down by pgid."""
     tmp = tmp_path_factory.mktemp("prefect-e2e")
     home = tmp / "prefect-home"
     home.mkdir()
     port = _free_port()
     api = f"http://127.0.0.1:{port}/api"
+    project = _fresh_checkout(tmp / "checkout")
     env = _prefect_env(home, api)
+    env["SPADEPIS_PROJECT_DIR"] = str(project)
     prefect = str(BIN / "prefect")
     services: list[Service] = []
     server = Service("server", [prefect, "server", "start", "--host", "127.0.0.1", "--port", str(port)], env, tmp)
@@ -316,7 +329,7 @@ def stack(tmp_path_factory):
                                     "--name", "e2e-worker"], env, tmp)
         services.append(worker)
         yield {"api": api, "env": env, "tmp": tmp, "server": server, "worker": worker, "deploy_out": out.stdout,
-               "shutdown": shutdown}
+               "shutdown": shutdown, "project": project}
     finally:
         shutdown()
 
@@ -393,7 +406,7 @@ def test_deployments_on_a_real_server(stack):
         assert [s.active for s in nightly.schedules] == [False], "nightly schedule must be created inactive"
         assert nightly.schedules[0].schedule.cron == "0 2 * * *"
         assert adhoc.work_pool_name == "spadepis"
-        assert adhoc.pull_steps == [{"prefect.deployments.steps.set_working_directory": {"directory": str(ROOT)}}]
+        assert adhoc.pull_steps == [{"prefect.deployments.steps.set_working_directory": {"directory": str(stack["project"])}}]
         schema = adhoc.parameter_openapi_schema
         assert schema["required"] == ["config"]
         run_config = schema["definitions"]["RunConfig"]
@@ -518,6 +531,24 @@ def test_adhoc_run_completes_and_failed_shard_is_named(stack):
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(900)
+def test_adhoc_default_run_works_on_a_fresh_deploy(stack):
+    """`prefect deployment run spadepis-augment/adhoc` with its default config (configs/demo.yaml) on a fresh
+    deployment: nothing made its inputs beforehand; the run generates them (dataset.demo_inputs) and completes."""
+    import pandas as pd
+
+    project = stack["project"]
+    assert not (project / "out").exists(), "the test must start without the demo inputs"
+    out = subprocess.run([str(BIN / "prefect"), "deployment", "run", f"{FLOW}/adhoc"],
+                         env=stack["env"], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    run = _wait_final(stack, _flow_run_id(out), timeout=840)
+    assert run.state.is_completed(), f"{run.state!r}\nworker log:\n{stack['worker'].tail()}"
+    assert len(list((project / "out/demo/inputs/labels").glob("*.png"))) == 12
+    index = pd.read_parquet(project / "out/demo/runs/demo/index.parquet")
+    assert len(index) == 12 * 4 and (index.status == "ok").all()
+
+
+@pytest.mark.slow
 @pytest.mark.timeout(120)
 def test_zz_worker_then_server_stop_by_pid_leaving_nothing(stack):
     """Runs last in this module: stop the worker, then the server, by process group; nothing is left."""
@@ -532,3 +563,22 @@ def test_zz_worker_then_server_stop_by_pid_leaving_nothing(stack):
         assert _alive(sorted(svc.seen)) == [], f"{svc.name}: {_alive(sorted(svc.seen))}"
     with pytest.raises(OSError):
         urllib.request.urlopen(f"{stack['api']}/health", timeout=2)
+
+
+@pytest.mark.parametrize("deployment", ["nightly-augmentation", "adhoc"])
+def test_every_deployment_default_passes_check_on_a_fresh_checkout(deployment, tmp_path, monkeypatch):
+    """Issue 10.9: the default run of every deployment works on a fresh deploy: nothing of its inputs
+    exists yet (the flow run's working directory is a fresh checkout), and its preflight check passes
+    because the product makes the demo inputs itself; this test prepares nothing."""
+    from spadepis.cli import main
+    from spadepis.pipeline.plan import make_plan
+    from spadepis.pipeline.config import parse_config
+
+    params = {d["name"]: d for d in _prefect_yaml()["deployments"]}[deployment]["parameters"]["config"]
+    monkeypatch.chdir(tmp_path)
+    assert not any(tmp_path.iterdir())
+    cfg_file = tmp_path / "deployment-default.yaml"
+    cfg_file.write_text(yaml.safe_dump(params))
+    assert main(["check", str(cfg_file)]) == 0
+    plan = make_plan(parse_config(params))
+    assert plan.sources and plan.styles

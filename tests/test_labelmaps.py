@@ -92,7 +92,7 @@ def test_label_out_of_range_names_file_value_and_range(tmp_path):
     with pytest.raises(InputError) as exc:
         load_label_map(path, PRESETS["coco"])
     msg = str(exc.value)
-    assert "bad.png" in msg and "200" in msg and "0..181" in msg and "(y=2, x=5)" in msg
+    assert "bad.png" in msg and "200" in msg and "valid ids are 0..182 and 255" in msg and "(y=2, x=5)" in msg
     # 255 is not a dontcare value for cityscapes
     arr[2, 5] = 255
     with pytest.raises(InputError, match=r"255 .*0\.\.34"):

@@ -88,7 +88,7 @@ def test_summary(run):
     assert s["stages"]["t_total_ms"]["p95"] >= s["stages"]["t_total_ms"]["p50"] > 0
     assert "label id 200" in s["errors"][0]["error"]
     text = format_summary(s)
-    assert "t_smooth_ms" in text and "errors (2" in text
+    assert "t_smooth_ms" in text and "errors: 2 row(s) from 1 source(s)" in text
 
 
 def test_summary_cli(run, capsys):

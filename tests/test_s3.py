@@ -203,6 +203,32 @@ def test_server_outage_is_retried_and_nothing_lost(tmp_path, s3, prefect_harness
     assert {u.split("spadepis-test/", 1)[1] for u in df.image_uri} <= keys
 
 
+def test_uris_normalised_and_dataset_reads_from_any_cwd(tmp_path, s3, monkeypatch):
+    """Label paths typed with ``..`` relative to the start directory; an s3:// run folder with ``..`` in the
+    output; the manifest holds normalised absolute URIs, and AugmentedDataset reads it from elsewhere."""
+    from spadepis.pipeline.manifest import AugmentedDataset
+    from spadepis.pipeline.plan import make_plan
+    from spadepis.pipeline.worker import process_shard
+    from spadepis.pipeline.storage import RunStorage
+
+    make_inputs(tmp_path / "data", n_maps=2)
+    (tmp_path / "work").mkdir()
+    monkeypatch.chdir(tmp_path / "work")
+    cfg = small_config(tmp_path / "data", output="s3://spadepis-test/x/../runs", run_id="uris",
+                       storage_options={"s3": s3["options"]}, models={"smoothing": "none"},
+                       dataset={"labels": "../data/labels"}).resolved()
+    for shard in make_plan(cfg).shards:
+        process_shard(cfg, shard)
+    RunStorage(cfg.run_uri).write_index()
+    monkeypatch.chdir(tmp_path)
+    ds = AugmentedDataset("s3://spadepis-test/runs/uris")
+    assert len(ds) == 4
+    image, label, meta = ds[3]
+    assert image.shape == (3, 64, 64) and label.shape == (64, 64)
+    assert meta["image_uri"].startswith("s3://spadepis-test/runs/uris/images/shard=")
+    assert meta["label_uri"] == str(tmp_path / "data" / "labels" / meta["source_id"]) + ".png"
+
+
 def test_missing_bucket_is_named_by_check_and_run_and_never_created(tmp_path, s3, capsys):
     import boto3
     import yaml

@@ -32,11 +32,19 @@ def _load(args) -> "object":
     return cfg
 
 
+def _prepare_inputs(cfg) -> None:
+    from ..pipeline.demo import prepare_inputs
+
+    for folder in prepare_inputs(cfg):
+        print(f"generated the demo inputs in {folder} (dataset.demo_inputs)")
+
+
 def _cmd_check(args) -> int:
     from ..pipeline.config import validate_config
     from ..pipeline.plan import make_plan
 
     cfg = _load(args)
+    _prepare_inputs(cfg)
     problems = validate_config(cfg)
     if problems:
         print(f"{args.config}: {len(problems)} problem(s); fix them before running:", file=sys.stderr)
@@ -78,12 +86,46 @@ def _cmd_run(args) -> int:
     from ..pipeline.config import check_config
 
     cfg = _load(args)
+    _prepare_inputs(cfg)
     check_config(cfg)  # every problem, before Prefect even starts
     from ..flows.augment import augment
 
     result = augment(config=cfg)
     print(f"\nrun {result['run_id']}: index {result['index_uri']}")
+    sheet = _write_sheet(result["run_uri"], None, max_rows=RUN_SHEET_ROWS)
+    if sheet:
+        print(f"contact sheet: {sheet}")
     print(f"inspect: spadepis summary {result['run_uri']}")
+    return 0
+
+
+RUN_SHEET_ROWS = 32  # `spadepis run` shows the first sources; `spadepis sheet RUN --max-rows N` shows more
+
+
+def _write_sheet(run_uri: str, out: str | None, *, max_rows: int | None) -> str | None:
+    """Write ``<run>/contact_sheet.png`` (or ``out``); a failure is reported, never fatal for a finished run."""
+    from ..pipeline.sheet import contact_sheet
+
+    out = out or f"{str(run_uri).rstrip('/')}/contact_sheet.png"
+    try:
+        contact_sheet(run_uri, out, max_rows=max_rows)
+    except Exception as exc:  # noqa: BLE001 - the run's data is committed; the picture is a convenience
+        print(f"could not write the contact sheet {out}: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return None
+    return out
+
+
+def _cmd_sheet(args) -> int:
+    from ..pipeline.storage import RunStorage
+
+    try:
+        RunStorage(args.run_uri).read_manifest()
+    except FileNotFoundError as exc:
+        raise ConfigError(str(exc)) from None
+    out = _write_sheet(args.run_uri, args.out, max_rows=args.max_rows or None)
+    if out is None:
+        return 1
+    print(out)
     return 0
 
 
@@ -115,11 +157,13 @@ def _cmd_demo(args) -> int:
 
     out = Path(args.out)
     cfg = demo.prepare_demo(out, n_maps=args.n_maps)
+    config_path = demo.write_config(cfg, out / "demo.yaml")
     from ..flows.augment import augment
 
     result = augment(config=cfg)
     sheet = demo.contact_sheet(result["run_uri"], out / "contact_sheet.png")
     print(demo.closing_note(result, sheet))
+    print(f"The config it ran: {config_path}   (spadepis run {config_path})")
     return 0
 
 
@@ -131,7 +175,12 @@ def _cmd_gc(args) -> int:
 
 
 def register(subparsers) -> None:
-    p = subparsers.add_parser("run", help="run the augmentation flow on a YAML config (resumes a run with the same run id)")
+    p = subparsers.add_parser(
+        "run", help="run the augmentation flow on a YAML config (resumes a run with the same run id)",
+        description="Run the spadepis-augment Prefect flow on a YAML run config: plan shards, synthesize, stylize, "
+        "write images and the manifest, then <output>/<run_id>/contact_sheet.png. Running the same config again "
+        "resumes it (committed shards are skipped).",
+    )
     p.add_argument("config", help="YAML run config, e.g. configs/coco.yaml")
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a field, e.g. --set models.smoothing=fast (repeatable)")
     p.add_argument("--wait-lease", type=float, metavar="SECONDS",
@@ -139,14 +188,25 @@ def register(subparsers) -> None:
                    "config lease.wait_s)")
     p.set_defaults(func=_cmd_run)
 
-    p = subparsers.add_parser("check", help="validate a config (inputs, weights, output) without running")
-    p.add_argument("config")
-    p.add_argument("--set", action="append", metavar="KEY=VALUE")
+    p = subparsers.add_parser(
+        "check", help="validate a config (inputs, weights, output) without running",
+        description="Check a run config without running it: every field, the inputs (label maps, instance maps, "
+        "photos, styles), the weights (files exist and fit the preset), the device, the runner and that the output "
+        "is writable. Prints the plan (sources, styles, shards) when all is well; exit status 1 with every problem "
+        "otherwise.",
+    )
+    p.add_argument("config", help="YAML run config, e.g. configs/coco.yaml")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a field, e.g. --set dataset.limit=10 (repeatable)")
     p.set_defaults(func=_cmd_check)
 
-    p = subparsers.add_parser("summary", help="counts, stage timings and failures of a run")
+    p = subparsers.add_parser(
+        "summary", help="counts, stage timings and failures of a run",
+        description="Summarise a run from its manifest: ok/error counts, shards committed of planned, p50/p95/mean "
+        "of each stage (ms), outputs/s, models and device, and the first error rows. Works on finished, failed and "
+        "interrupted runs (only committed shards are read).",
+    )
     p.add_argument("run_uri", help="<output>/<run_id> of a run (local path or fsspec URI)")
-    p.add_argument("--json", action="store_true", help="print JSON")
+    p.add_argument("--json", action="store_true", help="print the summary as JSON instead of a table")
     p.set_defaults(func=_cmd_summary)
 
     p = subparsers.add_parser(
@@ -158,7 +218,23 @@ def register(subparsers) -> None:
     p.add_argument("--dry-run", action="store_true", help="only list what would be deleted")
     p.set_defaults(func=_cmd_gc)
 
-    p = subparsers.add_parser("demo", help="run the whole pipeline on generated label maps and bundled photos (no weights needed)")
+    p = subparsers.add_parser(
+        "sheet", help="draw a run's contact sheet (style photos, then per source: label map | synthesized | outputs)",
+        description="Draw the contact sheet of a run: a header row with the style photos, then one row per source "
+        "with its id, label map (coloured), synthesized image and one output per style.",
+    )
+    p.add_argument("run_uri", help="<output>/<run_id> of a run (local path or fsspec URI)")
+    p.add_argument("--out", help="where to write the PNG (path or URI; default <run>/contact_sheet.png)")
+    p.add_argument("--max-rows", type=int, default=64, help="sources to show (default 64; 0 = all)")
+    p.set_defaults(func=_cmd_sheet)
+
+    p = subparsers.add_parser(
+        "demo", help="run the whole pipeline on generated label maps and bundled photos (no weights needed)",
+        description="The embedded demo: generates ADE20K-id scene label maps and takes four photos bundled with "
+        "scikit-image as styles (under OUT/inputs), writes the config it runs to OUT/demo.yaml, runs the real flow "
+        "with random-init SPADE, the color stylizer and exact smoothing, and draws OUT/contact_sheet.png. No weights, "
+        "no network.",
+    )
     p.add_argument("--out", default="out/demo", help="folder for the demo's inputs and outputs (default out/demo)")
     p.add_argument("--n-maps", type=int, default=12, help="number of generated label maps (default 12)")
     p.set_defaults(func=_cmd_demo)

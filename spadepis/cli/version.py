@@ -29,5 +29,9 @@ def _cmd(args) -> int:
 
 
 def register(sub) -> None:
-    p = sub.add_parser("version", help="print versions for bug reports")
+    p = sub.add_parser(
+        "version", help="print versions for bug reports",
+        description="Print the versions of spadepis, Python, the platform, torch, numpy, scipy, Pillow, Prefect, "
+        "pyarrow, pandas and fsspec, and the CUDA device; paste them into bug reports.",
+    )
     p.set_defaults(func=_cmd)

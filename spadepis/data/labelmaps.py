@@ -195,11 +195,11 @@ def _validate_ids(arr: np.ndarray, preset: Preset, name: str) -> np.ndarray:
         value = int(arr[ys[0], xs[0]])
         values = np.unique(arr[bad])
         extra = f" (values outside the range: {', '.join(map(str, values[:8].tolist()))}{', ...' if len(values) > 8 else ''})"
-        dc = ", plus 255 = dontcare" if preset.contain_dontcare_label else ""
+        dc = f" and 255 (dontcare, read as {preset.label_nc})" if preset.contain_dontcare_label else ""
         raise InputError(
-            f"{name}: label id {value} at pixel (y={ys[0]}, x={xs[0]}) is outside the valid range 0..{preset.label_nc - 1}{dc} "
-            f"of preset {preset.name!r} (label_nc={preset.label_nc}){extra}. Use the preset that matches this "
-            "dataset (or --label-nc / --dontcare for custom label sets), or fix the label map."
+            f"{name}: label id {value} at pixel (y={ys[0]}, x={xs[0]}) is not valid for preset {preset.name!r}: "
+            f"valid ids are 0..{nc - 1}{dc} (label_nc={preset.label_nc}){extra}. Use the preset that matches this "
+            "dataset (for your own label set: preset custom with its label_nc and dontcare setting), or fix the label map."
         )
     return arr
 

@@ -8,8 +8,11 @@ deployments pass ``{"config": {...}}``. A run:
    same run id is refused);
 3. submits every shard that is not committed yet to the runner of ``config.runner`` (a bounded thread
    pool, or Dask), with retries for transient failures only; a progress artifact moves per shard;
-4. merges the committed parts into ``index.parquet`` and publishes a summary table (ok/error counts,
-   p50/p95 per stage, outputs/s) and a markdown artifact with sample outputs;
+4. merges the committed parts into ``index.parquet`` and publishes (``spadepis.pipeline.ui``) a summary
+   table (one row per stage, numeric ms columns; caption: models, device, sources x styles, wall time),
+   a timing chart image and a samples markdown with inline thumbnails laid out like the contact sheet;
+   the flow run is tagged ``preset:``/``stylizer:``/``run:``, and a run that completed with error rows
+   says so in its state message;
 5. ends Failed, naming the shards, when some shard still failed after its retries (the others are
    committed; running the same config again resumes).
 """
@@ -21,16 +24,25 @@ import time
 from typing import Any
 
 from prefect import flow, get_run_logger
-from prefect.artifacts import create_markdown_artifact, create_progress_artifact, create_table_artifact, update_progress_artifact
+from prefect.artifacts import (
+    create_image_artifact,
+    create_markdown_artifact,
+    create_progress_artifact,
+    create_table_artifact,
+    update_progress_artifact,
+)
 from prefect.futures import as_completed
+from prefect.states import Completed
 
 from spadepis.pipeline.config import RunConfig, apply_storage_options, check_config
 from spadepis.errors import SpadepisError
+from spadepis.pipeline import ui
+from spadepis.pipeline.demo import prepare_inputs
 from spadepis.pipeline.failures import describe
 from spadepis.pipeline.lease import RunLease
 from spadepis.pipeline.manifest import format_summary, summary
 from spadepis.pipeline.plan import make_plan
-from spadepis.pipeline.report import run_record, samples_markdown, summary_rows
+from spadepis.pipeline.report import run_record
 from spadepis.pipeline.storage import RunStorage
 from spadepis.tasks.shard import shard_task_for
 
@@ -156,6 +168,7 @@ def augment(config: RunConfig) -> dict[str, Any]:
 
     log = get_run_logger()
     cfg = config.resolved()
+    prepare_inputs(cfg)  # the demo config makes its inputs on a fresh checkout / deployment
     check_config(cfg)
     apply_storage_options(cfg)
     plan = make_plan(cfg)
@@ -174,10 +187,12 @@ def augment(config: RunConfig) -> dict[str, Any]:
         plan.run_id, len(plan.sources), plan.n_samples, total, total - len(pending), len(pending), cfg.run_uri,
     )
     key = _slug(plan.run_id)
+    _safe_artifact(_tag_flow_run, ui.run_tags(cfg, plan.run_id))
     done = total - len(pending)
+    n_ok, n_failed = done, 0  # shards committed / failed so far
     progress_id = _safe_artifact(
         create_progress_artifact, progress=100.0 * done / max(total, 1), key=f"spadepis-progress-{key}",
-        description=f"shards committed of run {plan.run_id}",
+        description=f"run {plan.run_id}: {ui.progress_text(n_ok, n_failed, total)}",
     )
     task = shard_task_for(cfg)
     results: list[Any] = []
@@ -201,11 +216,11 @@ def augment(config: RunConfig) -> dict[str, Any]:
                 except Exception as exc:  # noqa: BLE001 - a failed shard is reported, the others go on
                     failures[shard.name] = describe(exc)
                     log.error("%s failed after its retries: %s", shard.name, failures[shard.name])
-                done += 1
+                n_failed, n_ok = len(failures), total - len(pending) + len(results)
                 bar.update(shard.n_samples)
-                if progress_id is not None:
-                    _safe_artifact(update_progress_artifact, progress_id, 100.0 * done / max(total, 1),
-                                   description=f"{done}/{total} shards done, {len(failures)} failed")
+                if progress_id is not None:  # progress = committed shards; failed ones are named, not counted
+                    _safe_artifact(update_progress_artifact, progress_id, 100.0 * n_ok / max(total, 1),
+                                   description=f"run {plan.run_id}: {ui.progress_text(n_ok, n_failed, total)}")
     bar.close()
     wall = time.perf_counter() - t0
     if lease.lost.is_set():
@@ -231,10 +246,20 @@ def augment(config: RunConfig) -> dict[str, Any]:
     s = summary(index)
     s["wall_s"] = wall
     s["outputs_per_s"] = new_ok / wall if (wall > 0 and new_ok) else float("nan")
-    _safe_artifact(create_table_artifact, table=summary_rows(s), key=f"spadepis-summary-{key}",
-                   description=f"run {plan.run_id}: counts, stage timings (ms, p50/p95), outputs/s")
-    _safe_artifact(create_markdown_artifact, markdown=samples_markdown(cfg.run_uri, [x for r in results for x in r.samples], failures, s),
-                   key=f"spadepis-samples-{key}", description=f"sample outputs of run {plan.run_id}")
+    plan_sizes = {"sources": len(plan.sources), "styles": len(plan.styles), "samples": plan.n_samples, "shards": total}
+    _safe_artifact(create_table_artifact, table=ui.summary_table(s), key=f"spadepis-summary-{key}",
+                   description=ui.summary_description(s, run_id=plan.run_id, plan=plan_sizes, new_ok=new_ok,
+                                                      failed=len(failures)))
+    _safe_artifact(create_image_artifact, image_url=ui.timing_chart_data_uri(s, title=f"run {plan.run_id}"),
+                   key=f"spadepis-timings-{key}", description=f"run {plan.run_id}: stage time per output (ms, p50 / p95)")
+    try:  # built here, not inside the publish timeout: it reads a few images (thumbnails)
+        samples_md = ui.samples_report(storage.run_uri, index.to_pandas(), failures, s)
+    except Exception as exc:  # noqa: BLE001 - a report must not fail a run that produced its data
+        log.warning("could not build the samples report: %s", describe(exc))
+        samples_md = None
+    if samples_md is not None:
+        _safe_artifact(create_markdown_artifact, markdown=samples_md, key=f"spadepis-samples-{key}",
+                       description=f"run {plan.run_id}: samples like the contact sheet, failures, errors")
     print(format_summary(s))
     out = {
         "run_id": plan.run_id,
@@ -246,10 +271,22 @@ def augment(config: RunConfig) -> dict[str, Any]:
         "summary": s,
     }
     if failures:
-        names = ", ".join(sorted(failures))
-        first = failures[sorted(failures)[0]]
-        raise ShardsFailedError(
-            f"{len(failures)} of {total} shard(s) failed after their retries: {names} (first: {first}). The other "
-            f"shards are committed in {cfg.run_uri}; fix the cause and run the same config again to resume."
-        )
+        # every shard that did not fail is committed (now or by an earlier run)
+        raise ShardsFailedError(ui.failure_message(failures, total, total - len(failures), cfg.run_uri))
+    message = ui.completion_message(s)
+    if message:  # completed, but not everything is ok: say so on the run's state
+        log.warning(message)
+        return Completed(message=message, data=out)
     return out
+
+
+def _tag_flow_run(tags: list[str]) -> None:
+    """Add ``preset:…``, ``stylizer:…``, ``run:…`` to this flow run's tags (kept: the deployment's own tags)."""
+    from prefect.client.orchestration import get_client
+    from prefect.runtime import flow_run
+
+    if not flow_run.id:
+        return
+    with get_client(sync_client=True) as client:
+        current = client.read_flow_run(flow_run.id).tags or []
+        client.update_flow_run(flow_run.id, tags=sorted(set(current) | set(tags)))

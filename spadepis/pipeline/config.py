@@ -95,6 +95,19 @@ class DatasetConfig(_Strict):
     limit: int | None = Field(
         None, ge=1, title="Limit", description="Use only the first N sources (sorted by id); for trials."
     )
+    use_instance: bool | None = Field(
+        None,
+        title="Use instance maps",
+        description="coco and cityscapes models take instance edges: set dataset.instances, or use_instance: false to "
+        "run without instance maps (the label map's own boundaries are used as edges; outputs differ from the official "
+        "input). Empty: instance maps are required for those presets.",
+    )
+    demo_inputs: bool = Field(
+        False,
+        title="Generate demo inputs",
+        description="Generate the demo's label maps and style photos at dataset.labels / styles.source when those "
+        "folders are missing (configs/demo.yaml), so the demo config runs on a fresh checkout or deployment.",
+    )
     max_side: int | None = Field(
         1024,
         ge=16,
@@ -393,8 +406,11 @@ _STYLES_DEFAULTS = {"labels": None, "top_m": None, "unmatched": "keep", "ignore_
 def config_hash(config: RunConfig) -> str:
     """sha256 of the canonical JSON of every field that can change the outputs."""
     exclude: dict[str, Any] = dict.fromkeys(_EXECUTION_ONLY, True)
+    exclude["dataset"] = {"demo_inputs"}  # makes inputs, changes no output
     if not config.stylize_only:  # dataset.max_side only acts on stylize-only photos
-        exclude["dataset"] = {"max_side"}
+        exclude["dataset"].add("max_side")
+    if config.dataset.use_instance is None:  # unset: hashes stay those of configs written before the field
+        exclude["dataset"].add("use_instance")
     st = config.styles
     same = {k for k, v in _STYLES_DEFAULTS.items() if getattr(st, k) == v}
     if st.select is None or st.select == ("random" if st.per_sample else "all"):
@@ -627,6 +643,9 @@ def validate_config(config: RunConfig) -> list[str]:
         )
     problems.extend(_check_selection(config))
     _check_weights(config, problems)
+    from .model_fit import check_model_fit
+
+    problems.extend(check_model_fit(config, check_checkpoint=config.models.synth_checkpoint != RANDOM_INIT))
     try:
         from ..devices import resolve_device
 

@@ -17,12 +17,13 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from PIL import Image, ImageDraw
+from PIL import Image
 
 from .config import RunConfig, parse_config
+from .sheet import colorize
 
 __all__ = ["ADE20K", "DEMO_STYLES", "make_label_maps", "write_styles", "demo_config", "prepare_demo", "contact_sheet",
-           "colorize", "closing_note"]
+           "colorize", "closing_note", "ensure_demo_inputs", "prepare_inputs", "write_config"]
 
 # ADE20K (SceneParsing, objectInfo150) ids as stored in the annotation PNGs (0 = other).
 ADE20K = {
@@ -152,7 +153,7 @@ def demo_config(root: str | Path, *, run_id: str = "demo", **overrides: Any) -> 
     """The demo's run config (same fields as ``configs/demo.yaml``), rooted at ``root``."""
     root = Path(root)
     data: dict[str, Any] = {
-        "dataset": {"preset": "ade20k", "name": "demo-scenes", "labels": str(root / "inputs" / "labels")},
+        "dataset": {"preset": "ade20k", "name": "demo-scenes", "labels": str(root / "inputs" / "labels"), "demo_inputs": True},
         "styles": {"source": str(root / "inputs" / "styles"), "max_side": 256},
         "models": {"synth_checkpoint": "random-init", "ngf": 16, "synth_seed": 0, "stylizer": "color", "smoothing": "exact"},
         "output": str(root / "runs"),
@@ -176,52 +177,60 @@ def prepare_demo(root: str | Path, *, n_maps: int = 12, seed: int = 0, **overrid
     return demo_config(root, **overrides)
 
 
-def colorize(labels: np.ndarray) -> np.ndarray:
-    """A label map as RGB with a fixed colour per id (for looking at, not for training)."""
-    ids = np.asarray(labels).astype(np.int64)
-    rng = np.random.default_rng(12345)
-    table = rng.integers(40, 256, size=(max(int(ids.max()) + 1, 256), 3), dtype=np.int64).astype(np.uint8)
-    named = {ADE20K["sky"]: (135, 190, 235), ADE20K["tree"]: (40, 120, 40), ADE20K["grass"]: (90, 170, 60),
-             ADE20K["water"]: (40, 90, 170), ADE20K["sea"]: (30, 70, 150), ADE20K["road"]: (110, 110, 110),
-             ADE20K["building"]: (170, 120, 90), ADE20K["mountain"]: (120, 100, 80), ADE20K["sand"]: (220, 200, 140)}
-    for k, v in named.items():
-        table[k] = v
-    return table[ids]
+def ensure_demo_inputs(config: RunConfig, *, n_maps: int = 12, seed: int = 0) -> list[str]:
+    """Generate the demo's label maps at ``dataset.labels`` and style photos at ``styles.source`` when a folder
+    is missing or holds no PNG (``dataset.demo_inputs: true``, as in ``configs/demo.yaml``); returns what it made.
+
+    Local folders only (a fresh deployment's working directory); existing inputs are never touched.
+    """
+    from ..errors import ConfigError
+
+    made = []
+    for field, spec, make in (("dataset.labels", config.dataset.labels, lambda d: make_label_maps(d, n_maps, seed=seed)),
+                              ("styles.source", config.styles.source, write_styles)):
+        if "://" in spec and not spec.startswith("file://"):
+            raise ConfigError(f"dataset.demo_inputs: {field} {spec!r} is not a local folder; the demo inputs are only "
+                              "generated into local folders (or set dataset.demo_inputs: false and point it at your data)")
+        folder = Path(spec[len("file://"):] if spec.startswith("file://") else spec)
+        if folder.is_dir() and any(folder.glob("*.png")):
+            continue
+        if folder.exists() and not folder.is_dir():
+            raise ConfigError(f"dataset.demo_inputs: {field} {spec!r} exists and is not a folder; remove it or change {field}")
+        make(folder)
+        made.append(str(folder))
+    return made
 
 
-def contact_sheet(run_uri: str, out_path: str | Path, *, max_rows: int = 6, tile: int = 128) -> Path:
-    """Label map | synthesized | one column per style, for the first ``max_rows`` sources of a run."""
-    from ..data.images import open_image, read_rgb
-    from .manifest import read_index
+def prepare_inputs(config: RunConfig) -> list[str]:
+    """What runs and checks call first: the demo inputs when the config asks for them (``dataset.demo_inputs``)."""
+    return ensure_demo_inputs(config) if config.dataset.demo_inputs else []
 
-    df = read_index(run_uri)
-    ok = df[df["status"] == "ok"].sort_values(["source_id", "style_id"])
-    styles = sorted(ok["style_id"].unique())
-    sources = sorted(ok["source_id"].unique())[:max_rows]
-    pad, head = 4, 18
-    cols = 2 + len(styles)
-    sheet = Image.new("RGB", (cols * (tile + pad) + pad, head + len(sources) * (tile + pad) + pad), (255, 255, 255))
-    draw = ImageDraw.Draw(sheet)
-    for c, title in enumerate(["label map", "synthesized"] + [f"style: {s}" for s in styles]):
-        draw.text((pad + c * (tile + pad), 3), title[:20], fill=(0, 0, 0))
 
-    def put(img: np.ndarray, r: int, c: int) -> None:
-        thumb = Image.fromarray(np.asarray(img, dtype=np.uint8)).resize((tile, tile), Image.BILINEAR)
-        sheet.paste(thumb, (pad + c * (tile + pad), head + r * (tile + pad)))
+def write_config(config: RunConfig, path: str | Path) -> Path:
+    """Write ``config`` as YAML (the fields a user would write; unset ones left out) so it can be run again."""
+    import yaml
 
-    for r, source in enumerate(sources):
-        rows = ok[ok["source_id"] == source]
-        first = rows.iloc[0]
-        put(colorize(np.asarray(open_image(first["label_uri"]))), r, 0)
-        put(read_rgb(first["synth_uri"]), r, 1)
-        for c, style in enumerate(styles):
-            match = rows[rows["style_id"] == style]
-            if len(match):
-                put(read_rgb(match.iloc[0]["image_uri"]), r, 2 + c)
-    out_path = Path(out_path)
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    sheet.save(out_path)
-    return out_path
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    def drop_empty(obj: Any) -> Any:
+        if isinstance(obj, dict):
+            return {k: drop_empty(v) for k, v in obj.items() if v not in ({}, [])}
+        return obj
+
+    data = drop_empty(config.model_dump(mode="json", exclude_none=True))
+    text = (f"# The config `spadepis demo` ran. Run it again (resumes, or reruns after a change):\n"
+            f"#     spadepis run {path}\n")
+    path.write_text(text + yaml.safe_dump(data, sort_keys=False))
+    return path
+
+
+def contact_sheet(run_uri: str, out_path: str | Path, *, max_rows: int | None = None, tile: int = 128) -> Path:
+    """The run's contact sheet (see :func:`spadepis.pipeline.sheet.contact_sheet`): a header row with the style
+    photos, then one row per source (id, label map, synthesized, one column per style); every source by default."""
+    from .sheet import contact_sheet as _sheet
+
+    _sheet(run_uri, str(out_path), max_rows=max_rows, tile=tile)
+    return Path(out_path)
 
 
 def closing_note(result: dict[str, Any], sheet: Path) -> str:

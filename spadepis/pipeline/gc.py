@@ -41,7 +41,11 @@ def _path_of(storage: RunStorage, uri: str | None) -> str | None:
         return None
     if uri.startswith(("images/", "synth/", "labels/")):  # run-relative
         return storage.path(uri)
-    return storage.fs._strip_protocol(uri).rstrip("/")
+    from .manifest import resolve_uri
+
+    # files the run wrote, named as older releases did (cwd-relative) or before the folder was moved: resolved
+    # inside this run folder, so gc never takes them for unnamed outputs
+    return storage.fs._strip_protocol(resolve_uri(uri, storage.run_uri)).rstrip("/")
 
 
 def collect_garbage(run_uri: str, *, dry_run: bool = False) -> GcReport:

@@ -13,6 +13,7 @@ metadata (``spadepis.schema_version``).
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -30,6 +31,9 @@ __all__ = [
     "table_schema_version",
     "filter_rows",
     "read_index",
+    "resolve_uri",
+    "resolve_uris",
+    "URI_COLUMNS",
     "read_index_table",
     "summary",
     "format_summary",
@@ -178,9 +182,51 @@ def read_index_table(run_uri: str) -> pa.Table:
     return upgrade_table(RunStorage.from_run_uri(run_uri).read_manifest())
 
 
+URI_COLUMNS = ("label_uri", "instance_uri", "style_uri", "synth_uri", "image_uri")
+_RUN_FILES = re.compile(r"(?:^|/)(?:\./)*(?P<rel>(?:synth|images|labels)/shard=[^/]+/[^/]+)$")
+
+
+def resolve_uri(uri: str | None, run_uri: str, run_id: str | None = None) -> str | None:
+    """Where a manifest URI points when the run is read from ``run_uri``.
+
+    A file the run wrote (``.../<run_id>/synth|images|labels/shard=N/<file>``) is resolved inside ``run_uri``,
+    so runs written with cwd-relative URIs (before schema 1's URIs became absolute), run folders read from
+    another directory and run folders copied elsewhere all read; any other URI is returned normalised
+    (absolute, without ``..``).
+    """
+    from .storage import normalize_uri
+
+    if uri is None or (isinstance(uri, float) and uri != uri):
+        return None
+    uri = str(uri)
+    run_id = run_id or str(run_uri).rstrip("/").rsplit("/", 1)[-1]
+    marker = f"{run_id}/"
+    i = uri.rfind(f"/{marker}")
+    tail = uri[i + 1 + len(marker):] if i >= 0 else (uri[len(marker):] if uri.startswith(marker) else None)
+    if tail is not None:
+        m = _RUN_FILES.match(tail)
+        if m and m.group("rel") == tail:
+            return f"{normalize_uri(str(run_uri)).rstrip('/')}/{tail}"
+    return normalize_uri(uri)
+
+
+def resolve_uris(df, run_uri: str):
+    """``df`` with every URI column resolved against the run folder ``run_uri`` (see :func:`resolve_uri`)."""
+    df = df.copy()
+    for col in URI_COLUMNS:
+        if col in df.columns:
+            run_ids = df["run_id"] if "run_id" in df.columns else [None] * len(df)
+            values = df[col].tolist()
+            resolved = [resolve_uri(u, run_uri, r) for u, r in zip(values, run_ids)]
+            if resolved != [None if (isinstance(v, float) and v != v) else v for v in values]:
+                df[col] = resolved  # only touched when something changed (dtypes stay as pyarrow made them)
+    return df
+
+
 def read_index(run_uri: str):
-    """A run's manifest as a pandas DataFrame (see :func:`read_index_table`)."""
-    return read_index_table(run_uri).to_pandas()
+    """A run's manifest as a pandas DataFrame (see :func:`read_index_table`), URIs resolved against
+    ``run_uri`` (:func:`resolve_uris`): they work from any working directory."""
+    return resolve_uris(read_index_table(run_uri).to_pandas(), run_uri)
 
 
 def _pct(values: np.ndarray, q: float) -> float:
@@ -228,10 +274,8 @@ def summary(source, *, wall_s: float | None = None, max_errors: int = 20) -> dic
         "wall_s": wall_s,
         "serial_s": serial_s,
         "outputs_per_s": (len(ok) / basis) if basis else float("nan"),
-        "errors": [
-            {"source_id": r.source_id, "style_id": r.style_id, "shard_id": r.shard_id, "error": r.error}
-            for r in err.head(max_errors).itertuples()
-        ],
+        "errors": _grouped_errors(err, max_errors),
+        "error_sources": int(err["source_id"].nunique()) if len(err) else 0,
         "models": {
             col: sorted({str(v) for v in df[col].dropna().unique()}) if len(df) else []
             for col in ("synth_model", "stylizer", "smoothing", "wct_numerics", "device")
@@ -239,6 +283,28 @@ def summary(source, *, wall_s: float | None = None, max_errors: int = 20) -> dic
         },
     }
     return out
+
+
+def _grouped_errors(err, limit: int) -> list[dict[str, Any]]:
+    """Error rows once per (shard, source, message): a source that failed fails every style the same way, so
+    its styles are listed together instead of repeating the message once per style."""
+    groups: dict[tuple, dict[str, Any]] = {}
+    for r in err.itertuples():
+        key = (r.shard_id, r.source_id, r.error)
+        g = groups.get(key)
+        if g is None:
+            if len(groups) >= limit:
+                continue
+            groups[key] = {"shard_id": r.shard_id, "source_id": r.source_id, "style_id": r.style_id,
+                           "styles": [r.style_id], "error": r.error}
+        else:
+            g["styles"].append(r.style_id)
+    return list(groups.values())
+
+
+def _styles_text(e: dict[str, Any]) -> str:
+    styles = e.get("styles") or [e["style_id"]]
+    return styles[0] if len(styles) == 1 else f"{len(styles)} styles ({', '.join(styles[:4])}{', ...' if len(styles) > 4 else ''})"
 
 
 def format_summary(s: dict[str, Any]) -> str:
@@ -264,9 +330,9 @@ def format_summary(s: dict[str, Any]) -> str:
     if models:
         lines.append("models: " + "; ".join(f"{k}={','.join(v)}" for k, v in models.items() if v))
     if s["errors"]:
-        lines.append(f"errors ({s['error']}, first {len(s['errors'])}):")
+        lines.append(f"errors: {s['error']} row(s) from {s.get('error_sources', '?')} source(s); once per source:")
         for e in s["errors"]:
-            lines.append(f"  {e['shard_id']} {e['source_id']} x {e['style_id']}: {e['error']}")
+            lines.append(f"  {e['shard_id']} {e['source_id']} x {_styles_text(e)}: {e['error']}")
     return "\n".join(lines)
 
 
@@ -284,13 +350,17 @@ class AugmentedDataset(Dataset):
     ``source`` is a run URI or a DataFrame of manifest rows. ``where`` keeps only some rows: a pandas
     query string on the columns (``"q_structure >= 0.6 and q_coverage >= 0.8"``; a null score fails every
     comparison, so rows without label maps drop out of a ``q_coverage`` filter) or a callable taking the
-    row as a dict and returning a bool.
+    row as a dict and returning a bool. Give ``run_uri`` with a DataFrame to resolve its URIs against the run
+    folder, as :func:`read_index` does. Works from any working directory, for local and object-store runs.
     """
 
-    def __init__(self, source, *, status: str = "ok", where: str | Callable[[dict], bool] | None = None):
+    def __init__(self, source, *, status: str = "ok", where: str | Callable[[dict], bool] | None = None,
+                 run_uri: str | None = None):
         import pandas as pd
 
         df = read_index(source) if isinstance(source, str) else pd.DataFrame(source)
+        if run_uri is not None and not isinstance(source, str):
+            df = resolve_uris(df, run_uri)
         if status is not None:
             df = df[df["status"] == status]
         if where is not None:

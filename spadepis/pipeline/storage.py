@@ -24,6 +24,7 @@ import hashlib
 import io
 import json
 import os
+import posixpath
 import uuid
 from collections.abc import Callable
 from typing import Any, TypeVar
@@ -37,7 +38,7 @@ from ..data.buckets import is_object_store, missing_bucket
 from .failures import Failure, classify
 from .plan import shard_name
 
-__all__ = ["RunStorage", "new_attempt_id", "is_object_store", "missing_bucket", "SUCCESS", "INDEX"]
+__all__ = ["RunStorage", "new_attempt_id", "normalize_uri", "is_object_store", "missing_bucket", "SUCCESS", "INDEX"]
 
 SUCCESS = "_SUCCESS.json"
 INDEX = "index.parquet"
@@ -48,6 +49,25 @@ def new_attempt_id() -> str:
     """Sortable, unique attempt id: ``20250101T120000Z-1a2b3c4d``."""
     now = _dt.datetime.now(_dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
     return f"{now}-{uuid.uuid4().hex[:8]}"
+
+
+def normalize_uri(uri: str | None) -> str | None:
+    """An absolute, normalised form of ``uri`` (what the manifest stores), so rows read the same from any cwd.
+
+    Local paths (and ``file://``) become absolute paths without ``.``/``..``; URIs of other filesystems
+    (``s3://b/a/../c``) get their path normalised (``s3://b/c``). ``None`` stays ``None``.
+    """
+    if uri is None:
+        return None
+    uri = str(uri)
+    if uri.startswith("file://"):
+        uri = uri[len("file://"):]
+    elif "://" in uri:
+        protocol, rest = uri.split("://", 1)
+        trailing = "/" if rest.endswith("/") and len(rest) > 1 else ""
+        norm = posixpath.normpath(rest) if rest else rest
+        return f"{protocol}://{norm.lstrip('/') if not rest.startswith('/') else norm}{trailing}"
+    return os.path.abspath(os.path.expanduser(uri))
 
 
 def _storage_error(what: str, exc: BaseException, failure: Failure) -> StorageError:
@@ -66,7 +86,7 @@ class RunStorage:
     def __init__(self, run_uri: str):
         import fsspec
 
-        self.run_uri = str(run_uri).rstrip("/")
+        self.run_uri = normalize_uri(str(run_uri).rstrip("/")).rstrip("/")  # absolute: output URIs work from any cwd
         try:
             self.fs, self.root = fsspec.core.url_to_fs(self.run_uri)
         except Exception as exc:  # noqa: BLE001

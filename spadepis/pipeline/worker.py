@@ -38,13 +38,13 @@ import numpy as np
 
 from .. import __version__
 from .config import RANDOM_INIT, RunConfig, apply_storage_options
-from ..errors import ConfigError, InputError, StorageError
+from ..errors import CheckpointError, ConfigError, InputError, StorageError
 from ..data.images import encode_png, float_to_uint8, read_rgb, set_max_image_pixels
 from .failures import classify
 from .failures import is_transient as _is_transient
-from .manifest import SCHEMA_VERSION, rows_to_table
+from .manifest import SCHEMA_VERSION, STAGES, rows_to_table
 from .plan import ShardSpec, sample_id
-from .storage import RunStorage, new_attempt_id
+from .storage import RunStorage, new_attempt_id, normalize_uri
 
 __all__ = [
     "ShardResult",
@@ -79,6 +79,8 @@ class ShardResult:
     wall_s: float
     errors: list[str] = field(default_factory=list)
     samples: list[dict[str, str]] = field(default_factory=list)
+    sources: int | None = None  # label maps in the shard
+    stage_ms: dict[str, float] = field(default_factory=dict)  # each stage summed over the shard's rows
 
 
 # ------------------------------------------------------------------------------------ model cache
@@ -103,7 +105,12 @@ def get_synthesizer(config: RunConfig, device):
             if m.synth_checkpoint == RANDOM_INIT:
                 synth = random_synthesizer(preset, ngf=m.ngf or 16, seed=m.synth_seed, device=device)
             else:
-                synth = load_synthesizer(m.synth_checkpoint, preset, ngf=m.ngf, device=device)
+                try:
+                    synth = load_synthesizer(m.synth_checkpoint, preset, ngf=m.ngf, device=device)
+                except CheckpointError as exc:  # say the fix in config fields, not the synthesize flags
+                    from .model_fit import explain_checkpoint_error
+
+                    raise explain_checkpoint_error(config, exc) from None
             _MODELS[key] = synth
             _MODEL_LOADS["synthesizer"] += 1
         return synth
@@ -326,10 +333,11 @@ def _load_item(item: _Item, config: RunConfig, preset) -> None:
             item.labels, item.instances = load_label_and_instance(src.label_uri, src.instance_uri, preset)
             # SPADE outputs have the preset's size; a label file of another size gets an aligned copy
             item.label_png = _aligned_label_png(src.label_uri, item.labels.shape, crop)
-            if not preset.no_instance and item.instances is None:
+            if not preset.no_instance and item.instances is None and config.dataset.use_instance is not False:
                 raise InputError(
                     f"{src.label_uri}: no instance map for source {src.source_id!r}, but preset {preset.name!r} uses "
-                    "instance maps; set dataset.instances (matched by file stem) or preset_overrides: {no_instance: true}"
+                    "instance maps; add it to dataset.instances (matched by file stem), or set dataset.use_instance: false "
+                    "to use the label boundaries instead"
                 )
     except InputError as exc:
         item.error = str(exc)
@@ -478,6 +486,8 @@ def process_shard(
             "wct_numerics": None,
         }
         base.update(kw)
+        for key in ("label_uri", "instance_uri", "style_uri", "synth_uri", "image_uri"):  # absolute, no ".."
+            base[key] = normalize_uri(base[key])
         base["t_total_ms"] = sum(
             base[k] for k in ("t_load_ms", "t_synth_ms", "t_stylize_ms", "t_smooth_ms", "t_quality_ms", "t_write_ms")
         )
@@ -643,4 +653,6 @@ def process_shard(
         wall_s=time.perf_counter() - t_start,
         errors=sorted({r["error"] for r in rows if r["error"]})[:10],
         samples=samples,
+        sources=len(items),
+        stage_ms={k: float(sum(r.get(k) or 0.0 for r in rows)) for k in STAGES},
     )

@@ -74,7 +74,21 @@ def process_shard_task(config: RunConfig, shard: ShardSpec) -> ShardResult:
         attempt = f"{new_attempt_id()}-try{int(task_run.run_count or 1)}"
     except Exception:  # noqa: BLE001 - outside a task run (``.fn()`` in tests)
         attempt = new_attempt_id()
-    return process_shard(config, shard, attempt_id=attempt)
+    result = process_shard(config, shard, attempt_id=attempt)
+    _log_shard(result)
+    return result
+
+
+def _log_shard(result: ShardResult) -> None:
+    """One line per shard in the task run's log: sources, ok / error, stage ms."""
+    from spadepis.pipeline.ui import shard_log_line
+
+    try:
+        from prefect import get_run_logger
+
+        get_run_logger().info(shard_log_line(result))
+    except Exception:  # noqa: BLE001 - outside a run context (``.fn()`` in tests) there is no run logger
+        pass
 
 
 def shard_task_for(config: RunConfig):

@@ -1,0 +1,129 @@
+"""The Prefect UI tells the run's story: artifacts, state message, tags and logs, read back through the
+client of the suite's Prefect server (``prefect_harness``)."""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import re
+
+import pytest
+from PIL import Image
+
+from pipeline_helpers import make_inputs, small_config
+
+
+def _client():
+    from prefect.client.orchestration import get_client
+
+    return get_client(sync_client=True)
+
+
+def _artifacts(client, flow_run_id):
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
+
+    arts = client.read_artifacts(artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[flow_run_id])))
+    return {a.type: a for a in arts}  # one of each kind per run
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory, prefect_harness):
+    """Run A: 4 label maps (one bad) x 2 styles -> completes with error rows. Run B: every shard unwritable."""
+    import logging
+
+    from spadepis.flows.augment import augment
+
+    task_logger = logging.getLogger("prefect.task_runs")  # the suite logs WARNING+; this test reads INFO lines
+    saved_level = task_logger.level
+    task_logger.setLevel(logging.INFO)
+    root = tmp_path_factory.mktemp("ui")
+    make_inputs(root, n_maps=4, n_styles=2, bad=(1,))
+    cfg = small_config(root, run_id="ui-a", models={"smoothing": "fast"}, retries={"count": 0, "delay": 0})
+    state_a = augment(config=cfg, return_state=True)
+    cfg_b = small_config(root, run_id="ui-b", models={"smoothing": "fast"}, retries={"count": 0, "delay": 0})
+    (root / "runs" / "ui-b").mkdir(parents=True)
+    (root / "runs" / "ui-b" / "synth").write_text("a file where the synth folder must go: every shard fails\n")
+    state_b = augment(config=cfg_b, return_state=True)
+    task_logger.setLevel(saved_level)
+    from prefect.logging.handlers import APILogHandler
+
+    APILogHandler().flush()  # logs travel to the API in batches
+    return {"a": state_a, "b": state_b, "cfg": cfg, "root": root}
+
+
+def test_completed_with_error_rows_says_so(runs):
+    state = runs["a"]
+    assert state.is_completed()
+    assert re.search(r"completed with 2 error row\(s\) from 1 source\(s\) and 6 ok", state.message or ""), state.message
+    result = state.result()
+    assert result["summary"]["error"] == 2 and result["run_id"] == "ui-a"
+
+
+def test_flow_run_tags(runs):
+    with _client() as client:
+        run = client.read_flow_run(runs["a"].state_details.flow_run_id)
+    assert {"preset:custom", "stylizer:color", "run:ui-a"} <= set(run.tags), run.tags
+
+
+def test_summary_is_one_numeric_row_per_stage(runs):
+    with _client() as client:
+        arts = _artifacts(client, runs["a"].state_details.flow_run_id)
+    table = arts["table"].data if isinstance(arts["table"].data, list) else json.loads(arts["table"].data)
+    assert [r["stage"] for r in table] == ["load", "synthesize", "stylize", "smooth", "quality", "write", "total"]
+    for r in table:
+        assert all(isinstance(r[k], (int, float)) for k in ("p50_ms", "p95_ms", "mean_ms")), r
+        assert r["p95_ms"] >= r["p50_ms"] >= 0
+    desc = arts["table"].description
+    assert "4 sources x 2 styles" in desc and "device cpu" in desc and "wall time" in desc, desc
+    assert "spade-custom random-init" in desc and "color" in desc
+
+
+def test_samples_artifact_has_inline_thumbnails_like_the_contact_sheet(runs):
+    with _client() as client:
+        arts = _artifacts(client, runs["a"].state_details.flow_run_id)
+    md = arts["markdown"].data
+    assert 5_000 < len(md.encode()) <= 110_000
+    thumbs = re.findall(r"\(data:image/jpeg;base64,([A-Za-z0-9+/=]+)\)", md)
+    assert len(thumbs) >= 2 + 3 * 4  # 2 style photos, then label + synthesized + 2 outputs for 3 good sources
+    Image.open(io.BytesIO(base64.b64decode(thumbs[0]))).verify()
+    assert "| source | label map | synthesized | style `style0` | style `style1` |" in md
+    assert "`images/shard=00000/m000__style0.png`" in md and str(runs["root"]) + "/runs/ui-a/images" not in md
+    assert "m001" in md and "x 2 styles (style0, style1)" in md  # the bad source: once, both styles named
+
+
+def test_timing_chart_image_and_progress(runs):
+    with _client() as client:
+        arts = _artifacts(client, runs["a"].state_details.flow_run_id)
+    url = arts["image"].data
+    assert url.startswith("data:image/png;base64,")
+    with Image.open(io.BytesIO(base64.b64decode(url.split(",", 1)[1]))) as im:
+        assert im.size[0] >= 400 and im.size[1] >= 150
+    assert float(arts["progress"].data) == 100.0
+    assert "2/2 shards committed, 0 failed" in arts["progress"].description
+
+
+def test_per_shard_log_line(runs):
+    from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
+
+    with _client() as client:
+        logs = client.read_logs(log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=[runs["a"].state_details.flow_run_id])))
+    lines = [entry.message for entry in logs if entry.task_run_id is not None]
+    assert any(re.match(r"shard=00000: 2 sources, 2 ok / 2 error; stage ms .*load \d+ synth \d+ stylize \d+ smooth \d+ "
+                        r"quality \d+ write \d+; [\d.]+ s", m) for m in lines), lines
+
+
+def test_every_shard_failed_run(runs):
+    state = runs["b"]
+    assert state.is_failed()
+    msg = state.message or ""
+    assert "2 of 2 shard(s) failed" in msg and "no shard is committed" in msg, msg
+    assert "other shard" not in msg
+    with _client() as client:
+        arts = _artifacts(client, state.state_details.flow_run_id)
+    assert float(arts["progress"].data) == 0.0 and "0/2 shards committed, 2 failed" in arts["progress"].description
+    # an empty run shows empty cells, never "nan" (the image's base64 is left out: it may spell anything)
+    text = json.dumps({k: [a.data if k != "image" else "", a.description] for k, a in arts.items()}, default=str)
+    assert not re.search(r"\bnan\b", text, re.I), text[:2000]
+    table = arts["table"].data if isinstance(arts["table"].data, list) else json.loads(arts["table"].data)
+    assert all(r["p50_ms"] is None and r["ok_outputs"] == 0 for r in table), table
