@@ -41,6 +41,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from spadepis.data.labelmaps import resize_nearest
 from spadepis.models import wct
 from spadepis.models.photowct import load_photowct
 from spadepis.models.stylizers import NetworkStylizer
@@ -147,8 +148,8 @@ def run_variant(model, content, style, cseg, sseg, core) -> np.ndarray:
             if cseg is None:
                 return core(level, 0, flat, sflat).reshape(1, c, h, w)
             out = flat.clone()
-            small_c = wct.resize_label_map(cseg, (h, w)).reshape(-1)
-            small_s = wct.resize_label_map(sseg, tuple(s.shape[1:])).reshape(-1)
+            small_c = resize_nearest(cseg, (h, w)).reshape(-1)
+            small_s = resize_nearest(sseg, tuple(s.shape[1:])).reshape(-1)
             for label in usable:
                 ic, is_ = np.flatnonzero(small_c == label), np.flatnonzero(small_s == label)
                 if ic.size and is_.size:
