@@ -221,7 +221,8 @@ def register(subparsers) -> None:
     p = subparsers.add_parser(
         "sheet", help="draw a run's contact sheet (style photos, then per source: label map | synthesized | outputs)",
         description="Draw the contact sheet of a run: a header row with the style photos, then one row per source "
-        "with its id, label map (coloured), synthesized image and one output per style.",
+        "with its id, label map (coloured), synthesized image and one output per style; when sources got their own "
+        "styles (styles.select random/semantic), each output sits beside its style photo, in rank order, with its scores.",
     )
     p.add_argument("run_uri", help="<output>/<run_id> of a run (local path or fsspec URI)")
     p.add_argument("--out", help="where to write the PNG (path or URI; default <run>/contact_sheet.png)")
