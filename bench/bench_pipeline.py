@@ -48,8 +48,18 @@ sys.path.insert(0, str(ROOT))
 STAGES = ("t_load_ms", "t_synth_ms", "t_stylize_ms", "t_smooth_ms", "t_write_ms")
 
 
-def baseline_pair(ckpt: str, label_path: Path, style_path: Path, out_dir: Path, args) -> dict[str, float]:
-    """One (label map, style) pair the way the original scripts chain: every setup paid again."""
+def baseline_pair(ckpt: str, label_path: Path, style_path: Path, out_dir: Path, args, mode: str) -> dict[str, float]:
+    """One (label map, style) pair the way scripts chain: every setup paid again.
+
+    ``mode="original"``: what the original scripts compute, with their algorithms: SPADE's ``test.py`` (dense
+    one-hot input through the official generator, ``synthesize_reference``; ``tensor2im`` truncation), then
+    FastPhotoStyle's ``process_stylization`` (the stylizer in the reference numerics with the style encoded
+    again, then ``photo_smooth.Propagator``: the matting system built from COO window pairs and factorised
+    with scipy's SuperLU, mirrored step for step by ``bench_stylize.reference_smooth``). The flow it is
+    compared with runs in the reference mode (``models.compat: fastphotostyle``), so both compute the same.
+    ``mode="own"``: the same chain made of spadepis' own fast per-image components (fast SPADE path, CHOLMOD
+    smoothing), a stricter baseline that isolates what batching and caching across pairs buy.
+    """
     from spadepis.data.images import float_to_uint8, read_rgb, write_png
     from spadepis.data.labelmaps import load_label_map
     from spadepis.data.presets import get_preset
@@ -58,6 +68,7 @@ def baseline_pair(ckpt: str, label_path: Path, style_path: Path, out_dir: Path, 
     from spadepis.models.spade import load_synthesizer, to_uint8
     from spadepis.models.stylizers import load_stylizer
 
+    original = mode == "original"
     t = {}
     t0 = time.perf_counter()
     preset = get_preset("ade20k")
@@ -65,21 +76,27 @@ def baseline_pair(ckpt: str, label_path: Path, style_path: Path, out_dir: Path, 
     label = load_label_map(str(label_path), preset)
     t["t_load_ms"] = (time.perf_counter() - t0) * 1e3
     t0 = time.perf_counter()
-    img = to_uint8(synth.synthesize(label[None]))[0]
+    img = to_uint8(synth.synthesize_reference(label[None]) if original else synth.synthesize(label[None]))[0]
     t["t_synth_ms"] = (time.perf_counter() - t0) * 1e3
     t0 = time.perf_counter()
     synth_path = out_dir / f"{label_path.stem}__{style_path.stem}_synth.png"
     write_png(synth_path, img)
     t_write = time.perf_counter() - t0
     t0 = time.perf_counter()
-    stylizer = load_stylizer(args.stylizer_name, args.weights, device="cpu")
+    stylizer = load_stylizer(args.stylizer_name, args.weights, device="cpu",
+                             compat="fastphotostyle" if original else None)
     content = read_rgb(synth_path)
     cache = stylizer.prepare_style(_read_style(str(style_path), 256))
     raw = stylizer.stylize(content, cache, None)
     init = float_to_uint8(raw)
     t["t_stylize_ms"] = (time.perf_counter() - t0) * 1e3
     t0 = time.perf_counter()
-    out = prepare_smoother(content, args.smoothing)(init)
+    if original:
+        from bench_stylize import reference_smooth
+
+        out = reference_smooth(init, content)[0]
+    else:
+        out = prepare_smoother(content, args.smoothing)(init)
     t["t_smooth_ms"] = (time.perf_counter() - t0) * 1e3
     t0 = time.perf_counter()
     write_png(out_dir / f"{label_path.stem}__{style_path.stem}.png", out)
@@ -102,6 +119,10 @@ def _parse() -> argparse.Namespace:
     ap.add_argument("--concurrency", type=int, default=1, help="shards at once in the flow (default 1)")
     ap.add_argument("--smoothing-workers", type=int, default=1,
                     help="flow: processes for exact smoothing (runner.smoothing_workers, default 1 = in-process)")
+    ap.add_argument("--baseline", default="original,own",
+                    help="comma-separated baselines, each against its own flow run: original (the original scripts' "
+                         "algorithms; flow in the reference mode), own (spadepis' components per pair; flow in the "
+                         "default mode). Default: both")
     ap.add_argument("--baseline-pairs", type=int, default=0,
                     help="time only this many baseline pairs and extrapolate (default 0 = all N*K)")
     ap.add_argument("--out", default=None, help="work folder (default: a temporary one)")
@@ -132,22 +153,137 @@ def _load() -> str:
     return f"{a:.2f} {b:.2f} {c:.2f}"
 
 
+BASELINES = {
+    "original": "original scripts per pair (their algorithms: dense SPADE, style encoded again, SuperLU photo_smooth)",
+    "own": "spadepis' own fast components per pair (fast SPADE, CHOLMOD)",
+}
+
+
+def compare(name, weights, mode, args, work, ckpt, labels, styles, settings) -> dict:
+    """Run the flow once and the ``mode`` baseline on (a sample of) the same pairs; print the table; return a record.
+
+    With ``mode="original"`` the flow runs in the reference mode (``models.compat: fastphotostyle``: the
+    reference's WCT numerics and photo_smooth's crop/resize), the computation the original scripts do."""
+    import numpy as np
+
+    from spadepis.data.images import read_rgb
+    from spadepis.flows.augment import augment
+    from spadepis.pipeline.config import parse_config
+    from spadepis.pipeline.manifest import read_index
+
+    models = {"synth_checkpoint": str(ckpt), "ngf": args.ngf, "stylizer": name,
+              "stylizer_weights": weights, "smoothing": args.smoothing}
+    if mode == "original":
+        models["compat"] = "fastphotostyle"
+    cfg = parse_config({
+        "dataset": {"preset": "ade20k", "labels": str(work / "labels")},
+        "styles": {"source": str(work / "styles"), "max_side": 256},
+        "models": models,
+        "output": str(work / "runs"), "run_id": f"bench-{name}-{mode}-{int(time.time())}", "shard_size": 4,
+        "batch_size": 4, "device": "cpu",
+        "runner": {"kind": "thread", "max_concurrency": args.concurrency, "smoothing_workers": args.smoothing_workers},
+    }, source="bench config")
+
+    t0, c0 = time.perf_counter(), _cpu_s()
+    result = augment(config=cfg)
+    call_s, flow_cpu = time.perf_counter() - t0, _cpu_s() - c0
+    df = read_index(result["run_uri"])
+    ok = df[df.status == "ok"]
+    flow_wall = result["summary"]["wall_s"]
+    n_out = len(ok)
+
+    pairs = [(lab, sty) for lab in labels for sty in styles]
+    timed = pairs if not args.baseline_pairs else pairs[:: max(1, len(pairs) // args.baseline_pairs)][: args.baseline_pairs]
+    base_dir = work / f"baseline-{name}-{mode}"
+    base_dir.mkdir(exist_ok=True)
+    rows = []
+    t0, c0 = time.perf_counter(), _cpu_s()
+    for lab, sty in timed:
+        rows.append(baseline_pair(str(ckpt), lab, sty, base_dir, args, mode))
+    base_wall, base_cpu = time.perf_counter() - t0, _cpu_s() - c0
+    base_rate = len(timed) / base_wall
+    flow_rate = n_out / flow_wall
+    call_rate = n_out / call_s
+
+    # do both sides compute the same? max |diff| per pair, grey levels
+    flow_img = {(r.source_id, r.style_id): r.image_uri for r in ok.itertuples()}
+    flow_synth = {r.source_id: r.synth_uri for r in ok.itertuples()}
+    diffs, differing, synth_diff = {}, [], 0
+    for lab, sty in timed:
+        a = read_rgb(flow_img[(lab.stem, sty.stem)]).astype(int)
+        b = read_rgb(base_dir / f"{lab.stem}__{sty.stem}.png").astype(int)
+        diffs[(lab.stem, sty.stem)] = int(np.abs(a - b).max()) if a.shape == b.shape else -1
+        differing.append(float((a != b).any(axis=2).mean()) if a.shape == b.shape else 1.0)
+        sa = read_rgb(flow_synth[lab.stem]).astype(int)
+        sb = read_rgb(base_dir / f"{lab.stem}__{sty.stem}_synth.png").astype(int)
+        synth_diff = max(synth_diff, int(np.abs(sa - sb).max()))
+    numerics = sorted(set(ok.wct_numerics.dropna()))
+    out_hw = read_rgb(next(iter(flow_img.values()))).shape[:2]
+
+    print()
+    print(f"== {name} vs {BASELINES[mode]}")
+    print(f"   N={args.n} label maps x K={args.k} styles, 256x256 labels -> {out_hw[1]}x{out_hw[0]} outputs, smoothing "
+          f"{args.smoothing}, CPU; flow models.compat {models.get('compat')}; WCT numerics (manifest) {', '.join(numerics)}")
+    print(f"   {settings}; load average now {_load()}")
+    print(f"{'method':<44}{'outputs':>8}{'wall s':>9}{'out/s':>8}{'speed-up':>10}")
+    print(f"{'scripts chained per pair' + (' (sampled)' if args.baseline_pairs else ''):<44}{len(timed):>8}{base_wall:>9.1f}{base_rate:>8.3f}{1.0:>10.2f}")
+    print(f"{'spadepis flow (shards phase)':<44}{n_out:>8}{flow_wall:>9.1f}{flow_rate:>8.3f}{flow_rate / base_rate:>10.2f}")
+    print(f"{'spadepis flow (whole call, API already up)':<44}{n_out:>8}{call_s:>9.1f}{call_rate:>8.3f}{call_rate / base_rate:>10.2f}")
+    cpu_ratio = (n_out / flow_cpu) / (len(timed) / base_cpu)
+    print(f"CPU time (this process + children, incl. the Prefect API server): scripts {base_cpu:.1f} s, flow whole "
+          f"call {flow_cpu:.1f} s -> outputs per CPU-second {cpu_ratio:.2f}x (independent of how many cores each "
+          "side kept busy, and less sensitive than wall time to the other jobs on the machine)")
+    print()
+    print("stage time per output (ms): mean [p50 / p95]")
+    print(f"{'stage':<14}{'scripts':>26}{'flow (manifest)':>28}")
+    flow_means = {}
+    for st in STAGES + ("t_total_ms",):
+        b = [sum(r[s] for s in STAGES) for r in rows] if st == "t_total_ms" else [r[st] for r in rows]
+        f = ok[st].to_numpy()
+        if st != "t_total_ms":
+            flow_means[st] = float(np.mean(f))
+        fmt = lambda v: f"{np.mean(v):8.1f} [{np.percentile(v, 50):7.1f} / {np.percentile(v, 95):7.1f}]"  # noqa: E731
+        print(f"{st:<14}{fmt(b):>26}{fmt(f):>28}")
+    limit = max(flow_means, key=flow_means.get)
+    share = flow_means[limit] / sum(flow_means.values())
+    print(f"limiting stage in the flow: {limit} ({100 * share:.0f}% of the per-output stage time)")
+    worst = max(diffs.values())
+    within = sum(0 <= v <= 1 for v in diffs.values())
+    print(f"flow vs scripts images, max |diff| per pair (grey levels): {within}/{len(diffs)} pairs within 1, worst {worst}; "
+          f"pixels differing at all: mean {100 * np.mean(differing):.3f}% per pair; SPADE images (flow batch "
+          f"{cfg.batch_size}{', fast path' if mode == 'own' else ', fast path vs dense reference'} vs 1) differ by at "
+          f"most {synth_diff} grey level(s)")
+    for lab in dict.fromkeys(k[0] for k in diffs):
+        print(f"  {lab}: " + " ".join(f"{k[1]}={v}" for k, v in diffs.items() if k[0] == lab))
+    return {
+        "stylizer": name, "baseline": mode, "baseline_means": BASELINES[mode], "flow_compat": models.get("compat"),
+        "n": args.n, "k": args.k, "ngf": args.ngf, "smoothing": args.smoothing, "wct_numerics": numerics,
+        "scripts": {"pairs": len(timed), "wall_s": base_wall, "outputs_per_s": base_rate},
+        "flow": {"outputs": n_out, "wall_s": flow_wall, "call_s": call_s, "outputs_per_s": flow_rate},
+        "speedup_shards_phase": flow_rate / base_rate, "speedup_whole_call": call_rate / base_rate,
+        "cpu_s": {"scripts": base_cpu, "flow_call": flow_cpu}, "speedup_per_cpu_s": cpu_ratio,
+        "stage_means_ms": {"flow": flow_means, "scripts": {st: float(np.mean([r[st] for r in rows])) for st in STAGES}},
+        "limiting_stage": limit, "pixels_differing_mean": float(np.mean(differing)), "synth_max_abs_diff": synth_diff,
+        "max_abs_diff_per_pair": {f"{a}__{b}": v for (a, b), v in diffs.items()},
+    }
+
+
 def main() -> int:
     args = _parse()
     # BLAS / OpenMP pools are sized when numpy and torch load: set them first
     for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
         os.environ[var] = str(args.threads)
-    import numpy as np
     import torch
 
     torch.set_num_threads(args.threads)
 
-    from spadepis.data.images import read_rgb
-    from spadepis.flows.augment import augment
     from spadepis.models.spade import random_synthesizer
-    from spadepis.pipeline.config import parse_config
     from spadepis.pipeline.demo import DEMO_STYLES, make_label_maps, write_styles
-    from spadepis.pipeline.manifest import read_index
+
+    modes = [m.strip() for m in args.baseline.split(",") if m.strip()]
+    unknown = [m for m in modes if m not in BASELINES]
+    if unknown or not modes:
+        sys.exit(f"--baseline {args.baseline!r}: use a comma list of {', '.join(BASELINES)}")
 
     work = Path(args.out or tempfile.mkdtemp(prefix="spadepis-bench-"))
     labels = make_label_maps(work / "labels", args.n)
@@ -181,95 +317,19 @@ def main() -> int:
         if name == "color":
             weights = None
         args.stylizer_name, args.weights = name, weights
-        cfg = parse_config({
-            "dataset": {"preset": "ade20k", "labels": str(work / "labels")},
-            "styles": {"source": str(work / "styles"), "max_side": 256},
-            "models": {"synth_checkpoint": str(ckpt), "ngf": args.ngf, "stylizer": name,
-                       "stylizer_weights": weights, "smoothing": args.smoothing},
-            "output": str(work / "runs"), "run_id": f"bench-{name}-{int(time.time())}", "shard_size": 4, "batch_size": 4,
-            "device": "cpu", "runner": {"kind": "thread", "max_concurrency": args.concurrency,
-                                        "smoothing_workers": args.smoothing_workers},
-        }, source="bench config")
-
-        t0, c0 = time.perf_counter(), _cpu_s()
-        result = augment(config=cfg)
-        call_s, flow_cpu = time.perf_counter() - t0, _cpu_s() - c0
-        df = read_index(result["run_uri"])
-        ok = df[df.status == "ok"]
-        flow_wall = result["summary"]["wall_s"]
-        n_out = len(ok)
-
-        pairs = [(lab, sty) for lab in labels for sty in styles]
-        timed = pairs if not args.baseline_pairs else pairs[:: max(1, len(pairs) // args.baseline_pairs)][: args.baseline_pairs]
-        base_dir = work / f"baseline-{name}"
-        base_dir.mkdir(exist_ok=True)
-        rows = []
-        t0, c0 = time.perf_counter(), _cpu_s()
-        for lab, sty in timed:
-            rows.append(baseline_pair(str(ckpt), lab, sty, base_dir, args))
-        base_wall, base_cpu = time.perf_counter() - t0, _cpu_s() - c0
-        base_rate = len(timed) / base_wall
-        flow_rate = n_out / flow_wall
-        call_rate = n_out / call_s
-
-        # do both sides compute the same? max |diff| per pair, grey levels
-        flow_img = {(r.source_id, r.style_id): r.image_uri for r in ok.itertuples()}
-        flow_synth = {r.source_id: r.synth_uri for r in ok.itertuples()}
-        diffs, differing, synth_diff = {}, [], 0
-        for lab, sty in timed:
-            a = read_rgb(flow_img[(lab.stem, sty.stem)]).astype(int)
-            b = read_rgb(base_dir / f"{lab.stem}__{sty.stem}.png").astype(int)
-            diffs[(lab.stem, sty.stem)] = int(np.abs(a - b).max()) if a.shape == b.shape else -1
-            differing.append(float((a != b).any(axis=2).mean()) if a.shape == b.shape else 1.0)
-            sa = read_rgb(flow_synth[lab.stem]).astype(int)
-            sb = read_rgb(base_dir / f"{lab.stem}__{sty.stem}_synth.png").astype(int)
-            synth_diff = max(synth_diff, int(np.abs(sa - sb).max()))
-        numerics = sorted(set(ok.wct_numerics.dropna()))
-
-        print()
-        print(f"== {name}: N={args.n} label maps x K={args.k} styles at 256x256, smoothing {args.smoothing}, CPU; "
-              f"WCT numerics (manifest) {', '.join(numerics)}")
-        print(f"   {settings}; load average now {_load()}")
-        print(f"{'method':<44}{'outputs':>8}{'wall s':>9}{'out/s':>8}{'speed-up':>10}")
-        print(f"{'scripts chained per pair' + (' (sampled)' if args.baseline_pairs else ''):<44}{len(timed):>8}{base_wall:>9.1f}{base_rate:>8.3f}{1.0:>10.2f}")
-        print(f"{'spadepis flow (shards phase)':<44}{n_out:>8}{flow_wall:>9.1f}{flow_rate:>8.3f}{flow_rate / base_rate:>10.2f}")
-        print(f"{'spadepis flow (whole call, API already up)':<44}{n_out:>8}{call_s:>9.1f}{call_rate:>8.3f}{call_rate / base_rate:>10.2f}")
-        cpu_ratio = (n_out / flow_cpu) / (len(timed) / base_cpu)
-        print(f"CPU time (this process + children, incl. the Prefect API server): scripts {base_cpu:.1f} s, flow whole "
-              f"call {flow_cpu:.1f} s -> outputs per CPU-second {cpu_ratio:.2f}x (independent of how many cores each "
-              "side kept busy, and less sensitive than wall time to the other jobs on the machine)")
-        print()
-        print("stage time per output (ms): mean [p50 / p95]")
-        print(f"{'stage':<14}{'scripts':>26}{'flow (manifest)':>28}")
-        flow_means = {}
-        for st in STAGES + ("t_total_ms",):
-            b = [sum(r[s] for s in STAGES) for r in rows] if st == "t_total_ms" else [r[st] for r in rows]
-            f = ok[st].to_numpy()
-            if st != "t_total_ms":
-                flow_means[st] = float(np.mean(f))
-            fmt = lambda v: f"{np.mean(v):8.1f} [{np.percentile(v, 50):7.1f} / {np.percentile(v, 95):7.1f}]"  # noqa: E731
-            print(f"{st:<14}{fmt(b):>26}{fmt(f):>28}")
-        limit = max(flow_means, key=flow_means.get)
-        share = flow_means[limit] / sum(flow_means.values())
-        print(f"limiting stage in the flow: {limit} ({100 * share:.0f}% of the per-output stage time)")
-        worst = max(diffs.values())
-        within = sum(0 <= v <= 1 for v in diffs.values())
-        print(f"flow vs scripts images, max |diff| per pair (grey levels): {within}/{len(diffs)} pairs within 1, worst {worst}; "
-              f"pixels differing at all: mean {100 * np.mean(differing):.3f}% per pair; SPADE images (batch "
-              f"{cfg.batch_size} vs 1) differ by at most {synth_diff} grey level(s)")
-        for lab in dict.fromkeys(k[0] for k in diffs):
-            print(f"  {lab}: " + " ".join(f"{k[1]}={v}" for k, v in diffs.items() if k[0] == lab))
-        records.append({
-            "stylizer": name, "n": args.n, "k": args.k, "ngf": args.ngf, "smoothing": args.smoothing,
-            "wct_numerics": numerics,
-            "baseline": {"pairs": len(timed), "wall_s": base_wall, "outputs_per_s": base_rate},
-            "flow": {"outputs": n_out, "wall_s": flow_wall, "call_s": call_s, "outputs_per_s": flow_rate},
-            "speedup_shards_phase": flow_rate / base_rate, "speedup_whole_call": call_rate / base_rate,
-            "cpu_s": {"scripts": base_cpu, "flow_call": flow_cpu}, "speedup_per_cpu_s": cpu_ratio,
-            "stage_means_ms": {"flow": flow_means, "scripts": {st: float(np.mean([r[st] for r in rows])) for st in STAGES}},
-            "limiting_stage": limit, "pixels_differing_mean": float(np.mean(differing)), "synth_max_abs_diff": synth_diff,
-            "max_abs_diff_per_pair": {f"{a}__{b}": v for (a, b), v in diffs.items()},
-        })
+        for mode in modes:
+            if mode == "original" and args.smoothing != "exact":
+                print(f"\n== {name}: the original-scripts baseline needs --smoothing exact (photo_smooth); skipped")
+                continue
+            records.append(compare(name, weights, mode, args, work, ckpt, labels, styles, settings))
+    print(f"\nsummary ({settings}; load average {_load()})")
+    print(f"{'stylizer':<9}{'baseline':<10}{'scripts out/s':>14}{'flow out/s':>12}{'speed-up':>10}{'per CPU-s':>11}"
+          f"{'within 1 grey level':>21}  limiting stage")
+    for r in records:
+        d = r["max_abs_diff_per_pair"].values()
+        print(f"{r['stylizer']:<9}{r['baseline']:<10}{r['scripts']['outputs_per_s']:>14.3f}{r['flow']['outputs_per_s']:>12.3f}"
+              f"{r['speedup_shards_phase']:>9.2f}x{r['speedup_per_cpu_s']:>10.2f}x"
+              f"{f'{sum(0 <= v <= 1 for v in d)}/{len(d)} (worst {max(d)})':>21}  {r['limiting_stage']}")
     record = {
         "runs": records, "threads": args.threads, "concurrency": args.concurrency,
         "smoothing_workers": args.smoothing_workers, "torch": torch.__version__,

@@ -19,6 +19,15 @@ fixtures it gives max |diff| 0.0 at the reference's thread count (8) when the CP
 machine's: then nothing in the structure (levels, unpooling, label maps, validity, kept content features)
 differs from the reference. ``--threads`` takes a comma list here.
 
+``--check original --fastphotostyle DIR``: the ORIGINAL ``PhotoWCT.transform`` from your own checkout of
+NVIDIA/FastPhotoStyle (``DIR`` holds its ``photo_wct.py`` and ``models.py``; nothing of it ships here), run on
+the fixture's inputs with the fixture's weights, exactly as ``photowct_real/README.md`` says it was made. It
+prints how far the original code lands from its own fixture on this machine at each thread count, next to
+this package's default at the same thread count (vs the fixture and vs the original's output). Kernel choices
+can be varied through the environment (``MKL_CBWR``, ``ONEDNN_MAX_CPU_ISA``: printed). This is the yardstick
+for the fixture bounds: a bound the original code itself misses here is a property of the fixture machine's
+float32 kernels, not of an implementation.
+
 Every check prints the torch thread count and the load average (the machine is shared; figures here are not
 timings, only |diff|, which depends on the thread count but not on the load).
 
@@ -28,6 +37,7 @@ Usage::
     python bench/parity_regions.py --case segm_448 --check sensitivity --threads 2
     python bench/parity_regions.py --case small/segm --check transcription --threads 1,2,8
     python bench/parity_regions.py --case nosegm_256 --check transcription --threads 1,2,4,8,16
+    python bench/parity_regions.py --case segm_448 --check original --fastphotostyle ~/FastPhotoStyle --threads 1,2,4,8
 """
 
 from __future__ import annotations
@@ -160,12 +170,44 @@ def run_variant(model, content, style, cseg, sseg, core) -> np.ndarray:
         return model.transform(to_tensor(content), apply_level)[0].numpy()
 
 
+def run_original(checkout, model, sha, content, style, cseg, sseg, ref, threads) -> None:
+    """The original ``PhotoWCT.transform`` from ``checkout`` vs its own fixture, next to this package's default."""
+    import io
+    import lzma
+
+    sys.path.insert(0, str(Path(checkout).resolve()))
+    from photo_wct import PhotoWCT  # the user's checkout of NVIDIA/FastPhotoStyle
+
+    state = torch.load(io.BytesIO(lzma.decompress((REFERENCE / "photowct" / "photo_wct.pth.xz").read_bytes())),
+                       weights_only=True)
+    original = PhotoWCT()
+    original.load_state_dict(state)
+    original.eval()
+    kernels = {k: v for k, v in os.environ.items() if k.startswith(("MKL_CBWR", "ONEDNN_", "DNNL_", "ATEN_CPU"))}
+    print(f"kernel settings from the environment: {kernels or 'none (defaults)'}")
+    none = np.asarray([])
+    for t in threads:
+        torch.set_num_threads(t)
+        with torch.no_grad():
+            out = original.transform(to_tensor(content), to_tensor(style), none if cseg is None else cseg,
+                                     none if sseg is None else sseg).numpy()[0]
+        st = NetworkStylizer(model, weights_sha256=sha, device=torch.device("cpu"))
+        ours, _ = st.stylize_with_numerics(content, st.prepare_style(style, sseg), cseg)
+        print(f"{'original code, threads ' + str(t) + ' vs fixture':44s} {summary(out, ref, cseg)}")
+        print(f"{'spadepis default, threads ' + str(t) + ' vs fixture':44s} {summary(ours, ref, cseg)}")
+        print(f"{'spadepis default vs original, threads ' + str(t):44s} {summary(ours, out, cseg)}")
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--case", default="segm_448")
-    ap.add_argument("--check", choices=("regions", "sensitivity", "transcription"), default="regions")
-    ap.add_argument("--threads", default="1", help="torch threads (a comma list for --check transcription)")
+    ap.add_argument("--check", choices=("regions", "sensitivity", "transcription", "original"), default="regions")
+    ap.add_argument("--threads", default="1", help="torch threads (a comma list for --check transcription/original)")
+    ap.add_argument("--fastphotostyle", default=None,
+                    help="--check original: a checkout of NVIDIA/FastPhotoStyle (the folder with photo_wct.py)")
     args = ap.parse_args(argv)
+    if args.check == "original" and not (args.fastphotostyle and (Path(args.fastphotostyle) / "photo_wct.py").is_file()):
+        ap.error("--check original needs --fastphotostyle DIR, a checkout of NVIDIA/FastPhotoStyle holding photo_wct.py")
     threads = [int(t) for t in args.threads.split(",")]
     content, style, cseg, sseg, ref = load_case(args.case)
     model, sha = load_photowct(REFERENCE / "photowct" / "photo_wct.pth.xz")
@@ -188,6 +230,8 @@ def main(argv=None) -> int:
             )  # fmt: skip
             print(f"{f'mm32 at level 4 label {label} vs fixture':44s} {summary(moved, ref, cseg)}")
             print(f"{f'mm32 at level 4 label {label} vs default':44s} {summary(moved, base, cseg)}")
+    elif args.check == "original":
+        run_original(args.fastphotostyle, model, sha, content, style, cseg, sseg, ref, threads)
     else:
         for t in threads:
             torch.set_num_threads(t)
