@@ -126,6 +126,7 @@ def _parse() -> argparse.Namespace:
     ap.add_argument("--baseline-pairs", type=int, default=0,
                     help="time only this many baseline pairs and extrapolate (default 0 = all N*K)")
     ap.add_argument("--out", default=None, help="work folder (default: a temporary one)")
+    ap.add_argument("--json", default=None, help="where to write the JSON record (default bench/results/bench_pipeline-<time>.json)")
     return ap.parse_args()
 
 
@@ -335,9 +336,8 @@ def main() -> int:
         "smoothing_workers": args.smoothing_workers, "torch": torch.__version__,
         "python": platform.python_version(), "cpus": os.cpu_count(), "loadavg_end": os.getloadavg(),
     }
-    out = ROOT / "bench" / "results"
-    out.mkdir(parents=True, exist_ok=True)
-    path = out / f"bench_pipeline-{int(time.time())}.json"
+    path = Path(args.json) if args.json else ROOT / "bench" / "results" / f"bench_pipeline-{int(time.time())}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(record, indent=1))
     print(f"\nload average at end: {_load()}\nwrote {path}")
     return 0

@@ -111,9 +111,16 @@ def test_default_photowct_follows_the_reference_with_segmentation(photowct_real,
       8.5e-3 / 3.7e-2, p99 0.070 / 0.21 / 0.265, whole image 1.7e-3 / 0.195. float64 variant (either):
       median 6.0e-4 / 3.8e-2 / 4.0e-2, p99 0.117 / 0.30 / 0.27, whole image 1.1e-2 / 0.255. In region 3
       the two are about equally far from the reference: its result is noise.
-    Asserted: the per-region bounds of :data:`SEGM_REGION_BOUNDS`, the whole-image median within 5x of
-    the issue's bound, and the default clearly closer than the float64 variant where the float64 variant
-    differs systematically (region 2, where it drops 65 colouring directions)."""
+    * The original code misses its own fixture as much. FastPhotoStyle's own ``PhotoWCT.transform``, run on
+      this machine on the fixture's inputs and weights (``bench/parity_regions.py --check original``), lands
+      at whole-image median / p99 8.5e-4 / 0.140 (2 threads), 2.6e-3 / 0.208 (4), 7.8e-4 / 0.179 (8),
+      1.4e-3 / 0.172 (16), 1.1e-2 / 0.293 (1; single-threaded torch picks another 1x1-conv kernel), and
+      6.7e-4..1.7e-3 / 0.148..0.173 with MKL's reproducible branches (MKL_CBWR=AVX2/AVX512/COMPATIBLE).
+      The issue's p99 < 0.05 is a property of the fixture machine's float32 kernels.
+    Asserted: the whole image inside the original code's own spread here (median < 2.6e-3, p99 < 0.21, its
+    worst at 2..16 threads), the per-region bounds of :data:`SEGM_REGION_BOUNDS`, and the default clearly
+    closer than the float64 variant where the float64 variant differs systematically (region 2, where it
+    drops 65 colouring directions)."""
     root, _, model, sha = photowct_real
     content, style, cseg, sseg, ref = _case(root, "segm_448")
     assert set(np.unique(cseg)) == set(SEGM_REGION_BOUNDS) and cseg.shape == ref.shape[1:]
@@ -128,7 +135,7 @@ def test_default_photowct_follows_the_reference_with_segmentation(photowct_real,
     for label, (max_median, max_p99) in SEGM_REGION_BOUNDS.items():
         median, p99 = regions["reference"][label]
         assert median < max_median and p99 < max_p99, (label, report)
-    assert results["reference"][0] < 5e-3, report
+    assert results["reference"][0] < 2.6e-3 and results["reference"][1] < 0.21, report  # the original's own spread
     assert regions["reference"][2][0] * 2 < regions["float64"][2][0], report
     assert results["reference"][1] < results["float64"][1], report
 
