@@ -194,7 +194,12 @@ def compare(name, weights, mode, args, work, ckpt, labels, styles, settings) -> 
     n_out = len(ok)
 
     pairs = [(lab, sty) for lab in labels for sty in styles]
-    timed = pairs if not args.baseline_pairs else pairs[:: max(1, len(pairs) // args.baseline_pairs)][: args.baseline_pairs]
+    if args.baseline_pairs and args.baseline_pairs < len(pairs):
+        # spread over the label maps and cycle through every style (a plain stride of N*K/m can hit one style only)
+        m = args.baseline_pairs
+        timed = [(labels[(i * len(labels)) // m], styles[i % len(styles)]) for i in range(m)]
+    else:
+        timed = pairs
     base_dir = work / f"baseline-{name}-{mode}"
     base_dir.mkdir(exist_ok=True)
     rows = []
