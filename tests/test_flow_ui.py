@@ -29,14 +29,16 @@ def _artifacts(client, flow_run_id):
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory, prefect_harness):
-    """Run A: 4 label maps (one bad) x 2 styles -> completes with error rows. Run B: every shard unwritable."""
+    """Run A: 4 label maps (one bad) x 2 styles -> completes with error rows. Run B: every shard unwritable.
+    Run C: every label map bad -> one committed shard of error rows only, no ok output."""
     import logging
 
     from spadepis.flows.augment import augment
 
-    task_logger = logging.getLogger("prefect.task_runs")  # the suite logs WARNING+; this test reads INFO lines
-    saved_level = task_logger.level
-    task_logger.setLevel(logging.INFO)
+    loggers = [logging.getLogger(n) for n in ("prefect.task_runs", "prefect.flow_runs")]  # the suite logs WARNING+;
+    saved_levels = [lg.level for lg in loggers]  # this test reads INFO lines
+    for lg in loggers:
+        lg.setLevel(logging.INFO)
     root = tmp_path_factory.mktemp("ui")
     make_inputs(root, n_maps=4, n_styles=2, bad=(1,))
     cfg = small_config(root, run_id="ui-a", models={"smoothing": "fast"}, retries={"count": 0, "delay": 0})
@@ -45,11 +47,14 @@ def runs(tmp_path_factory, prefect_harness):
     (root / "runs" / "ui-b").mkdir(parents=True)
     (root / "runs" / "ui-b" / "synth").write_text("a file where the synth folder must go: every shard fails\n")
     state_b = augment(config=cfg_b, return_state=True)
-    task_logger.setLevel(saved_level)
+    root_c = make_inputs(tmp_path_factory.mktemp("ui-c"), n_maps=2, n_styles=2, bad=(0, 1))
+    state_c = augment(config=small_config(root_c, run_id="ui-c", retries={"count": 0, "delay": 0}), return_state=True)
+    for lg, level in zip(loggers, saved_levels):
+        lg.setLevel(level)
     from prefect.logging.handlers import APILogHandler
 
     APILogHandler().flush()  # logs travel to the API in batches
-    return {"a": state_a, "b": state_b, "cfg": cfg, "root": root}
+    return {"a": state_a, "b": state_b, "c": state_c, "cfg": cfg, "root": root}
 
 
 def test_completed_with_error_rows_says_so(runs):
@@ -111,6 +116,10 @@ def test_per_shard_log_line(runs):
     lines = [entry.message for entry in logs if entry.task_run_id is not None]
     assert any(re.match(r"shard=00000: 2 sources, 2 ok / 2 error; stage ms .*load \d+ synth \d+ stylize \d+ smooth \d+ "
                         r"quality \d+ write \d+; [\d.]+ s", m) for m in lines), lines
+    flow_lines = [entry.message for entry in logs if entry.task_run_id is None]
+    assert any(m.startswith("run ui-a: 4 sources x 2 styles = 8 outputs in 2 shard(s);") for m in flow_lines), flow_lines
+    warning = [m for m in flow_lines if m.startswith("shard=00000: 2 error row(s), e.g. ")]
+    assert warning and "m001" in warning[0] and "['" not in warning[0], flow_lines  # the error itself, not a list repr
 
 
 def test_every_shard_failed_run(runs):
@@ -119,6 +128,9 @@ def test_every_shard_failed_run(runs):
     msg = state.message or ""
     assert "2 of 2 shard(s) failed" in msg and "no shard is committed" in msg, msg
     assert "other shard" not in msg
+    # what happened, whether a retry helps and the advice: each said once (the storage error says them itself)
+    for words in ("a file stands where a folder must go", "retrying will not help", "remove or rename what is in the way"):
+        assert msg.count(words) == 1, msg
     with _client() as client:
         arts = _artifacts(client, state.state_details.flow_run_id)
     assert float(arts["progress"].data) == 0.0 and "0/2 shards committed, 2 failed" in arts["progress"].description
@@ -127,3 +139,27 @@ def test_every_shard_failed_run(runs):
     assert not re.search(r"\bnan\b", text, re.I), text[:2000]
     table = arts["table"].data if isinstance(arts["table"].data, list) else json.loads(arts["table"].data)
     assert all(r["p50_ms"] is None and r["ok_outputs"] == 0 for r in table), table
+
+
+def _dark_bar_pixels(image_url: str) -> int:
+    """Pixels of the chart's dark (p50) bars."""
+    import numpy as np
+
+    with Image.open(io.BytesIO(base64.b64decode(image_url.split(",", 1)[1]))) as im:
+        return int((np.asarray(im.convert("RGB")) == (40, 90, 170)).all(axis=-1).sum())
+
+
+def test_run_without_ok_outputs_claims_no_times(runs):
+    """Run C committed error rows only: no bars in the chart (not 0 ms ones), no rate, no empty list of outputs."""
+    state = runs["c"]
+    assert state.is_completed() and "completed with 4 error row(s)" in (state.message or ""), state.message
+    with _client() as client:
+        arts = _artifacts(client, state.state_details.flow_run_id)
+        arts_a = _artifacts(client, runs["a"].state_details.flow_run_id)
+    assert _dark_bar_pixels(arts["image"].data) == 0 and _dark_bar_pixels(arts_a["image"].data) > 0
+    desc = arts["table"].description
+    assert "0 new outputs;" in desc and "no new outputs" not in desc and "outputs/s" not in desc, desc
+    assert "outputs/s;" in arts_a["table"].description
+    md = arts["markdown"].data
+    assert "`m000`" in md and "Outputs shown" not in md, md[-3000:]
+    assert "Outputs shown" in arts_a["markdown"].data

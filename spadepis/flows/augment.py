@@ -184,8 +184,9 @@ def augment(config: RunConfig) -> dict[str, Any]:
     pending = [s for s in plan.shards if s.name not in committed]
     total = len(plan.shards)
     log.info(
-        "run %s: %d sources x styles -> %d outputs in %d shards; %d committed already, %d to do; output %s",
-        plan.run_id, len(plan.sources), plan.n_samples, total, total - len(pending), len(pending), cfg.run_uri,
+        "run %s: %d sources x %d styles = %d outputs in %d shard(s); %d committed already, %d to do; output %s",
+        plan.run_id, len(plan.sources), len(plan.styles), plan.n_samples, total, total - len(pending), len(pending),
+        cfg.run_uri,
     )
     key = _slug(plan.run_id)
     _safe_artifact(_tag_flow_run, ui.run_tags(cfg, plan.run_id))
@@ -213,7 +214,8 @@ def augment(config: RunConfig) -> dict[str, Any]:
                     res = fut.result()
                     results.append(res)
                     if res.error:
-                        log.warning("%s: %d error row(s), e.g. %s", shard.name, res.error, res.errors[:1])
+                        log.warning("%s: %d error row(s), e.g. %s", shard.name, res.error,
+                                    res.errors[0] if res.errors else "?")
                 except Exception as exc:  # noqa: BLE001 - a failed shard is reported, the others go on
                     failures[shard.name] = describe(exc)
                     log.error("%s failed after its retries: %s", shard.name, failures[shard.name])

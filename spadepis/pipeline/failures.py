@@ -131,10 +131,13 @@ def classify(exc: BaseException | None) -> Failure:
 
 
 def describe(exc: BaseException) -> str:
-    """``"<what happened> (<retry>): <Type>: <message>; <advice>"`` for logs and states."""
+    """``"<what happened> (<retry>): <Type>: <message>; <advice>"`` for logs and states (just ``"<Type>: <message>"``
+    when the exception carries its :class:`Failure` and its message already says what, retry and advice)."""
     from .secrets import scrub
 
     f = classify(exc)
+    if getattr(exc, "failure", None) is f:  # its message says all three already (storage errors): say them once
+        return scrub(f"{type(exc).__name__}: {exc}")
     return scrub(f"{f.what} ({f.retry_text}): {type(exc).__name__}: {exc}; {f.advice}")
 
 

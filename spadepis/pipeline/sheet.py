@@ -295,4 +295,4 @@ def samples_grid_markdown(source, run_uri: str, *, budget_bytes: int = 100_000, 
     cut = [f"first {n_rows} of {lay['n_sources']} sources"] if n_rows < lay["n_sources"] else []
     cut += [f"first {len(styles)} of {n_styles} styles"] if len(styles) < n_styles else []
     note = f"\n\n_{', '.join(cut)}; all of them: `spadepis sheet {run_uri} --max-rows 0`_" if cut else ""
-    return text + note + "\n" + "\n".join(paths)
+    return text + note + ("\n" + "\n".join(paths) if len(paths) > 3 else "")  # no heading over an empty list

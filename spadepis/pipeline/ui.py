@@ -50,7 +50,7 @@ def summary_description(s: dict[str, Any], *, run_id: str, plan: dict[str, int],
     """The summary's caption: what ran on what, how much, how long."""
     models = s.get("models") or {}
     rate = s.get("outputs_per_s")
-    rate = f"{rate:.2f} outputs/s" if isinstance(rate, float) and math.isfinite(rate) else "no new outputs"
+    rate = f", {rate:.2f} outputs/s" if isinstance(rate, float) and math.isfinite(rate) else ""
     parts = [
         f"run {run_id}: {s['ok']} ok, {s['error']} error rows",
         f"{plan['sources']} sources x {plan['styles']} styles = {plan['samples']} planned in {plan['shards']} shard(s)"
@@ -58,7 +58,7 @@ def summary_description(s: dict[str, Any], *, run_id: str, plan: dict[str, int],
         f"models: {', '.join(models.get('synth_model') or ['-'])} | {', '.join(models.get('stylizer') or ['-'])} | "
         f"smoothing {', '.join(models.get('smoothing') or ['-'])}",
         f"device {', '.join(models.get('device') or ['-'])}",
-        f"wall time {_wall(s.get('wall_s'))}, {new_ok} new outputs, {rate}",
+        f"wall time {_wall(s.get('wall_s'))}, {new_ok} new outputs{rate}",
         "stage times in ms per output (ok rows)",
     ]
     return "; ".join(parts)
@@ -119,18 +119,21 @@ def timing_chart_png(s: dict[str, Any], *, title: str = "") -> bytes:
     """A horizontal bar chart of each stage's p50 (solid) and p95 (light) in ms per output, as PNG bytes."""
     from PIL import Image, ImageDraw
 
-    stages = [(STAGE_NAMES.get(k, k), _num(v["p50"]) or 0.0, _num(v["p95"]) or 0.0)
+    stages = [(STAGE_NAMES.get(k, k), _num(v["p50"]), _num(v["p95"]))
               for k, v in s["stages"].items() if k != "t_total_ms"]
     width, left, right, bar_h, gap, top = 560, 90, 70, 16, 10, 30
     height = top + len(stages) * (bar_h + gap) + 30
     img = Image.new("RGB", (width, height), (255, 255, 255))
     draw = ImageDraw.Draw(img)
     draw.text((8, 8), (title or "stage time per output") + "  (ms; dark p50, light p95)", fill=(0, 0, 0))
-    top_ms = max([p95 for _, _, p95 in stages] + [1e-9])
+    top_ms = max([p95 for _, _, p95 in stages if p95 is not None] + [1e-9])
     scale = (width - left - right) / top_ms
     for i, (name, p50, p95) in enumerate(stages):
         y = top + i * (bar_h + gap)
         draw.text((8, y + 2), name, fill=(0, 0, 0))
+        if p50 is None or p95 is None:  # no ok output timed this stage: no bar (a 0 ms bar would say it took no time)
+            draw.text((left, y + 2), "n/a", fill=(120, 120, 120))
+            continue
         draw.rectangle([left, y, left + max(1, int(p95 * scale)), y + bar_h], fill=(170, 200, 240))
         draw.rectangle([left, y + 3, left + max(1, int(p50 * scale)), y + bar_h - 3], fill=(40, 90, 170))
         draw.text((left + int(p95 * scale) + 6, y + 2), f"{p50:.0f} / {p95:.0f}", fill=(60, 60, 60))
