@@ -77,7 +77,7 @@ def shard_log_line(result: Any) -> str:
     ms = " ".join(f"{STAGE_NAMES.get(k, k).replace('synthesize', 'synth')} {v:.0f}" for k, v in stages.items()
                   if k != "t_total_ms")
     sources = getattr(result, "sources", None)
-    src = f"{sources} sources, " if sources is not None else ""
+    src = f"{sources} source{'' if sources == 1 else 's'}, " if sources is not None else ""
     return (f"{result.shard}: {src}{result.ok} ok / {result.error} error; stage ms (sum over outputs) "
             f"{ms or 'n/a'}; {result.wall_s:.1f} s")
 
@@ -160,7 +160,7 @@ def samples_report(run_uri: str, df, failures: dict[str, str], s: dict[str, Any]
         lines += ["## Failed shards", ""] + [f"- `{k}`: {v[:400]}" for k, v in sorted(failures.items())] + [""]
     tail = []
     if s["errors"]:
-        tail += ["", f"## Error rows ({s['error']} rows from {s.get('error_sources', '?')} sources; once per source)", ""]
+        tail += ["", f"## Error rows ({s['error']} row(s) from {s.get('error_sources', '?')} source(s); once per source)", ""]
         tail += [f"- {e['shard_id']} `{e['source_id']}` x {_styles_text(e)}: {str(e['error'])[:300]}" for e in s["errors"]]
     tail += ["", "Read it: `spadepis.pipeline.manifest.read_index(run)` or `spadepis summary <run>`."]
     head_tail = "\n".join(lines + tail)
