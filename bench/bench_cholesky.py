@@ -6,10 +6,12 @@ definite, 25-point stencil on the pixel grid) for a photo-like content image. Ca
 * ``superlu_nd``: scipy's SuperLU in the project's former geometric nested-dissection order, symmetric mode
   (what ``spadepis`` used before issue 12; rebuilt here so the comparison stays runnable);
 * ``cholmod``: CHOLMOD (SuiteSparse) through ``cvxopt.cholmod``, supernodal LL^T, AMD order computed once per
-  size (``cvxopt.amd.order``) and handed to ``cholmod.symbolic``;
+  size (``cvxopt.amd.order``) and handed to ``cholmod.symbolic``; solved with cvxopt's dense ``cholmod.solve``,
+  which calls CHOLMOD once per column;
 * ``spadepis``: what :class:`spadepis.models.smoothing.SmoothingSystem` does now: CHOLMOD as above, the analysis and
   the factor object kept per grid size and refactorised in place for the next content (the first, analysing,
-  factorisation is the "analyse" column; "factor" is a later content's);
+  factorisation is the "analyse" column; "factor" is a later content's), and all 12 columns solved in one
+  CHOLMOD call (``cholmod.spsolve`` on the dense right-hand side in sparse form);
 * ``pardiso``: MKL PARDISO through ``pypardiso`` (``mtype=2``: real SPD), phases 11 / 22 / 33;
 * ``mumps``: MUMPS through ``python-mumps`` (symmetric LDL^T, METIS order), analysis then factorisation.
 
@@ -159,12 +161,10 @@ def child(solver: str, h: int, w: int, repeat: int, out_npy: str) -> dict:
             t0 = time.perf_counter()
             f = pattern.factorise(bands)
             factor_s.append(time.perf_counter() - t0)
-            from cvxopt import cholmod, matrix
+            from cvxopt import cholmod, matrix, sparse
 
-            t0 = time.perf_counter()
-            xm = matrix(b)
-            cholmod.solve(f, xm)
-            x = np.array(xm)
+            t0 = time.perf_counter()  # as SmoothingSystem: all columns in one CHOLMOD call (spsolve)
+            x = np.array(matrix(cholmod.spsolve(f, sparse(matrix(b)))))
             solve_s.append(time.perf_counter() - t0)
             pattern.release(f)
     elif solver == "pardiso":

@@ -294,15 +294,21 @@ class SmoothingSystem:
         return b if self._sqrt_degree is None else b * self._sqrt_degree
 
     def _solve_padded(self, b: np.ndarray) -> np.ndarray:
-        """A^-1 b for ``b`` of shape ``(ph, pw, c)`` (any number of channels: all styles' at once)."""
-        from cvxopt import cholmod, matrix
+        """A^-1 b for ``b`` of shape ``(ph, pw, c)`` (any number of channels: all styles' at once).
+
+        cvxopt's dense ``cholmod.solve`` calls CHOLMOD once per column, reading the whole factor (9.4M
+        non-zeros at 256x256) for every right-hand side; ``cholmod.spsolve`` hands CHOLMOD all columns at
+        once, which solves them together on the supernodes: 2.3-2.6x faster for the 12 columns of 4 styles
+        (``bench/bench_cholesky.py``), the same solution to 1e-14 relative. The right-hand side is dense, so
+        its sparse form costs only a copy."""
+        from cvxopt import cholmod, matrix, sparse
 
         if self._factor is None:
             raise RuntimeError("SmoothingSystem: solve after close(); build a new system for this content.")
         ph, pw = self.solve_shape
-        rhs = matrix(np.asfortranarray(b.reshape(ph * pw, -1)))
-        cholmod.solve(self._factor, rhs)
-        return np.array(rhs).reshape(b.shape)
+        rhs = sparse(matrix(np.asfortranarray(b.reshape(ph * pw, -1))))
+        x = cholmod.spsolve(self._factor, rhs)
+        return np.array(matrix(x)).reshape(b.shape)
 
     def solve(self, init: np.ndarray) -> np.ndarray:
         """V = (1 - beta) A^-1 B for a stylized ``(H, W, 3)`` uint8 image, float64 ``(H', W', 3)``, unclipped."""
