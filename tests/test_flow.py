@@ -119,3 +119,44 @@ def test_stylize_only_run_on_coco_photos(tmp_path, prefect_harness):
     assert (df.synth_model == "none (stylize-only)").all() and df.synth_uri.str.contains("val_img").all()
     row = df.iloc[0]
     assert read_rgb(row.image_uri).shape == read_rgb(row.synth_uri).shape
+
+
+def test_shard_tasks_carry_the_gpu_tag_only_when_a_limit_holds_it(tmp_path, prefect_harness):
+    """Prefect 3.9 keeps a concurrency lease for every tagged task run and joins its renewal thread for about
+    2 s at the end of each (limit or not), so shard tasks are tagged ``gpu`` only when a limit on that tag
+    exists; with one (as ``spadepis deploy`` makes), every shard task is tagged and the limit holds."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+    from prefect.exceptions import ObjectNotFound
+
+    from spadepis.flows.augment import augment
+    from spadepis.tasks.shard import GPU_TAG, gpu_tag_limited
+
+    def shard_tags(state):
+        with get_client(sync_client=True) as client:
+            flt = FlowRunFilter(id=FlowRunFilterId(any_=[state.state_details.flow_run_id]))
+            return [set(r.tags) for r in client.read_task_runs(flow_run_filter=flt)]
+
+    with get_client(sync_client=True) as client:
+        try:
+            client.delete_concurrency_limit_by_tag(GPU_TAG)
+        except ObjectNotFound:
+            pass
+    assert not gpu_tag_limited()
+    root = make_inputs(tmp_path, n_maps=4)
+    state = augment(config=small_config(root, run_id="untagged"), return_state=True)
+    assert state.is_completed()
+    tags = shard_tags(state)
+    assert len(tags) == 2 and all(GPU_TAG not in t for t in tags), tags
+
+    with get_client(sync_client=True) as client:
+        client.create_concurrency_limit(tag=GPU_TAG, concurrency_limit=1)
+    try:
+        assert gpu_tag_limited()
+        state = augment(config=small_config(root, run_id="tagged"), return_state=True)
+        assert state.is_completed()
+        tags = shard_tags(state)
+        assert len(tags) == 2 and all(GPU_TAG in t for t in tags), tags
+    finally:
+        with get_client(sync_client=True) as client:
+            client.delete_concurrency_limit_by_tag(GPU_TAG)

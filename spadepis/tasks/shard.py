@@ -4,7 +4,11 @@ Retried with exponential backoff, but only for transient failures (storage and c
 CUDA out-of-memory, a lost Dask worker): ``retry_transient`` is the task's ``retry_condition_fn``.
 Bad items never fail the task (they are error rows); configuration errors and bugs fail it at once.
 Tagged ``gpu`` so a tag concurrency limit (``prefect concurrency-limit create gpu N``) can bound
-how many shards hold models at once across all runs.
+how many shards hold models at once across all runs. A run drops the tag when the API holds no limit on
+it when the run starts (:func:`gpu_tag_limited`): Prefect 3.9 keeps a concurrency lease for every tagged
+task run, and joining its renewal thread costs about 2 s at the end of every shard task longer than a
+few seconds, limit or not (measured: 4 busy 5-s tasks, 1 thread, gaps 1.8-2.6 s with the tag, 0.01 s
+without, ephemeral and real server alike).
 """
 
 from __future__ import annotations
@@ -21,7 +25,9 @@ from spadepis.pipeline.failures import is_transient
 from spadepis.pipeline.worker import ShardResult, process_shard
 from spadepis.pipeline.storage import new_attempt_id
 
-__all__ = ["process_shard_task", "retry_transient", "shard_task_for", "load_secret_block"]
+__all__ = ["GPU_TAG", "gpu_tag_limited", "process_shard_task", "retry_transient", "shard_task_for", "load_secret_block"]
+
+GPU_TAG = "gpu"
 
 
 def load_secret_block(name: str) -> Any:
@@ -58,7 +64,7 @@ def _task_run_name() -> str:
 
 @task(
     name="process-shard",
-    tags=["gpu"],
+    tags=[GPU_TAG],
     retries=3,
     retry_delay_seconds=[2, 4, 8],
     retry_condition_fn=retry_transient,
@@ -92,8 +98,35 @@ def _log_shard(result: ShardResult) -> None:
         pass
 
 
-def shard_task_for(config: RunConfig):
-    """The shard task with the config's retry policy: ``retries.count`` tries, delay doubling from ``retries.delay``."""
+def gpu_tag_limited() -> bool:
+    """Whether the Prefect API holds a concurrency limit on the task tag ``gpu`` (a tag limit, as
+    ``spadepis deploy`` and ``prefect concurrency-limit create gpu N`` make, or a global limit named
+    ``tag:gpu``). When the API cannot say, True: the tag stays and any limit is honoured."""
+    from prefect.client.orchestration import get_client
+    from prefect.exceptions import ObjectNotFound
+
+    try:
+        with get_client(sync_client=True) as client:
+            try:
+                client.read_concurrency_limit_by_tag(GPU_TAG)
+                return True
+            except ObjectNotFound:
+                pass
+            try:
+                client.read_global_concurrency_limit_by_name(f"tag:{GPU_TAG}")
+                return True
+            except ObjectNotFound:
+                return False
+    except Exception:  # noqa: BLE001 - the API will be asked again by the task runs; keep the safe side
+        return True
+
+
+def shard_task_for(config: RunConfig, *, gpu_tag: bool = True):
+    """The shard task with the config's retry policy: ``retries.count`` tries, delay doubling from ``retries.delay``;
+    without the ``gpu`` tag when ``gpu_tag`` is False (no limit on it: see the module docstring)."""
     n = config.retries.count
     delays = [config.retries.delay * 2**i for i in range(n)] if n else 0
-    return process_shard_task.with_options(retries=n, retry_delay_seconds=delays)
+    options: dict[str, Any] = {"retries": n, "retry_delay_seconds": delays}
+    if not gpu_tag:
+        options["tags"] = set(process_shard_task.tags) - {GPU_TAG}
+    return process_shard_task.with_options(**options)
