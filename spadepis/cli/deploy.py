@@ -20,6 +20,7 @@ import sys
 from pathlib import Path
 
 from ..errors import ConfigError, SpadepisError
+from ..tasks import GPU_TAG
 
 __all__ = ["register", "deploy", "PROJECT_ROOT", "PREFECT_FILE", "GPU_TAG"]
 
@@ -27,8 +28,6 @@ PROJECT_ROOT = Path(__file__).resolve().parents[2]
 """The checkout: ``deployments/prefect.yaml`` and the ``spadepis/flows/`` entrypoints live here."""
 PREFECT_FILE = Path("deployments") / "prefect.yaml"
 FLOW_NAME = "spadepis-augment"
-GPU_TAG = "gpu"
-"""Tag on the tasks that hold models; its concurrency limit is the number of GPUs."""
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:

@@ -286,13 +286,10 @@ def samples_grid_markdown(source, run_uri: str, *, budget_bytes: int = 100_000, 
             n_rows -= 1
         text = render(size, n_rows)
     shown = rows[:n_rows]
-    paths = ["", f"Outputs shown (relative to `{run_uri}`):", ""]
-    for row in shown:
-        for s, _ in styles:
-            c = row["cells"].get(s)
-            if c is not None and c["status"] == "ok":
-                paths.append(f"- `{run_relative(c['image_uri'], run_uri)}`")
+    paths = [f"- `{run_relative(c['image_uri'], run_uri)}`" for row in shown for s, _ in styles
+             if (c := row["cells"].get(s)) is not None and c["status"] == "ok"]
     cut = [f"first {n_rows} of {lay['n_sources']} sources"] if n_rows < lay["n_sources"] else []
     cut += [f"first {len(styles)} of {n_styles} styles"] if len(styles) < n_styles else []
     note = f"\n\n_{', '.join(cut)}; all of them: `spadepis sheet {run_uri} --max-rows 0`_" if cut else ""
-    return text + note + ("\n" + "\n".join(paths) if len(paths) > 3 else "")  # no heading over an empty list
+    listing = ["", "", f"Outputs shown (relative to `{run_uri}`):", "", *paths] if paths else []  # no heading over nothing
+    return text + note + "\n".join(listing)

@@ -24,10 +24,9 @@ from spadepis.pipeline.secrets import register_secret_resolver
 from spadepis.pipeline.failures import is_transient
 from spadepis.pipeline.worker import ShardResult, process_shard
 from spadepis.pipeline.storage import new_attempt_id
+from spadepis.tasks import GPU_TAG
 
 __all__ = ["GPU_TAG", "gpu_tag_limited", "process_shard_task", "retry_transient", "shard_task_for", "load_secret_block"]
-
-GPU_TAG = "gpu"
 
 
 def load_secret_block(name: str) -> Any:
