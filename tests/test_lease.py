@@ -138,7 +138,7 @@ def test_wait_lease_flag_sets_the_config_field(tmp_path):
     import yaml
 
     from spadepis.cli import build_parser
-    from spadepis.cli.run import _load
+    from spadepis.cli._pipeline_args import load_config_args as _load
 
     cfg = small_config(make_inputs(tmp_path, n_maps=1))
     path = tmp_path / "c.yaml"

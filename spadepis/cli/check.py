@@ -1,0 +1,62 @@
+"""``spadepis check``: validate a run config and print its plan, without running."""
+
+from __future__ import annotations
+
+import sys
+
+from ._pipeline_args import load_config_args, prepare_inputs_for
+
+
+def _cmd_check(args) -> int:
+    from ..pipeline.preflight import validate_config
+    from ..pipeline.plan import make_plan
+
+    cfg = load_config_args(args)
+    prepare_inputs_for(cfg)
+    problems = validate_config(cfg)
+    if problems:
+        print(f"{args.config}: {len(problems)} problem(s); fix them before running:", file=sys.stderr)
+        for p in problems:
+            print(f"  - {p}", file=sys.stderr)
+        return 1
+    plan = make_plan(cfg)
+    from ..pipeline.plan import renamed_inputs, storage_name_problems
+
+    problems = storage_name_problems(plan, cfg.run_uri)
+    if problems:
+        print(f"{args.config}: {len(problems)} output name(s) cannot be stored:", file=sys.stderr)
+        for p in problems:
+            print(f"  - {p}", file=sys.stderr)
+        return 1
+    renamed = renamed_inputs(plan)
+    if renamed:
+        shown = "; ".join(f"{name!r} -> {sid!r}" for name, sid in renamed[:5])
+        print(f"note: {len(renamed)} file name(s) cannot be stored as they are (characters a file name cannot "
+              f"safely hold, or longer than the id limit) and get a readable id with a short hash: {shown}"
+              + (" ..." if len(renamed) > 5 else ""))
+    from ..data.images import oversized_images
+
+    for uri, pixels in oversized_images([st.uri for st in plan.styles[:1000]], cfg.max_image_pixels):
+        print(f"note: style {uri} is {pixels / 1e6:.0f} megapixels, above max_image_pixels "
+              f"({cfg.max_image_pixels / 1e6:.0f}); it will be refused (its pairs become error rows): downscale or "
+              "remove it, or raise max_image_pixels")
+    print(
+        f"{args.config}: OK. run {plan.run_id} -> {cfg.run_uri}\n"
+        f"  {len(plan.sources)} sources, {len(plan.styles)} styles, {plan.n_samples} outputs in {len(plan.shards)} shard(s) "
+        f"of {cfg.shard_size}; models: {cfg.models.synth_checkpoint if not cfg.stylize_only else 'stylize-only'}, "
+        f"{cfg.models.stylizer}, smoothing {cfg.models.smoothing}; runner {cfg.runner.kind} x{cfg.runner.max_concurrency}"
+    )
+    return 0
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser(
+        "check", help="validate a config (inputs, weights, output) without running",
+        description="Check a run config without running it: every field, the inputs (label maps, instance maps, "
+        "photos, styles), the weights (files exist and fit the preset), the device, the runner and that the output "
+        "is writable. Prints the plan (sources, styles, shards) when all is well; exit status 1 with every problem "
+        "otherwise.",
+    )
+    p.add_argument("config", help="YAML run config, e.g. configs/coco.yaml")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a field, e.g. --set dataset.limit=10 (repeatable)")
+    p.set_defaults(func=_cmd_check)
