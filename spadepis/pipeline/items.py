@@ -27,6 +27,7 @@ from ..data.labelmaps import load_label_and_instance, read_label_map, resize_nea
 from ..data.presets import Preset
 from ..errors import InputError
 from .config import RunConfig
+from .model_cache import run_label_remap
 
 __all__ = ["Item", "load_item", "reference_crop"]
 
@@ -81,7 +82,9 @@ def load_item(item: Item, config: RunConfig, preset: Preset) -> None:
             item.labels, item.content = label, resized
             item.synth_uri = src.photo_uri
         else:
-            item.labels, item.instances = load_label_and_instance(src.label_uri, src.instance_uri, preset)
+            # dataset.label_remap: SPADE sees the mapped ids; the file (and label_uri, or its copy) keeps the dataset's
+            item.labels, item.instances = load_label_and_instance(src.label_uri, src.instance_uri, preset,
+                                                                  remap=run_label_remap(config))
             # SPADE outputs have the preset's size; a label file of another size gets an aligned copy
             item.label_png = resized_label_png(src.label_uri, item.labels.shape, crop)
             if not preset.no_instance and item.instances is None and config.dataset.use_instance is not False:

@@ -24,6 +24,7 @@ from .config import RANDOM_INIT, RunConfig
 
 __all__ = [
     "run_preset",
+    "run_label_remap",
     "get_synthesizer",
     "get_stylizer",
     "read_style",
@@ -44,6 +45,29 @@ _MODEL_LOADS = {"synthesizer": 0, "stylizer": 0, "style": 0}
 def run_preset(config: RunConfig) -> Preset:
     """The SPADE preset of a run: ``dataset.preset`` with ``dataset.preset_overrides``."""
     return get_preset(config.dataset.preset, **config.dataset.preset_overrides)
+
+
+_REMAPS: dict[str, Any] = {}
+
+
+def run_label_remap(config: RunConfig):
+    """The run's :class:`~spadepis.data.label_remap.LabelRemap` (``dataset.label_remap`` with ``dataset.unmapped``),
+    read once per process, or ``None`` when the label maps are in the preset's ids. A table that cannot feed the
+    run's preset raises :class:`~spadepis.errors.ConfigError` (preflight reports it before any work)."""
+    import json
+
+    from ..data.label_remap import load_label_remap
+
+    d = config.dataset
+    if d.label_remap is None:
+        return None
+    key = json.dumps([d.label_remap, d.unmapped], sort_keys=True, default=str)
+    with _LOCK:
+        remap = _REMAPS.get(key)
+        if remap is None:
+            remap = _REMAPS[key] = load_label_remap(d.label_remap, unmapped=d.unmapped)
+    remap.check(run_preset(config))
+    return remap
 
 
 def get_synthesizer(config: RunConfig, device):

@@ -38,7 +38,7 @@ from ..data.images import encode_png, float_to_uint8, set_max_image_pixels
 from ..errors import ConfigError, InputError
 from .config import RunConfig, apply_storage_options
 from .items import Item, load_item, reference_crop
-from .model_cache import get_style_cache, get_stylizer, get_synthesizer, run_preset
+from .model_cache import get_style_cache, get_stylizer, get_synthesizer, run_label_remap, run_preset
 from .plan import ShardSpec, sample_id
 from .schema import STAGES, URI_COLUMNS, RowBuilder
 from .storage import RunStorage, new_attempt_id, normalize_uri
@@ -164,10 +164,12 @@ def process_shard(
             item.label_png, item.t_write_source = None, _ms(t0)
 
     samples: list[dict[str, str]] = []
+    remap = None if config.stylize_only else run_label_remap(config)  # dataset.label_remap (preflight checked it)
     rows = RowBuilder(
         run_id=config.resolved_run_id, shard_id=shard.name, attempt_id=attempt_id, dataset=config.dataset_name,
         preset=preset.name, label_nc=preset.label_nc, synth_model=synth_model, synth_weights_sha256=synth_sha,
         stylizer=m.stylizer, stylizer_weights_sha256=stylizer.weights_sha256, smoothing=m.smoothing, device=str(device),
+        label_remap=remap.label if remap is not None else None,
     )
 
     def row(idx: int, j: int, **kw) -> dict[str, Any]:
