@@ -91,7 +91,8 @@ def label_remap_report(config: RunConfig) -> list[str]:
         lines.append(f"  {remap.describe_id(i, preset):<{width}}  in {n} map(s)")
     missing = [i for i in counts if i not in remap.mapping]
     if missing:
-        fate = "error rows" if remap.unmapped == "error" else "the preset's dontcare label"
+        fate = ("error rows" if remap.unmapped == "error" else "the preset's dontcare label"
+                if preset.contain_dontcare_label else f"refused: preset {preset.name!r} has no dontcare label")
         lines.append(f"  unmapped: {', '.join(map(str, missing))} -> {fate}")
     else:
         lines.append("  unmapped: none")
