@@ -280,3 +280,16 @@ def test_check_reports_the_ids_of_the_camvid_config(tmp_path, capsys, monkeypatc
     for line in ("0 sky -> 23 sky", "4 pavement -> 8 sidewalk", "10 bicyclist -> 25 rider", "11 void -> 0 unlabeled"):
         assert line in out
     assert "unmapped: none" in out and "4 sources, 31 styles, 8 outputs" in out
+
+
+def test_a_map_already_at_the_output_size_is_named_as_it_is(tmp_path):
+    (uri,) = _camvid_labels(1)
+    labels = tmp_path / "labels"
+    labels.mkdir()
+    at_size = Image.open(uri).resize((512, 256), Image.NEAREST)  # CamVid ids at the generator's size
+    at_size.save(labels / "sized.png")
+    df = _run(_cfg(tmp_path, str(labels)))
+    assert (df.status == "ok").all(), df.error.tolist()
+    assert set(df.label_uri) == {str(labels / "sized.png")}  # no copy: the dataset's own file, CamVid ids
+    assert not (tmp_path / "runs" / "remap" / "labels").exists()
+    assert (df.width == 512).all() and (df.height == 256).all() and set(df.label_remap) == {"camvid->cityscapes"}
