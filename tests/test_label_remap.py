@@ -293,3 +293,34 @@ def test_a_map_already_at_the_output_size_is_named_as_it_is(tmp_path):
     assert set(df.label_uri) == {str(labels / "sized.png")}  # no copy: the dataset's own file, CamVid ids
     assert not (tmp_path / "runs" / "remap" / "labels").exists()
     assert (df.width == 512).all() and (df.height == 256).all() and set(df.label_remap) == {"camvid->cityscapes"}
+
+
+def test_unmapped_dontcare_reaches_the_generator_as_the_dontcare_channel(tmp_path, monkeypatch):
+    import torch
+
+    from spadepis.pipeline.model_cache import get_synthesizer
+
+    torch.set_num_threads(1)
+    (uri,) = _camvid_labels(1)
+    coco = get_preset("coco")
+    table = {0: 156, 3: 148, 8: 2}  # sky-other, road, car: the other CamVid ids are unmapped
+    cfg = _cfg(tmp_path, str(uri.parent), limit=1, preset="coco", label_remap=table, unmapped="dontcare")
+    synth = get_synthesizer(cfg, torch.device("cpu"))
+    seen: list[np.ndarray] = []
+    real = synth.synthesize
+
+    def spy(labels, instances=None, **kw):  # records what reaches the generator, then runs it
+        seen.append(np.asarray(labels))
+        return real(labels, instances, **kw)
+
+    monkeypatch.setattr(synth, "synthesize", spy)
+    df = _run(cfg)
+    assert (df.status == "ok").all(), df.error.tolist()
+    resized = np.asarray(Image.open(uri).resize((256, 256), Image.NEAREST)).astype(np.int64)
+    sem = build_semantics(torch.from_numpy(seen[0]), None, coco)[0]
+    for cls in np.unique(resized).tolist():
+        ys, xs = np.nonzero(resized == cls)
+        y, x = int(ys[0]), int(xs[0])
+        hot = torch.nonzero(sem[: coco.num_label_channels, y, x]).flatten().tolist()
+        assert hot == [table.get(cls, coco.label_nc)], (cls, hot)  # unmapped -> channel 182 (coco's dontcare)
+    np.testing.assert_array_equal(np.asarray(Image.open(df.label_uri.iloc[0])), resized)  # CamVid ids kept
