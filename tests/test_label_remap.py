@@ -13,9 +13,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import ROOT, shared_path
 from PIL import Image
 
-from conftest import ROOT, shared_path
 from spadepis.data.categories import CITYSCAPES
 from spadepis.data.label_remap import TABLES, load_label_remap
 from spadepis.data.labelmaps import build_semantics, read_label_map

@@ -47,8 +47,8 @@ def _check_label_remap(config: RunConfig) -> list[str]:
             return ["dataset.unmapped: only used with dataset.label_remap; remove it or set label_remap"]
         return []
     if config.stylize_only:
-        return ["dataset.label_remap: maps label ids for the SPADE generator, and stylize-only runs (dataset.photos) "
-                "run none; remove label_remap (or dataset.photos)"]
+        return [("dataset.label_remap: maps label ids for the SPADE generator, and stylize-only runs (dataset.photos) "
+                 "run none; remove label_remap (or dataset.photos)")]
     out = []
     if config.styles.labels is not None:
         out.append("styles.labels: not supported together with dataset.label_remap yet (style label maps would be in "
@@ -84,8 +84,8 @@ def label_remap_report(config: RunConfig) -> list[str]:
         counts, read, total, errors = _sample_ids(config)
     except ConfigError as exc:
         return [f"label remap: cannot report ({exc})"]
-    lines = [f"label remap {remap.label} -> preset {preset.name} (unmapped: {remap.unmapped}): ids found in "
-             f"{read} of {total} label map(s):"]
+    lines = [(f"label remap {remap.label} -> preset {preset.name} (unmapped: {remap.unmapped}): ids found in "
+              f"{read} of {total} label map(s):")]
     width = max((len(remap.describe_id(i, preset)) for i in counts), default=0)
     for i, n in counts.items():
         lines.append(f"  {remap.describe_id(i, preset):<{width}}  in {n} map(s)")
