@@ -324,3 +324,36 @@ def test_unmapped_dontcare_reaches_the_generator_as_the_dontcare_channel(tmp_pat
         hot = torch.nonzero(sem[: coco.num_label_channels, y, x]).flatten().tolist()
         assert hot == [table.get(cls, coco.label_nc)], (cls, hot)  # unmapped -> channel 182 (coco's dontcare)
     np.testing.assert_array_equal(np.asarray(Image.open(df.label_uri.iloc[0])), resized)  # CamVid ids kept
+
+
+def test_style_label_maps_stay_in_the_dataset_ids_for_selection_and_label_aware_transfer(tmp_path, monkeypatch):
+    """CamVid train photos + their CamVid label maps as a semantic style pool of a remapped run: the selection
+    scores and the label-aware transfer compare CamVid ids with CamVid ids; only SPADE sees Cityscapes ids."""
+    import torch
+
+    from spadepis.pipeline.model_cache import get_stylizer
+
+    torch.set_num_threads(1)
+    uris = _camvid_labels(2)
+    train = shared_path("data", "camvid", "train_label")
+    cfg = _cfg(tmp_path, str(uris[0].parent), limit=2)
+    data = cfg.model_dump(mode="json")
+    data["styles"].update(labels=str(train / "0001TP_0067*.png"), select="semantic", per_sample=1, top_m=1,
+                          ignore_labels=[11])
+    cfg = parse_config(data)
+    stylizer = get_stylizer(cfg, torch.device("cpu"))
+    segs: list[np.ndarray] = []
+    real = stylizer.stylize_with_numerics
+
+    def spy(content, cache, seg=None, **kw):  # records the content label map the transfer gets, then runs it
+        segs.append(None if seg is None else np.asarray(seg))
+        return real(content, cache, seg, **kw)
+
+    monkeypatch.setattr(stylizer, "stylize_with_numerics", spy)
+    df = _run(cfg)
+    assert (df.status == "ok").all(), df.error.tolist()
+    assert df.style_score.notna().all() and df.q_coverage.notna().all() and (df.style_rank == 0).all()
+    assert df.q_coverage.min() > 0.5  # CamVid classes of the content found in the CamVid style maps
+    resized = {np.asarray(Image.open(u).resize((512, 256), Image.NEAREST)).tobytes() for u in uris}
+    assert len(segs) == 2 and all(s is not None and s.max() <= 11 and s.tobytes() in resized
+                                  for s in (seg.astype(np.uint8) for seg in segs))

@@ -104,6 +104,13 @@ class LabelRemap:
         """sha256 of the mapping's canonical JSON (sorted source ids)."""
         return _digest(self.mapping)
 
+    def source_preset(self) -> Preset:
+        """The dataset's own label space as a preset (``custom``, ids ``0..max source id``, no dontcare): how the
+        dataset-space label maps of a remapped run (style label maps, class fractions) are read and counted."""
+        from .presets import get_preset
+
+        return get_preset("custom", label_nc=max(self.mapping) + 1, contain_dontcare_label=False, no_instance=True)
+
     def with_unmapped(self, unmapped: str | None) -> LabelRemap:
         unmapped = unmapped or "error"
         if unmapped not in UNMAPPED:

@@ -25,6 +25,7 @@ from .config import RANDOM_INIT, RunConfig
 __all__ = [
     "run_preset",
     "run_label_remap",
+    "label_space_preset",
     "get_synthesizer",
     "get_stylizer",
     "read_style",
@@ -68,6 +69,13 @@ def run_label_remap(config: RunConfig):
             remap = _REMAPS[key] = load_label_remap(d.label_remap, unmapped=d.unmapped)
     remap.check(run_preset(config))
     return remap
+
+
+def label_space_preset(config: RunConfig) -> Preset:
+    """The preset the dataset's own label maps are read with (style label maps, class fractions, quality scores):
+    the run's preset, or with ``dataset.label_remap`` the dataset's id space (:meth:`LabelRemap.source_preset`)."""
+    remap = None if config.stylize_only else run_label_remap(config)
+    return remap.source_preset() if remap is not None else run_preset(config)
 
 
 def get_synthesizer(config: RunConfig, device):
@@ -116,7 +124,7 @@ def read_style(uri: str, max_side: int | None) -> np.ndarray:
 
 def read_style_labels(config: RunConfig, label_uri: str, size_hw: tuple[int, int]) -> np.ndarray:
     """The style's label map in the dataset's label space, NEAREST-resized to the (downscaled) style photo."""
-    return resize_nearest(read_label_map(label_uri, run_preset(config)), size_hw)
+    return resize_nearest(read_label_map(label_uri, label_space_preset(config)), size_hw)
 
 
 def get_style_cache(config: RunConfig, device, style_id: str, uri: str, label_uri: str | None = None) -> tuple[Any, float]:

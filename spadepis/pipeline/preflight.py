@@ -49,10 +49,7 @@ def _check_label_remap(config: RunConfig) -> list[str]:
     if config.stylize_only:
         return [("dataset.label_remap: maps label ids for the SPADE generator, and stylize-only runs (dataset.photos) "
                  "run none; remove label_remap (or dataset.photos)")]
-    out = []
-    if config.styles.labels is not None:
-        out.append("styles.labels: not supported together with dataset.label_remap yet (style label maps would be in "
-                   "the dataset's ids, the generator's in the preset's); remove styles.labels or label_remap")
+    out: list[str] = []
     from ..data.label_remap import load_label_remap
 
     try:

@@ -38,7 +38,14 @@ from ..data.images import encode_png, float_to_uint8, set_max_image_pixels
 from ..errors import ConfigError, InputError
 from .config import RunConfig, apply_storage_options
 from .items import Item, load_item, reference_crop
-from .model_cache import get_style_cache, get_stylizer, get_synthesizer, run_label_remap, run_preset
+from .model_cache import (
+    get_style_cache,
+    get_stylizer,
+    get_synthesizer,
+    label_space_preset,
+    run_label_remap,
+    run_preset,
+)
 from .plan import ShardSpec, sample_id
 from .schema import STAGES, URI_COLUMNS, RowBuilder
 from .storage import RunStorage, new_attempt_id, normalize_uri
@@ -188,7 +195,7 @@ def process_shard(
     from .quality import row_quality
     from .styles import ignored_labels
 
-    ignore = ignored_labels(config, preset)
+    ignore = ignored_labels(config, label_space_preset(config))
     segs: dict[tuple[int, int], tuple[Any, Any]] = {}  # (item, style position) -> (content seg or None, style stats)
 
     # Stage thread: stylize and smooth one SPADE batch while the main thread synthesizes the next. CPU exact
@@ -219,7 +226,7 @@ def process_shard(
             try:
                 style_item = shard.style_item(style_id)
                 cache, t_cache = get_style_cache(config, device, style_id, style_item.uri, style_item.label_uri)
-                seg = item.labels if cache.has_seg else None  # label-aware when both maps exist
+                seg = item.seg_labels if cache.has_seg else None  # label-aware when both maps exist (dataset ids)
                 t0 = time.perf_counter()
                 raw, numerics_of[(idx, j)] = stylizer.stylize_with_numerics(
                     item.content, cache, seg, unmatched=config.styles.unmatched
