@@ -357,3 +357,10 @@ def test_style_label_maps_stay_in_the_dataset_ids_for_selection_and_label_aware_
     resized = {np.asarray(Image.open(u).resize((512, 256), Image.NEAREST)).tobytes() for u in uris}
     assert len(segs) == 2 and all(s is not None and s.max() <= 11 and s.tobytes() in resized
                                   for s in (seg.astype(np.uint8) for seg in segs))
+
+
+def test_the_dataset_label_space_covers_the_table_and_with_dontcare_every_8_bit_id():
+    assert load_label_remap("camvid->cityscapes").source_preset().label_nc == 12
+    assert load_label_remap("cityscapes_trainid->cityscapes").source_preset().label_nc == 256
+    dc = load_label_remap({0: 156, 3: 148}, unmapped="dontcare").source_preset()
+    assert dc.label_nc == 256 and not dc.contain_dontcare_label

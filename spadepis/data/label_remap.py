@@ -105,11 +105,15 @@ class LabelRemap:
         return _digest(self.mapping)
 
     def source_preset(self) -> Preset:
-        """The dataset's own label space as a preset (``custom``, ids ``0..max source id``, no dontcare): how the
-        dataset-space label maps of a remapped run (style label maps, class fractions) are read and counted."""
+        """The dataset's own label space as a preset (``custom``, no dontcare): how the dataset-space label maps of
+        a remapped run (style label maps, class fractions) are read and counted. Ids ``0..max source id``; with
+        ``unmapped: dontcare`` at least the 8-bit range, so maps holding unmapped ids are still counted."""
         from .presets import get_preset
 
-        return get_preset("custom", label_nc=max(self.mapping) + 1, contain_dontcare_label=False, no_instance=True)
+        n = max(self.mapping) + 1
+        if self.unmapped == "dontcare":
+            n = max(n, 256)
+        return get_preset("custom", label_nc=n, contain_dontcare_label=False, no_instance=True)
 
     def with_unmapped(self, unmapped: str | None) -> LabelRemap:
         unmapped = unmapped or "error"
