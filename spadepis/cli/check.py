@@ -14,6 +14,10 @@ def _cmd_check(args) -> int:
     cfg = load_config_args(args)
     prepare_inputs_for(cfg)
     problems = validate_config(cfg)
+    from ..pipeline.preflight import label_remap_report
+
+    for line in label_remap_report(cfg):  # dataset.label_remap: the ids met in a sample of the maps, and their fate
+        print(line)
     if problems:
         print(f"{args.config}: {len(problems)} problem(s); fix them before running:", file=sys.stderr)
         for p in problems:

@@ -38,6 +38,7 @@ __all__ = [
     "Palette",
     "load_palette",
     "as_id_map",
+    "read_id_map",
     "read_label_map",
     "resize_nearest",
     "resized_label_png",
@@ -204,11 +205,9 @@ def _validate_ids(arr: np.ndarray, preset: Preset, name: str) -> np.ndarray:
     return arr
 
 
-def read_label_map(source: str | Path | np.ndarray | torch.Tensor, preset: Preset, *, palette=None) -> np.ndarray:
-    """Read and validate a label map at its own size: ``(H0, W0)`` int64 ids, 255 already mapped.
-
-    ``source`` is a path/URI of a PNG, or a 2-D integer array (``(H, W, 3)`` uint8 with a palette).
-    """
+def read_id_map(source: str | Path | np.ndarray | torch.Tensor, *, palette=None) -> np.ndarray:
+    """The ids of a label map as stored, ``(H0, W0)`` int64, not checked against any preset (see
+    :func:`read_label_map`)."""
     name = _name_of(source)
     pal = load_palette(palette) if palette is not None else None
     if isinstance(source, np.ndarray | torch.Tensor):
@@ -217,7 +216,20 @@ def read_label_map(source: str | Path | np.ndarray | torch.Tensor, preset: Prese
             arr = _apply_palette(arr[..., :3], pal, name)
     else:
         arr = _image_to_array(open_image(source), name, "label map", pal)
-    arr = as_id_map(arr, f"{name}: label map", hint=" (or (H, W, 3) colours with a palette)")
+    return as_id_map(arr, f"{name}: label map", hint=" (or (H, W, 3) colours with a palette)")
+
+
+def read_label_map(source: str | Path | np.ndarray | torch.Tensor, preset: Preset, *, palette=None,
+                   remap=None) -> np.ndarray:
+    """Read and validate a label map at its own size: ``(H0, W0)`` int64 ids, 255 already mapped.
+
+    ``source`` is a path/URI of a PNG, or a 2-D integer array (``(H, W, 3)`` uint8 with a palette).
+    ``remap`` (a :class:`~spadepis.data.label_remap.LabelRemap`) first maps the dataset's ids into the preset's.
+    """
+    name = _name_of(source)
+    arr = read_id_map(source, palette=palette)
+    if remap is not None:
+        arr = remap.apply(arr, preset, name)
     return _validate_ids(arr, preset, name)
 
 
@@ -293,9 +305,12 @@ def load_instance_map(source, preset: Preset, *, label_shape: tuple[int, int] | 
     return resize_nearest(arr, preset.label_size)
 
 
-def load_label_and_instance(label, instance, preset: Preset, *, palette=None) -> tuple[np.ndarray, np.ndarray | None]:
-    """Load a label map and (if the preset uses them and one is given) its instance map, size-checked."""
-    raw = read_label_map(label, preset, palette=palette)
+def load_label_and_instance(label, instance, preset: Preset, *, palette=None,
+                            remap=None) -> tuple[np.ndarray, np.ndarray | None]:
+    """Load a label map and (if the preset uses them and one is given) its instance map, size-checked.
+
+    ``remap``: see :func:`read_label_map` (instance maps are not remapped)."""
+    raw = read_label_map(label, preset, palette=palette, remap=remap)
     labels = resize_nearest(raw, preset.label_size)
     inst = None
     if instance is not None and not preset.no_instance:

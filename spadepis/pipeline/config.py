@@ -113,6 +113,20 @@ class DatasetConfig(_Strict):
         description="Stylize-only runs: downscale photos whose longer side exceeds this (pixels, bicubic) and their "
         "label maps to the same size (nearest; written under labels/ and named by label_uri); empty keeps full size.",
     )
+    label_remap: dict[int, int] | str | None = Field(
+        None,
+        title="Label remap",
+        description="Map the dataset's label ids into the preset's label space before SPADE: an inline mapping "
+        "{source_id: target_id} (e.g. {0: 23, 1: 11}), a CSV/YAML file 'source_id,target_id[,name]', or a table "
+        "shipped with spadepis (camvid->cityscapes, cityscapes_trainid->cityscapes). label_uri keeps naming the "
+        "original maps; the manifest's label_remap column names the table. Empty: the maps are in the preset's ids.",
+    )
+    unmapped: Literal["error", "dontcare"] | None = Field(
+        None,
+        title="Unmapped label ids",
+        description="With dataset.label_remap, ids the table does not name: error (the map becomes an error row) or "
+        "dontcare (the preset's dontcare label; needs a preset with one). Empty: error.",
+    )
 
 
 class StylesConfig(_Strict):
@@ -408,6 +422,9 @@ def config_hash(config: RunConfig) -> str:
         exclude["dataset"].add("max_side")
     if config.dataset.use_instance is None:  # unset: hashes stay those of configs written before the field
         exclude["dataset"].add("use_instance")
+    for name in ("label_remap", "unmapped"):  # unset: hashes stay those of configs written before the fields
+        if getattr(config.dataset, name) is None:
+            exclude["dataset"].add(name)
     st = config.styles
     same = {k for k, v in _STYLES_DEFAULTS.items() if getattr(st, k) == v}
     if st.select is None or st.select == ("random" if st.per_sample else "all"):

@@ -23,10 +23,11 @@ from typing import Any
 import numpy as np
 
 from ..data.images import downscale_rgb, read_rgb
-from ..data.labelmaps import load_label_and_instance, read_label_map, resize_nearest, resized_label_png
+from ..data.labelmaps import load_label_and_instance, read_id_map, read_label_map, resize_nearest, resized_label_png
 from ..data.presets import Preset
 from ..errors import InputError
 from .config import RunConfig
+from .model_cache import run_label_remap
 
 __all__ = ["Item", "load_item", "reference_crop"]
 
@@ -45,6 +46,13 @@ class Item:
     synth_uri: str | None = None
     label_png: bytes | None = None  # the label map resized to the outputs' size, to write
     label_uri: str | None = None  # where label_png was written (the rows' label_uri); None: the source's
+    source_labels: np.ndarray | None = None  # dataset.label_remap: the dataset's own ids at the outputs' size
+
+    @property
+    def seg_labels(self) -> np.ndarray | None:
+        """The label map in the dataset's ids at the outputs' size (label-aware transfer, scores): what
+        ``styles.labels`` and ``label_uri`` hold; ``labels`` itself is in the generator's ids."""
+        return self.source_labels if self.source_labels is not None else self.labels
 
     @property
     def row_label_uri(self) -> str:
@@ -81,7 +89,11 @@ def load_item(item: Item, config: RunConfig, preset: Preset) -> None:
             item.labels, item.content = label, resized
             item.synth_uri = src.photo_uri
         else:
-            item.labels, item.instances = load_label_and_instance(src.label_uri, src.instance_uri, preset)
+            # dataset.label_remap: SPADE sees the mapped ids; the file (and label_uri, or its copy) keeps the dataset's
+            remap = run_label_remap(config)
+            item.labels, item.instances = load_label_and_instance(src.label_uri, src.instance_uri, preset, remap=remap)
+            if remap is not None:
+                item.source_labels = resize_nearest(read_id_map(src.label_uri), item.labels.shape)
             # SPADE outputs have the preset's size; a label file of another size gets an aligned copy
             item.label_png = resized_label_png(src.label_uri, item.labels.shape, crop)
             if not preset.no_instance and item.instances is None and config.dataset.use_instance is not False:

@@ -24,6 +24,8 @@ from .config import RANDOM_INIT, RunConfig
 
 __all__ = [
     "run_preset",
+    "run_label_remap",
+    "label_space_preset",
     "get_synthesizer",
     "get_stylizer",
     "read_style",
@@ -44,6 +46,36 @@ _MODEL_LOADS = {"synthesizer": 0, "stylizer": 0, "style": 0}
 def run_preset(config: RunConfig) -> Preset:
     """The SPADE preset of a run: ``dataset.preset`` with ``dataset.preset_overrides``."""
     return get_preset(config.dataset.preset, **config.dataset.preset_overrides)
+
+
+_REMAPS: dict[str, Any] = {}
+
+
+def run_label_remap(config: RunConfig):
+    """The run's :class:`~spadepis.data.label_remap.LabelRemap` (``dataset.label_remap`` with ``dataset.unmapped``),
+    read once per process, or ``None`` when the label maps are in the preset's ids. A table that cannot feed the
+    run's preset raises :class:`~spadepis.errors.ConfigError` (preflight reports it before any work)."""
+    import json
+
+    from ..data.label_remap import load_label_remap
+
+    d = config.dataset
+    if d.label_remap is None:
+        return None
+    key = json.dumps([d.label_remap, d.unmapped], sort_keys=True, default=str)
+    with _LOCK:
+        remap = _REMAPS.get(key)
+        if remap is None:
+            remap = _REMAPS[key] = load_label_remap(d.label_remap, unmapped=d.unmapped)
+    remap.check(run_preset(config))
+    return remap
+
+
+def label_space_preset(config: RunConfig) -> Preset:
+    """The preset the dataset's own label maps are read with (style label maps, class fractions, quality scores):
+    the run's preset, or with ``dataset.label_remap`` the dataset's id space (:meth:`LabelRemap.source_preset`)."""
+    remap = None if config.stylize_only else run_label_remap(config)
+    return remap.source_preset() if remap is not None else run_preset(config)
 
 
 def get_synthesizer(config: RunConfig, device):
@@ -92,7 +124,7 @@ def read_style(uri: str, max_side: int | None) -> np.ndarray:
 
 def read_style_labels(config: RunConfig, label_uri: str, size_hw: tuple[int, int]) -> np.ndarray:
     """The style's label map in the dataset's label space, NEAREST-resized to the (downscaled) style photo."""
-    return resize_nearest(read_label_map(label_uri, run_preset(config)), size_hw)
+    return resize_nearest(read_label_map(label_uri, label_space_preset(config)), size_hw)
 
 
 def get_style_cache(config: RunConfig, device, style_id: str, uri: str, label_uri: str | None = None) -> tuple[Any, float]:

@@ -20,7 +20,81 @@ from .config import RANDOM_INIT, RunConfig, apply_storage_options
 from .model_fit import check_model_fit
 from .plan import list_inputs
 
-__all__ = ["validate_config", "check_config"]
+__all__ = ["validate_config", "check_config", "label_remap_report", "REMAP_SAMPLE"]
+
+REMAP_SAMPLE = 32
+"""Label maps read (evenly spread over the run's sources) to find the ids ``dataset.label_remap`` meets."""
+
+
+def _sample_ids(config: RunConfig) -> tuple[dict[int, int], int, int, list[str]]:
+    """``(ids -> maps holding them, maps read, maps in the run, errors)`` over a sample of the run's label maps."""
+    from ..data.label_remap import scan_ids
+
+    uris = list_inputs(config.dataset.labels, field="dataset.labels")
+    if config.dataset.limit:
+        uris = uris[: config.dataset.limit]
+    n = len(uris)
+    step = max(1, -(-n // REMAP_SAMPLE))
+    picked = uris[::step][:REMAP_SAMPLE]
+    counts, errors = scan_ids(picked)
+    return counts, len(picked), n, errors
+
+
+def _check_label_remap(config: RunConfig) -> list[str]:
+    d = config.dataset
+    if d.label_remap is None:
+        if d.unmapped is not None:
+            return ["dataset.unmapped: only used with dataset.label_remap; remove it or set label_remap"]
+        return []
+    if config.stylize_only:
+        return [("dataset.label_remap: maps label ids for the SPADE generator, and stylize-only runs (dataset.photos) "
+                 "run none; remove label_remap (or dataset.photos)")]
+    out: list[str] = []
+    from ..data.label_remap import load_label_remap
+
+    try:
+        preset = get_preset(d.preset, **d.preset_overrides)
+        remap = load_label_remap(d.label_remap, unmapped=d.unmapped)
+    except ConfigError as exc:
+        return out + [str(exc)]
+    found = None
+    if remap.unmapped == "dontcare" and not preset.contain_dontcare_label:
+        try:
+            counts = _sample_ids(config)[0]
+            found = [i for i in counts if i not in remap.mapping]
+        except ConfigError:
+            found = None  # dataset.labels itself is reported by the input checks
+    return out + remap.problems(preset, found)
+
+
+def label_remap_report(config: RunConfig) -> list[str]:
+    """Lines for ``spadepis check``: the ids found in a sample of the label maps, where each maps, which are
+    unmapped; ``[]`` without ``dataset.label_remap``."""
+    from ..data.label_remap import load_label_remap
+
+    d = config.dataset
+    if d.label_remap is None or config.stylize_only:
+        return []
+    try:
+        preset = get_preset(d.preset, **d.preset_overrides)
+        remap = load_label_remap(d.label_remap, unmapped=d.unmapped)
+        counts, read, total, errors = _sample_ids(config)
+    except ConfigError as exc:
+        return [f"label remap: cannot report ({exc})"]
+    lines = [(f"label remap {remap.label} -> preset {preset.name} (unmapped: {remap.unmapped}): ids found in "
+              f"{read} of {total} label map(s):")]
+    width = max((len(remap.describe_id(i, preset)) for i in counts), default=0)
+    for i, n in counts.items():
+        lines.append(f"  {remap.describe_id(i, preset):<{width}}  in {n} map(s)")
+    missing = [i for i in counts if i not in remap.mapping]
+    if missing:
+        fate = ("error rows" if remap.unmapped == "error" else "the preset's dontcare label"
+                if preset.contain_dontcare_label else f"refused: preset {preset.name!r} has no dontcare label")
+        lines.append(f"  unmapped: {', '.join(map(str, missing))} -> {fate}")
+    else:
+        lines.append("  unmapped: none")
+    lines += [f"  unreadable: {e}" for e in errors[:5]]
+    return lines
 
 
 def _check_weights(config: RunConfig, problems: list[str]) -> None:
@@ -138,6 +212,7 @@ def validate_config(config: RunConfig) -> list[str]:
             f"holds only {n_styles}; lower it or add style photos"
         )
     problems.extend(_check_selection(config))
+    problems.extend(_check_label_remap(config))
     _check_weights(config, problems)
     problems.extend(check_model_fit(config, check_checkpoint=config.models.synth_checkpoint != RANDOM_INIT))
     try:

@@ -31,9 +31,9 @@ __all__ = [
     "schema_json",
 ]
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 """1: the original columns. 2: ``style_score``, ``style_rank``, ``q_structure``, ``q_style``, ``q_coverage``,
-``q_clipped``, ``t_quality_ms``. 3: ``wct_numerics``. (Added columns are null in rows of older runs, which
+``q_clipped``, ``t_quality_ms``. 3: ``wct_numerics``. 4: ``label_remap``. (Added columns are null in rows of older runs, which
 :func:`upgrade_table` fills in.)"""
 STAGES = ("t_load_ms", "t_synth_ms", "t_stylize_ms", "t_smooth_ms", "t_quality_ms", "t_write_ms", "t_total_ms")
 QUALITY = ("style_score", "q_structure", "q_style", "q_coverage", "q_clipped")
@@ -102,6 +102,10 @@ _FIELDS: list[tuple[str, pa.DataType, bool, str]] = [
     ("wct_numerics", pa.string(), True, "WCT numerics of the stylization: reference (FastPhotoStyle's float32 covariance + "
      "SVD), float64-fallback (some region fell back to float64 where the reference fails: one pixel, constant, no SVD "
      "convergence) or float64 (models.wct_precision: float64); null when status is error or in older manifests"),
+    # schema 4
+    ("label_remap", pa.string(), True, "dataset.label_remap the label map went through before SPADE: the shipped "
+     "table's name (camvid->cityscapes), <file name>@<12 hex> or inline:<12 hex> (sha256 of the mapping); label_uri "
+     "keeps the dataset's own ids. Null: the map was used as it is"),
 ]
 
 SCHEMA = pa.schema(
@@ -111,13 +115,13 @@ SCHEMA = pa.schema(
 
 
 _ADDED_V2 = ("style_score", "style_rank", "t_quality_ms", "q_structure", "q_style", "q_coverage", "q_clipped",
-             "wct_numerics")  # + schema 3
+             "wct_numerics", "label_remap")  # + schemas 3 and 4
 
 
 def rows_to_table(rows: Sequence[dict[str, Any]]) -> pa.Table:
     """Rows (dicts with every column) -> a table with :data:`SCHEMA`; missing or extra keys are refused.
 
-    The nullable columns added in schemas 2 and 3 may be left out (null).
+    The nullable columns added in schemas 2 to 4 may be left out (null).
     """
     names = SCHEMA.names
     rows = [row if all(n in row for n in _ADDED_V2) else {**dict.fromkeys(_ADDED_V2), **row} for row in rows]

@@ -499,7 +499,6 @@ def plan_selection(config: Any, sources: Any, styles: Any, *, run_uri: str | Non
 
     Returns the selection and a small record (index URIs, counts) for run.json and logs.
     """
-    from ..data.presets import get_preset
 
     st = config.styles
     mode = st.effective_select()
@@ -507,7 +506,9 @@ def plan_selection(config: Any, sources: Any, styles: Any, *, run_uri: str | Non
     style_ids = [s.style_id for s in styles]
     P = Q = valid = None
     if st.labels is not None:
-        preset = get_preset(config.dataset.preset, **config.dataset.preset_overrides)
+        from .model_cache import label_space_preset
+
+        preset = label_space_preset(config)  # the dataset's ids (dataset.label_remap: before the mapping)
         ignore = ignored_labels(config, preset)
         sindex = load_or_build_index(
             run_uri, STYLE_INDEX, "style", style_ids, [s.uri for s in styles], [s.label_uri for s in styles], preset,

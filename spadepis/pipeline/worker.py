@@ -38,7 +38,14 @@ from ..data.images import encode_png, float_to_uint8, set_max_image_pixels
 from ..errors import ConfigError, InputError
 from .config import RunConfig, apply_storage_options
 from .items import Item, load_item, reference_crop
-from .model_cache import get_style_cache, get_stylizer, get_synthesizer, run_preset
+from .model_cache import (
+    get_style_cache,
+    get_stylizer,
+    get_synthesizer,
+    label_space_preset,
+    run_label_remap,
+    run_preset,
+)
 from .plan import ShardSpec, sample_id
 from .schema import STAGES, URI_COLUMNS, RowBuilder
 from .storage import RunStorage, new_attempt_id, normalize_uri
@@ -164,10 +171,12 @@ def process_shard(
             item.label_png, item.t_write_source = None, _ms(t0)
 
     samples: list[dict[str, str]] = []
+    remap = None if config.stylize_only else run_label_remap(config)  # dataset.label_remap (preflight checked it)
     rows = RowBuilder(
         run_id=config.resolved_run_id, shard_id=shard.name, attempt_id=attempt_id, dataset=config.dataset_name,
         preset=preset.name, label_nc=preset.label_nc, synth_model=synth_model, synth_weights_sha256=synth_sha,
         stylizer=m.stylizer, stylizer_weights_sha256=stylizer.weights_sha256, smoothing=m.smoothing, device=str(device),
+        label_remap=remap.label if remap is not None else None,
     )
 
     def row(idx: int, j: int, **kw) -> dict[str, Any]:
@@ -186,7 +195,7 @@ def process_shard(
     from .quality import row_quality
     from .styles import ignored_labels
 
-    ignore = ignored_labels(config, preset)
+    ignore = ignored_labels(config, label_space_preset(config))
     segs: dict[tuple[int, int], tuple[Any, Any]] = {}  # (item, style position) -> (content seg or None, style stats)
 
     # Stage thread: stylize and smooth one SPADE batch while the main thread synthesizes the next. CPU exact
@@ -217,7 +226,7 @@ def process_shard(
             try:
                 style_item = shard.style_item(style_id)
                 cache, t_cache = get_style_cache(config, device, style_id, style_item.uri, style_item.label_uri)
-                seg = item.labels if cache.has_seg else None  # label-aware when both maps exist
+                seg = item.seg_labels if cache.has_seg else None  # label-aware when both maps exist (dataset ids)
                 t0 = time.perf_counter()
                 raw, numerics_of[(idx, j)] = stylizer.stylize_with_numerics(
                     item.content, cache, seg, unmatched=config.styles.unmatched
