@@ -10,7 +10,7 @@ import datetime as _dt
 import hashlib
 from typing import Any
 
-from .. import __version__
+from .._version import __version__
 from .config import RANDOM_INIT, RunConfig
 from .schema import SCHEMA_VERSION, STAGES
 from .secrets import redact
