@@ -1,6 +1,8 @@
-"""The README's Python examples run: every ```python block of README.md is executed, in order, against a small
-run made the way a user makes it (`spadepis demo --out out/demo`, in a fresh working folder, with the Prefect
-API of the test harness, which the artifacts example then reads). So the documented imports and paths cannot
+"""The README's Python examples run: every ```python block of README.md is executed, in order, against small
+runs made the way a user makes them (`spadepis demo --out out/demo` in a fresh working folder, with the Prefect
+API of the test harness, which the artifacts example then reads; for the examples on semantic style pools,
+which name a CamVid run `runs/camvid-1a2b3c4d5e`, the README's `spadepis run configs/camvid.yaml
+--set dataset.limit=...` on ../shared's CamVid, skipped without it). So the documented imports and paths cannot
 rot. Also: the public API (`from spadepis import AugmentedDataset, read_index`) and that `import spadepis` stays
 light."""
 
@@ -13,6 +15,8 @@ import sys
 from pathlib import Path
 
 import pytest
+
+from conftest import shared_path
 
 ROOT = Path(__file__).resolve().parents[1]
 README = (ROOT / "README.md").read_text()
@@ -40,8 +44,32 @@ def demo_folder(tmp_path_factory, prefect_harness):
     return folder
 
 
+CAMVID_PLACEHOLDER = "runs/camvid-1a2b3c4d5e"  # the README's name for "your CamVid run"
+
+
+@pytest.fixture(scope="module")
+def camvid_run(tmp_path_factory, prefect_harness):
+    """The README's CamVid command on one photo (2 styles from the semantic pool), outputs in a temporary folder."""
+    from spadepis.cli import main
+
+    shared_path("data", "camvid", "val_img")
+    shared_path("weights", "wct_16x")
+    out = tmp_path_factory.mktemp("readme-camvid")
+    before = os.getcwd()
+    os.chdir(ROOT)  # the config's paths are relative to the checkout, as for a user running it there
+    try:
+        assert main(["run", "configs/camvid.yaml", "--set", "dataset.limit=1", "--set", "models.smoothing=fast",
+                     "--set", f"output={out}"]) == 0
+    finally:
+        os.chdir(before)
+    (run,) = [p for p in out.iterdir() if p.name.startswith("camvid-")]
+    return run
+
+
 @pytest.mark.parametrize("line,code", BLOCKS, ids=[f"README.md:{line}" for line, _ in BLOCKS])
-def test_readme_python_block_runs(line, code, demo_folder, monkeypatch, capsys):
+def test_readme_python_block_runs(line, code, demo_folder, monkeypatch, capsys, request):
+    if CAMVID_PLACEHOLDER in code:
+        code = code.replace(CAMVID_PLACEHOLDER, str(request.getfixturevalue("camvid_run")))
     monkeypatch.chdir(demo_folder)
     exec(compile(code, f"README.md:{line}", "exec"), {"__name__": "__readme__"})
     out = capsys.readouterr().out
