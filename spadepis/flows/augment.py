@@ -280,7 +280,7 @@ def augment(config: RunConfig) -> dict[str, Any]:
     if failures:
         # every shard that did not fail is committed (now or by an earlier run)
         raise ShardsFailedError(ui.failure_message(failures, total, total - len(failures), cfg.run_uri))
-    message = ui.completion_message(s) or (None if pending else ui.nothing_to_do_message(total, cfg.run_uri))
+    message = ui.completion_message(s) if pending else ui.nothing_to_do_message(total, cfg.run_uri)
     if message:  # completed, but not everything is ok or nothing was left to do: say so on the run's state
         log.warning(message)
         return Completed(message=message, data=out)
