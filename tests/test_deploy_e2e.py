@@ -389,7 +389,7 @@ def stack(tmp_path_factory):
         assert f"PREFECT_API_URL={api}" in printed and f"SPADEPIS_PROJECT_DIR={project}" in printed, printed
         bare = {k: v for k, v in env.items() if k not in ("PREFECT_API_URL", "SPADEPIS_PROJECT_DIR")}
         bare["PATH"] = f"{BIN}{os.pathsep}{bare.get('PATH', '')}"  # `prefect` of the venv, as an activated venv has it
-        worker = Service("worker", ["bash", "-c", f"exec {printed} --type process --name e2e-worker"], bare, tmp)
+        worker = Service("worker", ["bash", "-c", f"{printed} --type process --name e2e-worker"], bare, tmp)
         services.append(worker)
         yield {"api": api, "env": env, "tmp": tmp, "server": server, "worker": worker, "deploy_out": out.stdout,
                "shutdown": shutdown, "project": project}

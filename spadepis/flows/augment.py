@@ -188,8 +188,6 @@ def augment(config: RunConfig) -> dict[str, Any]:
                            len(plan.styles))
     log.info("run %s: %s in %d shard(s); %d committed already, %d to do; output %s",
              plan.run_id, planned, total, total - len(pending), len(pending), cfg.run_uri)
-    if not pending:
-        log.info(ui.nothing_to_do_message(total, cfg.run_uri))
     key = _slug(plan.run_id)
     _safe_artifact(_tag_flow_run, ui.run_tags(cfg, plan.run_id))
     done = total - len(pending)
@@ -280,8 +278,12 @@ def augment(config: RunConfig) -> dict[str, Any]:
     if failures:
         # every shard that did not fail is committed (now or by an earlier run)
         raise ShardsFailedError(ui.failure_message(failures, total, total - len(failures), cfg.run_uri))
-    message = ui.completion_message(s) if pending else ui.nothing_to_do_message(total, cfg.run_uri)
-    if message:  # completed, but not everything is ok or nothing was left to do: say so on the run's state
+    if not pending:  # every shard was committed by an earlier run: a green run that did nothing says so
+        message = ui.nothing_to_do_message(total, storage.run_uri)  # absolute: the UI has no working folder
+        log.info(message)
+        return Completed(message=message, data=out)
+    message = ui.completion_message(s)
+    if message:  # completed, but not everything is ok: say so on the run's state
         log.warning(message)
         return Completed(message=message, data=out)
     return out
