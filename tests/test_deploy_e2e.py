@@ -635,8 +635,13 @@ def test_adhoc_default_run_works_on_a_fresh_deploy(stack):
     assert (again.state.message or "").startswith(want), again.state.message
     from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
 
+    deadline = time.monotonic() + 60  # the flow run's logs reach the API in batches, after its final state
     with _client(stack["api"]) as client:
-        logs = client.read_logs(log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=[again.id])))
+        while True:
+            logs = client.read_logs(log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=[again.id])))
+            if any(want in entry.message for entry in logs) or time.monotonic() > deadline:
+                break
+            time.sleep(2)
     assert any(want in entry.message for entry in logs), [entry.message for entry in logs]
     assert run.name != again.name and run.name.startswith("augment-adhoc-") and again.name.startswith("augment-adhoc-")
 
