@@ -189,7 +189,7 @@ def samples_report(run_uri: str, df, failures: dict[str, str], s: dict[str, Any]
     if s["errors"]:
         tail += ["", f"## Error rows ({s['error']} row(s) from {s.get('error_sources', '?')} source(s); once per source)", ""]
         tail += [f"- {e['shard_id']} `{e['source_id']}` x {_styles_text(e)}: {str(e['error'])[:300]}" for e in s["errors"]]
-    tail += ["", "Read it: `spadepis.pipeline.manifest.read_index(run)` or `spadepis summary <run>`."]
+    tail += ["", "Read it: `from spadepis import read_index; read_index(run)` or `spadepis summary <run>`."]
     head_tail = "\n".join(lines + tail)
     grid = samples_grid_markdown(resolve_uris(df, run_uri), run_uri, budget_bytes=max(10_000, budget_bytes - len(head_tail.encode())))
     return "\n".join(lines) + "\n" + grid + "\n" + "\n".join(tail)
