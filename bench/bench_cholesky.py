@@ -3,8 +3,11 @@
 The matrix is the one :mod:`spadepis.models.smoothing` builds (``A = I - beta D^-1/2 W D^-1/2``, symmetric positive
 definite, 25-point stencil on the pixel grid) for a photo-like content image. Candidates:
 
-* ``superlu_nd``: scipy's SuperLU in the project's former geometric nested-dissection order, symmetric mode
-  (what ``spadepis`` used before issue 12; rebuilt here so the comparison stays runnable);
+* ``superlu_nd``: scipy's SuperLU (BSD) in a geometric nested-dissection order, symmetric mode (what ``spadepis``
+  used before issue 12, and again, as the permissive default, since issue 20);
+* ``superlu_mmd`` / ``superlu_colamd``: SuperLU with its own orders (MMD on A^T + A, COLAMD), symmetric mode;
+* ``spadepis_superlu``: what :class:`SmoothingSystem` does on a plain install: SuperLU on the matrix permuted
+  into the nested-dissection order, its CSC structure built once per grid size ("analyse");
 * ``cholmod``: CHOLMOD (SuiteSparse) through ``cvxopt.cholmod``, supernodal LL^T, AMD order computed once per
   size (``cvxopt.amd.order``) and handed to ``cholmod.symbolic``; solved with cvxopt's dense ``cholmod.solve``,
   which calls CHOLMOD once per column;
@@ -13,6 +16,11 @@ definite, 25-point stencil on the pixel grid) for a photo-like content image. Ca
   factorisation is the "analyse" column; "factor" is a later content's), and all 12 columns solved in one
   CHOLMOD call (``cholmod.spsolve`` on the dense right-hand side in sparse form);
 * ``pardiso``: MKL PARDISO through ``pypardiso`` (``mtype=2``: real SPD), phases 11 / 22 / 33;
+* ``pyamg_cg``: conjugate gradients (scipy) preconditioned by a pyamg smoothed-aggregation V-cycle (MIT), each
+  column to ``|r|_2 <= GREY_TOL`` (every pixel of V within a quarter grey level of the exact solution); the
+  hierarchy's setup is "factor";
+* ``stencil_cpu``: spadepis' own GPU solver (:class:`StencilSolver`, matrix-free Jacobi-PCG in float32 with
+  float64 refinement to the same tolerance) run on CPU tensors;
 * ``mumps``: MUMPS through ``python-mumps`` (symmetric LDL^T, METIS order), analysis then factorisation.
 
 Every (solver, size) runs in its own child process, so ``ru_maxrss`` is that solver's peak memory (matrix
@@ -23,12 +31,14 @@ environment variables before any import (``--threads``, default 1) and printed. 
 Libraries that are not installed are reported as missing. To try all of them without touching a shared
 environment::
 
-    pip install --target /tmp/cand cvxopt pypardiso python-mumps==0.0.2   # MKL's libs: see --mkl-lib
-    python bench/bench_cholesky.py --extra-path /tmp/cand --mkl-lib /tmp/mkl/lib
+    pip install --target /tmp/cand cvxopt pypardiso pyamg python-mumps==0.0.2
+    pip install --no-deps --prefix /tmp/mklp mkl intel-openmp tbb tcmlib umf intel-cmplr-lib-ur   # MKL's libs
+    python bench/bench_cholesky.py --extra-path /tmp/cand --mkl-lib /tmp/mklp/lib
 
 Usage::
 
-    python bench/bench_cholesky.py                       # 256x256, 512x512, 1024x512, 1 thread
+    python bench/bench_cholesky.py                       # 256x256, 512x384, 1 thread
+    python bench/bench_cholesky.py --sizes 256x256,512x512,1024x512
     python bench/bench_cholesky.py --sizes 256x256 --solvers cholmod,superlu_nd --repeat 3
 """
 
@@ -45,7 +55,9 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-SOLVERS = ("superlu_nd", "cholmod", "spadepis", "pardiso", "mumps")
+SOLVERS = ("superlu_nd", "superlu_mmd", "superlu_colamd", "spadepis_superlu", "cholmod", "spadepis", "pardiso",
+           "pyamg_cg", "stencil_cpu", "mumps")
+BETA = 0.9999
 NRHS = 12  # 3 channels x K = 4 stylized images of one content, solved at once
 THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "MKL_DYNAMIC")
 
@@ -125,6 +137,77 @@ def child(solver: str, h: int, w: int, repeat: int, out_npy: str) -> dict:
             x[perm] = xp
             solve_s.append(time.perf_counter() - t0)
         res["factor_nnz"] = int(lu.L.nnz + lu.U.nnz)
+    elif solver in ("superlu_mmd", "superlu_colamd"):
+        spec = {"superlu_mmd": "MMD_AT_PLUS_A", "superlu_colamd": "COLAMD"}[solver]
+        analyse_s.append(0.0)  # SuperLU orders inside splu (counted in "factor")
+        csc = a.tocsc()
+        for _ in range(repeat):
+            t0 = time.perf_counter()
+            lu = scipy.sparse.linalg.splu(csc, permc_spec=spec, diag_pivot_thresh=0.0, options={"SymmetricMode": True})
+            factor_s.append(time.perf_counter() - t0)
+            t0 = time.perf_counter()
+            x = lu.solve(np.asfortranarray(b))
+            solve_s.append(time.perf_counter() - t0)
+        res["factor_nnz"] = int(lu.L.nnz + lu.U.nnz)
+    elif solver == "spadepis_superlu":
+        from spadepis.models.smoothing import _system_bands, grid_pattern
+
+        bands, _ = _system_bands(content_image(h, w), BETA, 1e-7)
+        t0 = time.perf_counter()
+        pattern = grid_pattern(h, w)
+        pattern.factorise(bands, "superlu")  # the first content of this size: order + permuted structure
+        analyse_s.append(time.perf_counter() - t0)
+        for _ in range(repeat):
+            t0 = time.perf_counter()
+            f = pattern.factorise(bands, "superlu")
+            factor_s.append(time.perf_counter() - t0)
+            t0 = time.perf_counter()
+            x = f.solve(b)
+            solve_s.append(time.perf_counter() - t0)
+        res["factor_nnz"] = int(f.lu.L.nnz + f.lu.U.nnz)
+    elif solver == "pyamg_cg":
+        import pyamg
+
+        from spadepis.models.smoothing import GREY_TOL
+
+        csr = a.tocsr()
+        for k in range(repeat):
+            t0 = time.perf_counter()
+            ml = pyamg.smoothed_aggregation_solver(csr, symmetry="symmetric", max_coarse=500)
+            m = ml.aspreconditioner(cycle="V")
+            (analyse_s if k == 0 else factor_s).append(time.perf_counter() - t0)
+            t0 = time.perf_counter()
+            cols, iters = [], []
+            for j in range(NRHS):  # |r|_2 <= GREY_TOL: every pixel of V within a quarter grey level
+                count = [0]
+                xj, info = scipy.sparse.linalg.cg(csr, b[:, j], M=m, rtol=0.0, atol=GREY_TOL, maxiter=5000,
+                                                  callback=lambda _x: count.__setitem__(0, count[0] + 1))
+                cols.append(xj)
+                iters.append(count[0])
+            x = np.stack(cols, axis=1)
+            solve_s.append(time.perf_counter() - t0)
+        if not factor_s:
+            factor_s = analyse_s[:]
+        res["iterations"] = iters
+    elif solver == "stencil_cpu":
+        import torch
+
+        from spadepis.models.smoothing import StencilSolver, _system_bands
+
+        torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
+        bands, _ = _system_bands(content_image(h, w), BETA, 1e-7)
+        bt = torch.from_numpy(bands)[None]
+        bb = torch.from_numpy(np.ascontiguousarray(b.T.reshape(1, NRHS, h, w)))
+        for k in range(repeat):
+            t0 = time.perf_counter()
+            st = StencilSolver(bt, preconditioner="jacobi")
+            (analyse_s if k == 0 else factor_s).append(time.perf_counter() - t0)
+            t0 = time.perf_counter()
+            x = st.solve(bb)[0].reshape(NRHS, n).T.numpy()
+            solve_s.append(time.perf_counter() - t0)
+        if not factor_s:
+            factor_s = analyse_s[:]
+        res["iterations"] = st.iterations
     elif solver == "cholmod":
         from cvxopt import amd, cholmod, matrix, spmatrix
 
@@ -236,7 +319,7 @@ def wheel_size(dist: str) -> str:
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--sizes", default="256x256,512x512,1024x512", help="HxW list")
+    p.add_argument("--sizes", default="256x256,512x384", help="HxW list")
     p.add_argument("--solvers", default=",".join(SOLVERS))
     p.add_argument("--threads", type=int, default=1, help="BLAS/OpenMP/MKL threads of every solver")
     p.add_argument("--repeat", type=int, default=2, help="factorisations per child (min reported)")
@@ -263,7 +346,7 @@ def main() -> int:
     print("# threads: " + ", ".join(f"{v}={env[v]}" for v in THREAD_VARS))
     print(f"# load average at start: {os.getloadavg()} (machine shared with other users)")
     sys.path[:0] = paths
-    for dist in ("scipy", "cvxopt", "pypardiso", "mkl", "python-mumps"):
+    for dist in ("scipy", "cvxopt", "pypardiso", "mkl", "pyamg", "python-mumps"):
         print(f"# installed size {dist}: {wheel_size(dist)}")
     if args.mkl_lib:
         size = sum(f.stat().st_size for f in Path(args.mkl_lib).glob("*") if f.is_file())
@@ -289,11 +372,14 @@ def main() -> int:
                 if ref is None:
                     ref = x
                 r["max_diff_vs_first"] = float(np.abs(x - ref).max())
+                # V = (1 - beta) D^-1/2 x with d >= 1: its largest difference in grey levels is at most this
+                r["grey_levels_vs_first"] = (1 - BETA) * 255.0 * r["max_diff_vs_first"]
                 rows.append(r)
                 print(f"{solver:11s} {h:5d}x{w:<5d} analyse {r['analyse_s']:7.3f} s  factor {r['factor_s']:7.3f} s  "
                       f"solve({NRHS}) {r['solve_s']:6.3f} s  peak RSS {r['peak_rss_mb']:7.0f} MB "
                       f"(after build {r['rss_build_mb']:5.0f})  residual {r['residual']:.1e}  "
-                      f"|x - {args.solvers.split(',')[0]}| {r['max_diff_vs_first']:.1e}", flush=True)
+                      f"|x - {args.solvers.split(',')[0]}| {r['max_diff_vs_first']:.1e} "
+                      f"(V: {r['grey_levels_vs_first']:.1e} grey levels)", flush=True)
     print(f"# load average at end: {os.getloadavg()}")
     res_dir = ROOT / "bench" / "results"
     res_dir.mkdir(exist_ok=True)

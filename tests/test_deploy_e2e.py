@@ -8,6 +8,10 @@ the test checks that none of their processes is left.
 
 Also here, fast: ``deployments/prefect.yaml`` is well-formed and its default parameters are the
 configs it names.
+
+``SPADEPIS_E2E_VENV=/path/to/venv`` runs the end-to-end tests against that environment's spadepis (``.ci/run``
+points it at a plain, non-editable ``pip install .``): ``spadepis deploy``, ``prefect`` and the worker come from
+there, run outside the checkout, and the flow runs work in an empty folder instead of a copy of the checkout.
 """
 
 from __future__ import annotations
@@ -30,7 +34,9 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 PREFECT_FILE = ROOT / "deployments" / "prefect.yaml"
 FLOW = "spadepis-augment"
-BIN = Path(sys.executable).parent
+E2E_VENV = os.environ.get("SPADEPIS_E2E_VENV")
+BIN = Path(E2E_VENV) / "bin" if E2E_VENV else Path(sys.executable).parent
+PYTHON = str(BIN / "python") if E2E_VENV else sys.executable
 
 
 # --------------------------------------------------------------------------------------- fast checks
@@ -53,7 +59,7 @@ def test_prefect_yaml_shape():
     deployments = {d["name"]: d for d in spec["deployments"]}
     assert {"nightly-augmentation", "adhoc"} <= set(deployments)
     for name, d in deployments.items():
-        assert d["entrypoint"] == "spadepis/flows/augment.py:augment", name
+        assert d["entrypoint"] == "spadepis.flows.augment:augment", name  # a module: works from any install
         assert d["enforce_parameter_schema"] is True, name
         assert d["work_pool"]["name"] == "spadepis", name
         env = d["work_pool"]["job_variables"]["env"]
@@ -68,6 +74,17 @@ def test_prefect_yaml_shape():
     CronSchedule(cron=sched["cron"], timezone=sched["timezone"])  # a valid cron expression
     (step,) = spec["pull"]
     assert step["prefect.deployments.steps.set_working_directory"]["directory"] == "{{ $SPADEPIS_PROJECT_DIR }}"
+
+
+def test_the_package_ships_the_deployment_file():
+    """A plain install has no checkout: ``spadepis deploy`` uses the copy inside the package, the same file."""
+    import tomllib
+
+    from spadepis.cli import deploy
+
+    assert deploy.PACKAGED_PREFECT_FILE.read_text() == PREFECT_FILE.read_text()
+    data = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]["spadepis"]
+    assert deploy.PACKAGED_PREFECT_FILE.relative_to(ROOT / "spadepis").as_posix() in data
 
 
 @pytest.mark.parametrize("deployment", ["nightly-augmentation", "adhoc"])
@@ -101,12 +118,43 @@ def test_deploy_command_errors_say_what_to_do(tmp_path):
     port = _free_port()  # nothing listens there
     code, err = run("--api-url", f"http://127.0.0.1:{port}/api")
     assert code == 1 and "not reachable" in err and "prefect server start" in err, err
-    code, err = run("--gpu-slots", "0", "--api-url", f"http://127.0.0.1:{port}/api")
-    assert code == 1 and "--gpu-slots 0" in err and "at least 1" in err, err
+    code, err = run("--gpu-slots", "-1", "--api-url", f"http://127.0.0.1:{port}/api")
+    assert code == 1 and "--gpu-slots -1" in err and "0 (no limit) or more" in err, err
     code, err = run("--prefect-file", str(tmp_path / "nope.yaml"), "--api-url", f"http://127.0.0.1:{port}/api")
-    assert code == 1 and "nope.yaml" in err and "not found" in err, err
-    code, err = run("--project-dir", str(tmp_path), "--api-url", f"http://127.0.0.1:{port}/api")
-    assert code == 1 and "no spadepis/flows/ folder" in err, err
+    assert code == 1 and "nope.yaml" in err and "not found" in err and "--prefect-file" in err, err
+
+
+def test_run_form_descriptions_render_as_written_and_show_list_defaults():
+    """The Prefect UI renders field descriptions as markdown: no underscore may sit outside a code span (it would
+    turn text into italics); a list or dict whose default comes from a factory shows that default, not "No items"."""
+    from prefect.utilities.callables import parameter_schema
+
+    from spadepis.flows.augment import augment
+
+    defs = parameter_schema(augment).model_dump()["definitions"]
+    bad = [f"{model}.{name}: {prop['description']}" for model, d in defs.items()
+           for name, prop in d.get("properties", {}).items()
+           if "_" in re.sub(r"`[^`]*`", "", prop.get("description", ""))]
+    assert not bad, "\n".join(bad)
+    dataset = defs["DatasetConfig"]["properties"]
+    assert dataset["strip_suffixes"]["default"] == ["_labelIds", "_instanceIds", "_gtFine", "_leftImg8bit"]
+    assert "`aachen_..._gtFine_labelIds.png`" in dataset["strip_suffixes"]["description"]
+    assert dataset["preset_overrides"]["default"] == {}
+
+
+def test_gpu_slots_default_to_the_gpus_found(monkeypatch):
+    from spadepis.cli import deploy
+
+    args = deploy.argparse.ArgumentParser()
+    deploy.register(args.add_subparsers())
+    assert args.parse_args(["deploy"]).gpu_slots is None  # decided in deploy(): the GPUs found
+    try:
+        import torch
+
+        want = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    except ImportError:  # pragma: no cover
+        want = 0
+    assert deploy.gpus_found() == want
 
 
 # ------------------------------------------------------------------------------- process harness
@@ -209,6 +257,9 @@ class Service:
 
 def _prefect_env(home: Path, api_url: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
+    if E2E_VENV:  # the installed copy only: nothing of the checkout on the path
+        env.pop("PYTHONPATH", None)
+        env["PATH"] = f"{BIN}{os.pathsep}{env.get('PATH', '')}"
     env.update({
         "PREFECT_HOME": str(home),
         "PREFECT_API_URL": api_url,
@@ -292,21 +343,26 @@ def _fresh_checkout(dest: Path) -> Path:
     import shutil
 
     shutil.copytree(ROOT, dest, ignore=shutil.ignore_patterns(
-        ".git", ".venv", ".ci-venv", "out", "runs", "__pycache__", "*.egg-info", ".pytest_cache", "results", ".gl"))
+        ".git", ".venv", ".ci-venv", ".ci-venv-plain", "out", "runs", "__pycache__", "*.egg-info", ".pytest_cache", "results", ".gl"))
     assert not (dest / "out").exists()
     return dest
 
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory):
-    """A real Prefect server + ``spadepis deploy`` from a fresh copy of the checkout + a process worker for the
-    pool, torn down by pgid."""
+    """A real Prefect server + ``spadepis deploy`` from a fresh copy of the checkout (or, with SPADEPIS_E2E_VENV,
+    from a plain install, run in an empty folder) + a process worker for the pool started with the command
+    ``spadepis deploy`` printed, as printed; torn down by pgid."""
     tmp = tmp_path_factory.mktemp("prefect-e2e")
     home = tmp / "prefect-home"
     home.mkdir()
     port = _free_port()
     api = f"http://127.0.0.1:{port}/api"
-    project = _fresh_checkout(tmp / "checkout")
+    if E2E_VENV:
+        project = tmp / "work"
+        project.mkdir()
+    else:
+        project = _fresh_checkout(tmp / "checkout")
     env = _prefect_env(home, api)
     env["SPADEPIS_PROJECT_DIR"] = str(project)
     prefect = str(BIN / "prefect")
@@ -324,9 +380,16 @@ def stack(tmp_path_factory):
 
     try:
         _wait_healthy(api, server)
-        out = _spadepis_deploy(api, env)
-        worker = Service("worker", [prefect, "worker", "start", "--pool", "spadepis", "--type", "process",
-                                    "--name", "e2e-worker"], env, tmp)
+        out = _spadepis_deploy(api, env, cwd=project)  # no --gpu-slots: the GPUs found (none here: no limit)
+        # The worker command exactly as `spadepis deploy` printed it, in a shell that has neither PREFECT_API_URL
+        # nor SPADEPIS_PROJECT_DIR (the printed line must carry both).
+        m = re.search(r"start a worker on each box that runs flows:\s+(.+)", out.stdout)
+        assert m, out.stdout
+        printed = m.group(1).strip()
+        assert f"PREFECT_API_URL={api}" in printed and f"SPADEPIS_PROJECT_DIR={project}" in printed, printed
+        bare = {k: v for k, v in env.items() if k not in ("PREFECT_API_URL", "SPADEPIS_PROJECT_DIR")}
+        bare["PATH"] = f"{BIN}{os.pathsep}{bare.get('PATH', '')}"  # `prefect` of the venv, as an activated venv has it
+        worker = Service("worker", ["bash", "-c", f"{printed} --type process --name e2e-worker"], bare, tmp)
         services.append(worker)
         yield {"api": api, "env": env, "tmp": tmp, "server": server, "worker": worker, "deploy_out": out.stdout,
                "shutdown": shutdown, "project": project}
@@ -334,9 +397,9 @@ def stack(tmp_path_factory):
         shutdown()
 
 
-def _spadepis_deploy(api: str, env: dict[str, str], *extra: str) -> subprocess.CompletedProcess:
-    out = subprocess.run([sys.executable, "-m", "spadepis", "deploy", "--api-url", api, "--gpu-slots", "1", *extra],
-                         env=env, cwd=ROOT, capture_output=True, text=True, timeout=240)
+def _spadepis_deploy(api: str, env: dict[str, str], *extra: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    out = subprocess.run([PYTHON, "-m", "spadepis", "deploy", "--api-url", api, *extra],
+                         env=env, cwd=cwd or ROOT, capture_output=True, text=True, timeout=240)
     assert out.returncode == 0, f"spadepis deploy failed:\n{out.stdout}\n{out.stderr}"
     return out
 
@@ -394,12 +457,15 @@ def _wait_final(stack, flow_run_id: str, timeout: float = 240.0):
 @pytest.mark.slow
 @pytest.mark.timeout(600)
 def test_deployments_on_a_real_server(stack):
+    from prefect.exceptions import ObjectNotFound
+
     api = stack["api"]
     with _client(api) as client:
         pool = client.read_work_pool("spadepis")
         assert pool.type == "process"
-        limit = client.read_concurrency_limit_by_tag("gpu")
-        assert limit.concurrency_limit == 1
+        if "GPUs found on this machine: 0" in stack["deploy_out"]:  # a CPU-only box: no limit on the tag
+            with pytest.raises(ObjectNotFound):
+                client.read_concurrency_limit_by_tag("gpu")
         nightly = client.read_deployment_by_name(f"{FLOW}/nightly-augmentation")
         adhoc = client.read_deployment_by_name(f"{FLOW}/adhoc")
         assert nightly.enforce_parameter_schema and adhoc.enforce_parameter_schema
@@ -411,7 +477,7 @@ def test_deployments_on_a_real_server(stack):
         assert schema["required"] == ["config"]
         run_config = schema["definitions"]["RunConfig"]
         assert run_config["additionalProperties"] is False
-        assert adhoc.parameters["config"]["run_id"] == "demo"  # configs/demo.yaml
+        assert adhoc.parameters["config"]["run_id"] == "adhoc"  # configs/adhoc.yaml: its own run folder
 
     # The user turns the nightly schedule on; deploying again (idempotent) keeps it on and
     # leaves exactly one of each deployment, pool and limit.
@@ -419,7 +485,7 @@ def test_deployments_on_a_real_server(stack):
     out = subprocess.run([str(BIN / "prefect"), "deployment", "schedule", "resume", f"{FLOW}/nightly-augmentation", sched_id],
                          env=stack["env"], cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stdout + out.stderr
-    again = _spadepis_deploy(api, stack["env"])
+    again = _spadepis_deploy(api, stack["env"], "--gpu-slots", "1", cwd=stack["project"])
     assert "activated" in again.stdout, again.stdout
     with _client(api) as client:
         deps = client.read_deployments()
@@ -429,6 +495,12 @@ def test_deployments_on_a_real_server(stack):
         assert [p.name for p in client.read_work_pools()].count("spadepis") == 1
         assert client.read_concurrency_limit_by_tag("gpu").concurrency_limit == 1
         client.update_deployment_schedule(nightly.id, nightly.schedules[0].id, active=False)
+    # --gpu-slots 0 removes the limit again (the later runs here are CPU runs: untagged shards, side by side)
+    third = _spadepis_deploy(api, stack["env"], "--gpu-slots", "0", cwd=stack["project"])
+    assert "removed the concurrency limit 'gpu' (was 1" in third.stdout, third.stdout
+    with _client(api) as client:
+        with pytest.raises(ObjectNotFound):
+            client.read_concurrency_limit_by_tag("gpu")
 
 
 @pytest.mark.slow
@@ -533,19 +605,45 @@ def test_adhoc_run_completes_and_failed_shard_is_named(stack):
 @pytest.mark.slow
 @pytest.mark.timeout(900)
 def test_adhoc_default_run_works_on_a_fresh_deploy(stack):
-    """`prefect deployment run spadepis-augment/adhoc` with its default config (configs/demo.yaml) on a fresh
-    deployment: nothing made its inputs beforehand; the run generates them (dataset.demo_inputs) and completes."""
+    """`prefect deployment run spadepis-augment/adhoc` with its default config (configs/adhoc.yaml) on a fresh
+    deployment: nothing made its inputs beforehand; the run generates them (dataset.demo_inputs) and completes,
+    in its own run folder (not the one `spadepis demo` uses). Run again, it has nothing to do and says so, in its
+    state message and its log; the two flow runs have different names."""
     import pandas as pd
 
     project = stack["project"]
     assert not (project / "out").exists(), "the test must start without the demo inputs"
-    out = subprocess.run([str(BIN / "prefect"), "deployment", "run", f"{FLOW}/adhoc"],
-                         env=stack["env"], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    # the printed trigger command, as printed, from a shell without PREFECT_API_URL
+    m = re.search(r"trigger a run:\s+(.+)", stack["deploy_out"])
+    assert m and f"PREFECT_API_URL={stack['api']}" in m.group(1), stack["deploy_out"]
+    bare = {k: v for k, v in stack["env"].items() if k != "PREFECT_API_URL"}
+    bare["PATH"] = f"{BIN}{os.pathsep}{bare.get('PATH', '')}"
+    out = subprocess.run(["bash", "-c", m.group(1).strip()], env=bare, cwd=ROOT, capture_output=True, text=True,
+                         timeout=120)
     run = _wait_final(stack, _flow_run_id(out), timeout=840)
     assert run.state.is_completed(), f"{run.state!r}\nworker log:\n{stack['worker'].tail()}"
-    assert len(list((project / "out/demo/inputs/labels").glob("*.png"))) == 12
-    index = pd.read_parquet(project / "out/demo/runs/demo/index.parquet")
+    assert len(list((project / "out/adhoc/inputs/labels").glob("*.png"))) == 12
+    run_folder = project / "out/adhoc/runs/adhoc"
+    index = pd.read_parquet(run_folder / "index.parquet")
     assert len(index) == 12 * 4 and (index.status == "ok").all()
+    assert not (project / "out/demo").exists()
+
+    again = _wait_final(stack, _flow_run_id(subprocess.run(["bash", "-c", m.group(1).strip()], env=bare, cwd=ROOT,
+                                                           capture_output=True, text=True, timeout=120)))
+    assert again.state.is_completed()
+    want = f"nothing to do: 3 shard(s) already committed in {run_folder}"
+    assert (again.state.message or "").startswith(want), again.state.message
+    from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
+
+    deadline = time.monotonic() + 60  # the flow run's logs reach the API in batches, after its final state
+    with _client(stack["api"]) as client:
+        while True:
+            logs = client.read_logs(log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=[again.id])))
+            if any(want in entry.message for entry in logs) or time.monotonic() > deadline:
+                break
+            time.sleep(2)
+    assert any(want in entry.message for entry in logs), [entry.message for entry in logs]
+    assert run.name != again.name and run.name.startswith("augment-adhoc-") and again.name.startswith("augment-adhoc-")
 
 
 @pytest.mark.slow

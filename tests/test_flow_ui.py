@@ -43,6 +43,7 @@ def runs(tmp_path_factory, prefect_harness):
     make_inputs(root, n_maps=4, n_styles=2, bad=(1,))
     cfg = small_config(root, run_id="ui-a", models={"smoothing": "fast"}, retries={"count": 0, "delay": 0})
     state_a = augment(config=cfg, return_state=True)
+    state_again = augment(config=cfg, return_state=True)  # the same config: every shard is committed
     cfg_b = small_config(root, run_id="ui-b", models={"smoothing": "fast"}, retries={"count": 0, "delay": 0})
     (root / "runs" / "ui-b").mkdir(parents=True)
     (root / "runs" / "ui-b" / "synth").write_text("a file where the synth folder must go: every shard fails\n")
@@ -54,7 +55,7 @@ def runs(tmp_path_factory, prefect_harness):
     from prefect.logging.handlers import APILogHandler
 
     APILogHandler().flush()  # logs travel to the API in batches
-    return {"a": state_a, "b": state_b, "c": state_c, "cfg": cfg, "root": root}
+    return {"a": state_a, "b": state_b, "c": state_c, "again": state_again, "cfg": cfg, "root": root}
 
 
 def test_completed_with_error_rows_says_so(runs):
@@ -80,7 +81,7 @@ def test_summary_is_one_numeric_row_per_stage(runs):
         assert all(isinstance(r[k], (int, float)) for k in ("p50_ms", "p95_ms", "mean_ms")), r
         assert r["p95_ms"] >= r["p50_ms"] >= 0
     desc = arts["table"].description
-    assert "4 sources x 2 styles" in desc and "device cpu" in desc and "wall time" in desc, desc
+    assert "4 sources x 2 styles each = 8 outputs planned in 2 shard(s)" in desc and "device cpu" in desc and "wall time" in desc, desc
     assert "spade-custom random-init" in desc and "color" in desc
 
 
@@ -117,7 +118,7 @@ def test_per_shard_log_line(runs):
     assert any(re.match(r"shard=00000: 2 sources, 2 ok / 2 error; stage ms .*load \d+ synth \d+ stylize \d+ smooth \d+ "
                         r"quality \d+ write \d+; [\d.]+ s", m) for m in lines), lines
     flow_lines = [entry.message for entry in logs if entry.task_run_id is None]
-    assert any(m.startswith("run ui-a: 4 sources x 2 styles = 8 outputs in 2 shard(s);") for m in flow_lines), flow_lines
+    assert any(m.startswith("run ui-a: 4 sources x 2 styles each = 8 outputs in 2 shard(s);") for m in flow_lines), flow_lines
     warning = [m for m in flow_lines if m.startswith("shard=00000: 2 error row(s), e.g. ")]
     assert warning and "m001" in warning[0] and "['" not in warning[0], flow_lines  # the error itself, not a list repr
 
@@ -163,3 +164,37 @@ def test_run_without_ok_outputs_claims_no_times(runs):
     md = arts["markdown"].data
     assert "`m000`" in md and "Outputs shown" not in md, md[-3000:]
     assert "Outputs shown" in arts_a["markdown"].data
+
+
+def test_a_run_with_nothing_left_says_so_and_has_its_own_name(runs):
+    """The same config again: every shard is committed; the state message and the log say "nothing to do" (not a
+    silent green run), and the flow run's name differs from the first run's."""
+    from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
+
+    state = runs["again"]
+    run_uri = runs["cfg"].resolved().run_uri
+    want = f"nothing to do: 2 shard(s) already committed in {run_uri}"
+    assert state.is_completed() and (state.message or "").startswith(want), state.message
+    with _client() as client:
+        first = client.read_flow_run(runs["a"].state_details.flow_run_id)
+        again = client.read_flow_run(state.state_details.flow_run_id)
+        logs = client.read_logs(log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=[again.id])))
+    assert any(want in entry.message for entry in logs), [entry.message for entry in logs]
+    assert first.name != again.name and first.name.startswith("augment-ui-a-") and again.name.startswith("augment-ui-a-")
+
+
+def test_one_outputs_per_s_figure_in_run_summary_and_ui(runs, capsys):
+    """`spadepis run` (the flow's printed summary and result), `spadepis summary` and the UI caption show the same
+    outputs/s, defined once (ok outputs / their summed stage time); a later run with nothing to do too."""
+    from spadepis.cli import main
+    from spadepis.pipeline.manifest import summary
+
+    run_uri = runs["cfg"].resolved().run_uri
+    rate = runs["a"].result()["summary"]["outputs_per_s"]
+    assert rate > 0 and rate == summary(run_uri)["outputs_per_s"] == runs["again"].result()["summary"]["outputs_per_s"]
+    capsys.readouterr()
+    assert main(["summary", run_uri]) == 0
+    assert f"outputs/s {rate:.3f} (ok outputs / their summed stage time)" in capsys.readouterr().out
+    with _client() as client:
+        arts = _artifacts(client, runs["a"].state_details.flow_run_id)
+    assert f"{rate:.2f} outputs/s" in arts["table"].description

@@ -17,8 +17,11 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 PKG = ROOT / "spadepis"
 
-LAYERS = ["base", "data", "models", "pipeline", "tasks", "flows", "cli"]
-BASE_MODULES = {"spadepis", "spadepis.errors", "spadepis.devices"}
+LAYERS = ["base", "data", "models", "pipeline", "tasks", "flows", "cli", "api"]
+BASE_MODULES = {"spadepis._version", "spadepis.errors", "spadepis.devices"}
+# The public API for training consumers (``from spadepis import AugmentedDataset, read_index``; ``spadepis.manifest``):
+# the top of the stack, which no module of the package imports (the version lives in spadepis._version).
+API_MODULES = {"spadepis", "spadepis.manifest"}
 PREFECT_LAYER = ("spadepis.tasks", "spadepis.flows", "spadepis.cli", "spadepis.__main__")
 ORCHESTRATION = {"prefect", "prefect_dask", "flows", "tasks"}
 
@@ -44,6 +47,8 @@ MODULES = _modules()
 def _layer(module: str) -> str:
     if module in BASE_MODULES:
         return "base"
+    if module in API_MODULES:
+        return "api"
     if module == "spadepis.__main__":
         return "cli"
     sub = module.split(".")[1]

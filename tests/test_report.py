@@ -38,7 +38,7 @@ def test_run_record_and_reports(tmp_path):
          "stages": {k: {"p50": 1.0, "p95": 2.0} for k in STAGES},
          "errors": [{"shard_id": "shard=00001", "source_id": "m002", "style_id": "s0", "error": "label id 999"}]}
     rows = summary_rows(s)
-    assert {"metric": "outputs/s (this run, wall)", "value": "n/a"} in rows
+    assert {"metric": "outputs/s (ok outputs / their summed stage time)", "value": "n/a"} in rows
     md = samples_markdown("runs/x", [], {"shard=00001": "StorageError: boom"}, s)
     assert "shard=00001" in md and "label id 999" in md
 

@@ -74,7 +74,7 @@ def test_sigkill_mid_shard_then_resume(tmp_path, prefect_harness):
     from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId, FlowRunFilterName
 
     with get_client(sync_client=True) as client:
-        named = client.read_flow_runs(flow_run_filter=FlowRunFilter(name=FlowRunFilterName(any_=["augment-t"])))
+        named = client.read_flow_runs(flow_run_filter=FlowRunFilter(name=FlowRunFilterName(like_="augment-t-")))
         killed_runs = [r.id for r in named if r.state is not None and r.state.is_running()]
     assert killed_runs, "the killed run's flow run is not Running"
 

@@ -282,7 +282,7 @@ def test_secrets_never_reach_flow_parameters_run_json_or_logs(tmp_path, s3, pref
     assert fsspec.config.conf["s3"]["secret"] == secret
     # ... but never stored: not in the flow run's parameters (the Prefect database), run.json, or the logs
     with get_client(sync_client=True) as client:
-        runs = client.read_flow_runs(flow_run_filter=FlowRunFilter(name=FlowRunFilterName(any_=["augment-secrets"])))
+        runs = client.read_flow_runs(flow_run_filter=FlowRunFilter(name=FlowRunFilterName(like_="augment-secrets-")))
         assert len(runs) == 1 and runs[0].state.is_completed()
         params = json.dumps(runs[0].parameters, default=str)
         logs = " ".join(log.message for log in client.read_logs(

@@ -174,3 +174,125 @@ def test_contact_sheet_per_source_styles_with_scores(tmp_path):
     assert tuple(img[y, pad + 4 * (tile + pad) + tile // 2]) == (255, 0, 0)  # rank 1: s1
     assert score_caption(rows[0]) == ["r0 s0.90 cov1.00", "st0.80 sty0.70 cl0.00"]
     assert score_caption({"style_rank": None, "q_structure": float("nan")}) == []
+
+
+def _frame(tmp_path, per_source: dict[str, list[str]], *, pool: int, synth_model: str = "spade-ade20k",
+           scores: bool = True, size: int = 96):
+    """Manifest rows for sources with the given chosen styles (rank order) out of a pool of styles."""
+    import pandas as pd
+
+    rng = np.random.default_rng(0)
+
+    def png(name):
+        p = tmp_path / name
+        if not p.exists():
+            Image.fromarray(rng.integers(0, 256, (size, size, 3), dtype=np.uint8)).save(p)
+        return str(p)
+
+    lab = tmp_path / "lab.png"
+    Image.fromarray(np.zeros((size, size), np.uint8)).save(lab)
+    styles = {f"s{i}": png(f"s{i}.png") for i in range(pool)}
+    rows = []
+    for src, chosen in per_source.items():
+        for rank, sid in enumerate(chosen):
+            row = dict(source_id=src, style_id=sid, style_uri=styles[sid], label_uri=str(lab), synth_model=synth_model,
+                       synth_uri=png(f"{src}.png"), image_uri=png(f"{src}__{sid}.png"), status="ok")
+            if scores:
+                row.update(style_rank=rank, style_score=0.9 - rank / 10, q_coverage=1.0, q_structure=0.8,
+                           q_style=0.7, q_clipped=0.0)
+            rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def _text_matches(sheet: np.ndarray, xy: tuple[int, int], text: str) -> bool:
+    """Whether ``text`` is drawn at ``xy`` in the sheet (rendered with the same default font, compared pixelwise)."""
+    from PIL import ImageDraw
+
+    probe = Image.new("RGB", (sheet.shape[1], sheet.shape[0]), (255, 255, 255))
+    ImageDraw.Draw(probe).text(xy, text, fill=(0, 0, 0))
+    ink = np.asarray(probe).min(axis=2) < 128
+    ys, xs = np.nonzero(ink)
+    drawn = sheet[ys, xs].min(axis=1) < 160
+    return bool(ink.any()) and drawn.mean() > 0.95
+
+
+@pytest.mark.parametrize("synth_model,title", [("spade-ade20k random-init", "synthesized"), ("none (stylize-only)", "photo")])
+def test_second_column_says_photo_in_stylize_only_runs(tmp_path, synth_model, title):
+    from spadepis.pipeline.sheet import contact_sheet, samples_grid_markdown, sheet_layout
+
+    df = _frame(tmp_path, {"a": ["s0", "s1"], "b": ["s0", "s1"]}, pool=2, synth_model=synth_model, scores=False)
+    assert sheet_layout(df)["stylize_only"] is (title == "photo")
+    img = np.asarray(Image.open(io.BytesIO(contact_sheet(df, tile=128))).convert("RGB"))
+    pad, tile, title_h = 4, 128, 18
+    assert _text_matches(img, (pad + (tile + pad), title_h), title)
+    other = "synthesized" if title == "photo" else "photo"
+    assert not _text_matches(img, (pad + (tile + pad), title_h), other)
+    md = samples_grid_markdown(df, str(tmp_path))
+    assert md.splitlines()[0].startswith(f"| source | label map | {title} | ")
+    assert ("synthesized" in md) is (title == "synthesized")
+
+
+def test_score_captions_come_with_their_key(tmp_path):
+    from spadepis.pipeline.sheet import SCORE_KEY, contact_sheet, samples_grid_markdown
+
+    df = _frame(tmp_path, {"a": ["s0", "s1"], "b": ["s0", "s1"]}, pool=2)
+    img = np.asarray(Image.open(io.BytesIO(contact_sheet(df, tile=64))).convert("RGB"))
+    pad, tile, title_h, text_h, cap_h = 4, 64, 18, 14, 26
+    y_key = title_h + (text_h + tile + pad) + 2 * (text_h + tile + cap_h + pad)
+    assert img.shape[1] >= 6 * len(SCORE_KEY)  # the key fits on its line
+    assert _text_matches(img, (pad, y_key), SCORE_KEY)
+    assert SCORE_KEY in samples_grid_markdown(df, str(tmp_path))
+    unscored = _frame(tmp_path / "..", {"a": ["s0"]}, pool=1, scores=False)
+    assert SCORE_KEY not in samples_grid_markdown(unscored, str(tmp_path))
+
+
+def _table_width(md: str) -> int:
+    """Widest row of the markdown table: per cell its widest thumbnail (or its longest word of text, ~7 px a
+    character, since text wraps at spaces) plus the UI's cell padding."""
+    import base64
+
+    from spadepis.pipeline.sheet import _CELL_PAD
+
+    widest = 0
+    for line in md.splitlines():
+        if not line.startswith("|") or set(line) <= set("|-"):
+            continue
+        total = 0
+        for cell in line.strip("|").split("|"):
+            images = re.findall(r"\(data:image/jpeg;base64,([A-Za-z0-9+/=]+)\)", cell)
+            if images:
+                w = max(Image.open(io.BytesIO(base64.b64decode(u))).size[0] for u in images)
+            else:
+                w = 7 * max((len(word) for word in cell.split()), default=0)
+            total += w + _CELL_PAD
+        widest = max(widest, total)
+    return widest
+
+
+@pytest.mark.parametrize("per_source,pool", [(4, 10), (9, 30), (1, 1)])
+def test_samples_grid_of_per_source_styles_fits_1400_px_and_shows_scores(tmp_path, per_source, pool):
+    from spadepis.pipeline.sheet import SAMPLES_MAX_WIDTH, samples_grid_markdown
+
+    chosen = {f"src{k}": [f"s{(3 * k + j) % pool}" for j in range(per_source)] for k in range(3)}
+    df = _frame(tmp_path, chosen, pool=pool)
+    md = samples_grid_markdown(df, str(tmp_path), budget_bytes=400_000)
+    assert _table_width(md) <= SAMPLES_MAX_WIDTH, md[:400]
+    head = md.splitlines()[0]
+    if per_source > 1 or pool > 1:
+        assert "style #1 | output #1" in head
+    # each source's best style first, next to its output, with its scores under them
+    caption = "r0 s0.90 cov1.00 st0.80 sty0.70 cl0.00"
+    assert (f"`s0` | {caption}" if pool > 1 else f"| | | | {caption} |") in md
+    if per_source == 9:  # more than fit: the rest is named, not cut off at the edge
+        assert re.search(r"first \d+ of 9 styles per source", md)
+    n_outputs = len(re.findall(r"!\[src\d x s\d+\]", md))
+    assert n_outputs >= 3 * min(per_source, 4)
+
+
+def test_plan_text_counts_the_styles_each_source_gets():
+    from spadepis.pipeline.ui import plan_text
+
+    assert plan_text(6, [2] * 6, 367) == "6 sources x 2 styles each (chosen from a pool of 367) = 12 outputs"
+    assert plan_text(4, [2] * 4, 2) == "4 sources x 2 styles each = 8 outputs"
+    assert plan_text(1, [1], 1) == "1 source x 1 style each = 1 output"
+    assert plan_text(3, [2, 3, 3], 5) == "3 sources x 2-3 styles each (chosen from a pool of 5) = 8 outputs"

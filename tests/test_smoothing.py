@@ -24,6 +24,15 @@ from spadepis.models.smoothing import (
 )
 
 
+# Every exact solver is checked on its own: superlu (the default of a plain install) always, cholmod (the
+# spadepis[cholmod] extra, GPL cvxopt; in the test extra) where cvxopt is installed.
+SOLVERS = [
+    "superlu",
+    pytest.param("cholmod", marks=pytest.mark.skipif(
+        not smoothing.cholmod_available(), reason="cvxopt is not installed (pip install 'spadepis[cholmod]')")),
+]
+
+
 def _rng_image(h, w, seed=0):
     return np.random.default_rng(seed).integers(0, 256, (h, w, 3), dtype=np.uint8)
 
@@ -67,20 +76,21 @@ def test_matting_affinity_matches_loop_definition():
     assert degree[0, 0] == pytest.approx(1.0) and degree[3, 3] == pytest.approx(9.0)
 
 
-def test_grid_pattern_is_analysed_once_per_size_and_reused():
-    """The CHOLMOD order/analysis depends only on H x W: contents of one size share it, factors are recycled."""
+@pytest.mark.parametrize("solver", SOLVERS)
+def test_grid_pattern_is_analysed_once_per_size_and_reused(solver):
+    """The order/analysis depends only on H x W: contents of one size share it, CHOLMOD factors are recycled."""
     pattern = smoothing.grid_pattern(17, 19)
     before = pattern.symbolic_analyses
     outs = []
     for seed in range(3):
         content = _rng_image(17, 19, seed=20 + seed)
-        with SmoothingSystem(content) as system:  # close() hands the factor back for the next content
-            assert system._pattern is pattern
+        with SmoothingSystem(content, solver=solver) as system:  # close() hands the factor back
+            assert system._pattern is pattern and system.solver == solver
             outs.append(system.solve(_rng_image(17, 19, seed=30 + seed)))
     assert pattern.symbolic_analyses - before <= 1
     # a recycled factor gives the same answer as a fresh analysis
     smoothing._PATTERNS.pop((17, 19))
-    fresh = SmoothingSystem(_rng_image(17, 19, seed=22)).solve(_rng_image(17, 19, seed=32))
+    fresh = SmoothingSystem(_rng_image(17, 19, seed=22), solver=solver).solve(_rng_image(17, 19, seed=32))
     np.testing.assert_allclose(outs[2], fresh, atol=1e-12)
     assert smoothing.grid_pattern(17, 19) is not pattern and len(smoothing._PATTERNS) <= smoothing._PATTERN_CACHE_MAX
 
@@ -100,11 +110,12 @@ def test_solve_many_equals_single_solves_and_closed_system_refuses():
 # --------------------------------------------------------------------------------------------------
 # solver accuracy against scipy's direct solve
 # --------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("solver", SOLVERS)
 @pytest.mark.parametrize("compat", [None, "fastphotostyle"])
-def test_solve_agrees_with_scipy_spsolve(compat):
+def test_solve_agrees_with_scipy_spsolve(compat, solver):
     content = _rng_image(23, 31, seed=2)
     init = _rng_image(23, 31, seed=3)
-    system = SmoothingSystem(content, compat=compat)
+    system = SmoothingSystem(content, compat=compat, solver=solver)
     v = system.solve(init)
     beta = system.beta
     # the textbook system, built independently of SmoothingSystem
@@ -134,14 +145,15 @@ def test_solve_agrees_with_scipy_spsolve(compat):
 # --------------------------------------------------------------------------------------------------
 # parity with FastPhotoStyle (../shared)
 # --------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("solver", SOLVERS)
 @pytest.mark.parametrize("pair", ["pair0", "pair1"])
-def test_parity_with_fastphotostyle(pair):
+def test_parity_with_fastphotostyle(pair, solver):
     folder = shared_path("reference", "smoothing", pair)
     content = read_rgb(folder / "content.png")
     init = read_rgb(folder / "init.png")
     expected = read_rgb(folder / "output.png")
     internals = np.load(folder / "internals.npz")
-    system = SmoothingSystem(content, compat="fastphotostyle")
+    system = SmoothingSystem(content, compat="fastphotostyle", solver=solver)
     assert np.array_equal(system.content_resized, internals["content_resized_uint8"])
     np.testing.assert_array_equal(system.rhs(init), internals["rhs_padded_B_float64"])
     v = system.solve(init)
@@ -186,9 +198,9 @@ def test_factorisation_built_once_and_reused(monkeypatch):
     calls = []
     real_numeric = smoothing._GridPattern.factorise
 
-    def counting_factorise(self, bands):
+    def counting_factorise(self, bands, solver="cholmod"):
         calls.append(self.shape)
-        return real_numeric(self, bands)
+        return real_numeric(self, bands, solver)
 
     monkeypatch.setattr(smoothing._GridPattern, "factorise", counting_factorise)
     content = _smooth_image(20, 25, seed=9)
@@ -347,3 +359,30 @@ def test_fast_smoother_reuses_the_guide_for_every_style():
         np.testing.assert_array_equal(smoother(init), guided_filter_smooth(content, init, radius=4))
     with pytest.raises(InputError, match="same size"):
         smoother(content[:-1])
+
+
+def test_default_solver_is_permissive_unless_cholmod_is_installed_or_named(monkeypatch):
+    """A plain install (no cvxopt) smooths with SuperLU; the cholmod extra is picked up when installed; the
+    environment variable names one explicitly, and an unknown or missing one is refused with the fix."""
+    monkeypatch.delenv(smoothing.cholesky.SOLVER_ENV, raising=False)
+    assert smoothing.default_exact_solver() == ("cholmod" if smoothing.cholmod_available() else "superlu")
+    monkeypatch.setenv(smoothing.cholesky.SOLVER_ENV, "superlu")
+    content = _smooth_image(12, 14)
+    assert SmoothingSystem(content).solver == "superlu"
+    monkeypatch.setenv(smoothing.cholesky.SOLVER_ENV, "umfpack")
+    with pytest.raises(ConfigError, match="SPADEPIS_EXACT_SOLVER='umfpack'.*superlu, cholmod"):
+        SmoothingSystem(content)
+    monkeypatch.setattr(smoothing.cholesky, "cholmod_available", lambda: False)  # as a plain install
+    monkeypatch.delenv(smoothing.cholesky.SOLVER_ENV)
+    assert smoothing.default_exact_solver() == "superlu"
+    with pytest.raises(ConfigError, match=r"pip install 'spadepis\[cholmod\]'"):
+        SmoothingSystem(content, solver="cholmod")
+
+
+@pytest.mark.skipif(not smoothing.cholmod_available(), reason="cvxopt is not installed (pip install 'spadepis[cholmod]')")
+@pytest.mark.parametrize("compat", [None, "fastphotostyle"])
+def test_superlu_and_cholmod_give_the_same_solution(compat):
+    content, init = _smooth_image(40, 52, seed=5), _rng_image(40, 52, seed=6)
+    a = SmoothingSystem(content, compat=compat, solver="superlu").solve(init)
+    b = SmoothingSystem(content, compat=compat, solver="cholmod").solve(init)
+    assert np.abs(a - b).max() < 1e-10

@@ -7,6 +7,7 @@ import importlib
 import sys
 
 from ..errors import SpadepisError
+from ._prefect_server import default_startup_deadline, is_startup_timeout, startup_timeout_message
 
 # Subcommand modules, in help order. Each defines register(subparsers) and sets func on its parsers.
 _COMMAND_MODULES = ["synthesize", "stylize", "smooth", "run", "check", "summary", "gc", "sheet", "demo", "deploy", "version"]
@@ -24,6 +25,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    default_startup_deadline()  # before any command imports Prefect
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):
@@ -37,6 +39,11 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except RuntimeError as exc:
+        if not is_startup_timeout(exc):
+            raise
+        print(startup_timeout_message(args.command), file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -4,8 +4,12 @@ Idempotent: run it again after editing ``deployments/prefect.yaml`` and it updat
 The plain ``prefect`` sequence it performs (documented in README.md, "Deploy and schedule") is::
 
     prefect work-pool create spadepis --type process --overwrite
-    prefect concurrency-limit create gpu 1
+    prefect concurrency-limit create gpu 1          # only with GPUs: --gpu-slots defaults to the GPUs found
     SPADEPIS_PROJECT_DIR=$PWD prefect deploy --all --prefect-file deployments/prefect.yaml
+
+It works from a checkout and from a plain (non-editable) install: the deployment file ships inside the package
+(``spadepis/flows/prefect.yaml``, the same file as the checkout's ``deployments/prefect.yaml``) and the
+deployments' entrypoint is the module path ``spadepis.flows.augment:augment``.
 
 Prefect is imported inside the command function only (the library never imports it).
 """
@@ -25,9 +29,30 @@ from ..tasks import GPU_TAG
 __all__ = ["register", "deploy", "PROJECT_ROOT", "PREFECT_FILE", "GPU_TAG"]
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
-"""The checkout: ``deployments/prefect.yaml`` and the ``spadepis/flows/`` entrypoints live here."""
+"""The checkout (editable install), or the site-packages folder holding ``spadepis`` (plain install)."""
 PREFECT_FILE = Path("deployments") / "prefect.yaml"
+PACKAGED_PREFECT_FILE = Path(__file__).resolve().parents[1] / "flows" / "prefect.yaml"
+"""The deployment file as the package ships it (package data; in a checkout, a link to ``deployments/prefect.yaml``)."""
 FLOW_NAME = "spadepis-augment"
+
+
+def in_checkout() -> bool:
+    """Whether spadepis runs from a source checkout (``pip install -e``), not from site-packages."""
+    return (PROJECT_ROOT / PREFECT_FILE).is_file() and (PROJECT_ROOT / "pyproject.toml").is_file()
+
+
+def default_prefect_file() -> Path:
+    return PROJECT_ROOT / PREFECT_FILE if in_checkout() else PACKAGED_PREFECT_FILE
+
+
+def gpus_found() -> int:
+    """CUDA devices this machine has (0 without torch.cuda)."""
+    try:
+        import torch
+
+        return int(torch.cuda.device_count()) if torch.cuda.is_available() else 0
+    except Exception:  # noqa: BLE001 - a broken CUDA setup counts as none
+        return 0
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -41,11 +66,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--api-url", default=None, help="Prefect API URL, e.g. http://127.0.0.1:4200/api "
                    "(default: PREFECT_API_URL or the active Prefect profile)")
     p.add_argument("--pool", default="spadepis", help="work pool name (default: spadepis)")
-    p.add_argument("--gpu-slots", type=int, default=1, help="concurrent model tasks allowed, all workers "
-                   "together: the number of GPUs (default: 1)")
-    p.add_argument("--prefect-file", default=None, help=f"deployment file (default: {PREFECT_FILE} in the checkout)")
-    p.add_argument("--project-dir", default=None, help="checkout path the workers chdir into before running "
-                   "the flow (default: SPADEPIS_PROJECT_DIR, else this checkout)")
+    p.add_argument("--gpu-slots", type=int, default=None, help="concurrent model tasks allowed, all workers "
+                   "together: the number of GPUs (default: the GPUs found on this machine; none found: no limit, "
+                   "so CPU shards are not serialized; 0 removes the limit)")
+    p.add_argument("--prefect-file", default=None, help=f"deployment file (default: {PREFECT_FILE} in the checkout, "
+                   "else the copy installed with the package)")
+    p.add_argument("--project-dir", default=None, help="folder the workers chdir into before running the flow; "
+                   "relative paths in configs (out/...) resolve there (default: SPADEPIS_PROJECT_DIR, else this "
+                   "checkout, else the current folder)")
     p.add_argument("--name", action="append", default=None, help="deploy only this deployment (repeatable), "
                    "e.g. --name adhoc")
     p.add_argument("--schedules", choices=["keep", "on", "off"], default="keep",
@@ -81,7 +109,7 @@ def deploy(
     *,
     api_url: str | None = None,
     pool: str = "spadepis",
-    gpu_slots: int = 1,
+    gpu_slots: int | None = None,
     prefect_file: str | Path | None = None,
     project_dir: str | Path | None = None,
     names: list[str] | None = None,
@@ -91,16 +119,22 @@ def deploy(
     """Create or update the pool, the ``gpu`` limit and the deployments; return what is now on the server."""
     if schedules not in ("keep", "on", "off"):
         raise ConfigError(f"--schedules {schedules!r}: use keep, on or off")
-    if gpu_slots < 1:
-        raise ConfigError(f"--gpu-slots {gpu_slots}: must be at least 1 (the number of GPUs model tasks may use at once)")
-    prefect_file = Path(prefect_file) if prefect_file else PROJECT_ROOT / PREFECT_FILE
+    slots_source = "--gpu-slots"
+    if gpu_slots is None:
+        gpu_slots, slots_source = gpus_found(), "GPUs found on this machine"
+    if gpu_slots < 0:
+        raise ConfigError(f"--gpu-slots {gpu_slots}: must be 0 (no limit) or more (the number of GPUs model tasks "
+                          "may use at once)")
+    prefect_file = Path(prefect_file) if prefect_file else default_prefect_file()
     if not prefect_file.is_file():
-        raise ConfigError(f"deployment file {prefect_file} not found; run from a spadepis checkout or pass --prefect-file")
-    project_dir = Path(project_dir or os.environ.get("SPADEPIS_PROJECT_DIR") or PROJECT_ROOT).resolve()
-    if not (project_dir / "spadepis" / "flows").is_dir():
-        raise ConfigError(
-            f"--project-dir {project_dir}: no spadepis/flows/ folder there; point it to the spadepis checkout the workers use"
-        )
+        raise ConfigError(f"deployment file {prefect_file} not found; pass --prefect-file PATH (the package's copy is "
+                          f"{PACKAGED_PREFECT_FILE})")
+    default_dir = PROJECT_ROOT if in_checkout() else Path.cwd()
+    project_dir = Path(project_dir or os.environ.get("SPADEPIS_PROJECT_DIR") or default_dir).resolve()
+    if project_dir == PROJECT_ROOT and not in_checkout():
+        raise ConfigError(f"--project-dir {project_dir} is where the package is installed; runs would write their "
+                          "outputs there: pass the folder the runs should work in")
+    deploy_cwd = PROJECT_ROOT if in_checkout() else Path.cwd()
 
     from prefect.client.orchestration import get_client
     from prefect.exceptions import ObjectNotFound
@@ -124,7 +158,7 @@ def deploy(
                         "or fix --api-url / PREFECT_API_URL"
                     )
                 _ensure_pool(client, pool, say, ObjectNotFound)
-                _ensure_gpu_limit(client, gpu_slots, say, ObjectNotFound)
+                _ensure_gpu_limit(client, gpu_slots, slots_source, say, ObjectNotFound)
                 active_before = _active_schedules(client, prefect_file)
         except SpadepisError:
             raise
@@ -145,8 +179,8 @@ def deploy(
         "PREFECT_SERVER_ANALYTICS_ENABLED": env.get("PREFECT_SERVER_ANALYTICS_ENABLED", "false"),
         "PREFECT_CLI_WRAP_LINES": "false",
     })
-    say(f"$ {' '.join(cmd)}   (in {PROJECT_ROOT})")
-    proc = subprocess.run(cmd, cwd=PROJECT_ROOT, env=env, capture_output=True, text=True)
+    say(f"$ {' '.join(cmd)}   (in {deploy_cwd})")
+    proc = subprocess.run(cmd, cwd=deploy_cwd, env=env, capture_output=True, text=True)
     if proc.returncode != 0:
         raise SpadepisError(
             f"`prefect deploy` failed (exit {proc.returncode}) for {prefect_file}:\n"
@@ -159,12 +193,25 @@ def deploy(
             _apply_schedule_state(client, prefect_file, schedules, active_before, say)
             deployments = _summarise(client, pool)
     say(f"Prefect API: {url}")
-    say(f"work pool {pool!r} (process); concurrency limit on tag {GPU_TAG!r}: {gpu_slots}")
+    say(f"work pool {pool!r} (process); concurrency limit on tag {GPU_TAG!r}: "
+        + (f"{gpu_slots} ({slots_source})" if gpu_slots else f"none ({slots_source}: 0)"))
     for d in deployments:
         say(f"  deployment {d['name']}: schedules {d['schedules'] or '-'}; enforce_parameter_schema={d['enforce_parameter_schema']}")
-    say(f"start a worker on each GPU box:  SPADEPIS_PROJECT_DIR={project_dir} prefect worker start --pool {pool}")
-    say("trigger a run:                    prefect deployment run spadepis-augment/adhoc")
-    return {"api_url": url, "pool": pool, "gpu_slots": gpu_slots, "deployments": deployments}
+    commands = worker_commands(url, project_dir, pool)
+    say(f"start a worker on each box that runs flows:  {commands['worker']}")
+    say(f"trigger a run:                               {commands['run']}")
+    return {"api_url": url, "pool": pool, "gpu_slots": gpu_slots, "deployments": deployments, "commands": commands}
+
+
+def worker_commands(url: str, project_dir: Path, pool: str) -> dict[str, str]:
+    """The commands ``spadepis deploy`` prints, complete: they work as printed in a fresh shell with the venv active."""
+    import shlex
+
+    api = f"PREFECT_API_URL={shlex.quote(url)}"
+    return {
+        "worker": f"{api} SPADEPIS_PROJECT_DIR={shlex.quote(str(project_dir))} prefect worker start --pool {shlex.quote(pool)}",
+        "run": f"{api} prefect deployment run {FLOW_NAME}/adhoc",
+    }
 
 
 def _ensure_pool(client, pool: str, say, ObjectNotFound) -> None:
@@ -190,11 +237,18 @@ def _ensure_pool(client, pool: str, say, ObjectNotFound) -> None:
     say(f"created work pool {pool!r} (process)")
 
 
-def _ensure_gpu_limit(client, slots: int, say, ObjectNotFound) -> None:
+def _ensure_gpu_limit(client, slots: int, source: str, say, ObjectNotFound) -> None:
     try:
         current = client.read_concurrency_limit_by_tag(GPU_TAG)
     except ObjectNotFound:
         current = None
+    if slots == 0:  # no GPUs: no limit, so shard tasks run untagged and in parallel (see spadepis.tasks.shard)
+        if current is not None:
+            client.delete_concurrency_limit_by_tag(GPU_TAG)
+            say(f"removed the concurrency limit {GPU_TAG!r} (was {current.concurrency_limit}; {source}: 0)")
+        else:
+            say(f"no concurrency limit on {GPU_TAG!r} ({source}: 0): CPU shards run side by side")
+        return
     if current is not None and current.concurrency_limit == slots:
         say(f"concurrency limit {GPU_TAG!r} = {slots} (unchanged)")
         return

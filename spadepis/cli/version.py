@@ -8,11 +8,14 @@ from importlib import metadata
 
 def _versions() -> dict[str, str]:
     out = {"python": platform.python_version(), "platform": platform.platform()}
-    for pkg in ("spadepis", "torch", "torchvision", "numpy", "scipy", "pillow", "prefect", "pyarrow", "pandas", "fsspec"):
+    for pkg in ("spadepis", "torch", "numpy", "scipy", "cvxopt", "pillow", "prefect", "pyarrow", "pandas", "fsspec"):
         try:
             out[pkg] = metadata.version(pkg)
         except metadata.PackageNotFoundError:
             out[pkg] = "not installed"
+    from ..models.smoothing import default_exact_solver
+
+    out["exact solver"] = default_exact_solver()
     try:
         import torch
 
@@ -31,7 +34,7 @@ def _cmd(args) -> int:
 def register(sub) -> None:
     p = sub.add_parser(
         "version", help="print versions for bug reports",
-        description="Print the versions of spadepis, Python, the platform, torch, numpy, scipy, Pillow, Prefect, "
-        "pyarrow, pandas and fsspec, and the CUDA device; paste them into bug reports.",
+        description="Print the versions of spadepis, Python, the platform, torch, numpy, scipy, cvxopt (the cholmod "
+        "extra), Pillow, Prefect, pyarrow, pandas and fsspec, the exact smoothing solver in use and the CUDA device; paste them into bug reports.",
     )
     p.set_defaults(func=_cmd)

@@ -60,7 +60,8 @@ def _flow_run_name() -> str:
     try:
         if isinstance(cfg, dict):
             cfg = RunConfig.model_validate(cfg)
-        return f"augment-{cfg.resolved_run_id}"
+        # distinct per flow run (several runs of one run_id: first run, resumes, re-runs), the run id first
+        return f"augment-{cfg.resolved_run_id}-{str(flow_run.id or '')[:8] or 'local'}"
     except Exception:  # noqa: BLE001 - the name must never break the run
         return "augment"
 
@@ -183,11 +184,10 @@ def augment(config: RunConfig) -> dict[str, Any]:
         log.warning("%s: its commit marker does not hold (%s); the shard is redone", name, why)
     pending = [s for s in plan.shards if s.name not in committed]
     total = len(plan.shards)
-    log.info(
-        "run %s: %d sources x %d styles = %d outputs in %d shard(s); %d committed already, %d to do; output %s",
-        plan.run_id, len(plan.sources), len(plan.styles), plan.n_samples, total, total - len(pending), len(pending),
-        cfg.run_uri,
-    )
+    planned = ui.plan_text(len(plan.sources), [len(ids) for sh in plan.shards for ids in sh.style_ids],
+                           len(plan.styles))
+    log.info("run %s: %s in %d shard(s); %d committed already, %d to do; output %s",
+             plan.run_id, planned, total, total - len(pending), len(pending), cfg.run_uri)
     key = _slug(plan.run_id)
     _safe_artifact(_tag_flow_run, ui.run_tags(cfg, plan.run_id))
     done = total - len(pending)
@@ -249,10 +249,8 @@ def augment(config: RunConfig) -> dict[str, Any]:
             f"(first: {failures[sorted(failures)[0]]}); then writing the index failed too: {describe(exc)}"
         ) from exc
     new_ok = sum(r.ok for r in results if not r.skipped)
-    s = summary(index)
-    s["wall_s"] = wall
-    s["outputs_per_s"] = new_ok / wall if (wall > 0 and new_ok) else float("nan")
-    plan_sizes = {"sources": len(plan.sources), "styles": len(plan.styles), "samples": plan.n_samples, "shards": total}
+    s = summary(index, wall_s=wall)
+    plan_sizes = {"sources": len(plan.sources), "samples": plan.n_samples, "shards": total, "text": planned}
     _safe_artifact(create_table_artifact, table=ui.summary_table(s), key=f"spadepis-summary-{key}",
                    description=ui.summary_description(s, run_id=plan.run_id, plan=plan_sizes, new_ok=new_ok,
                                                       failed=len(failures)))
@@ -267,6 +265,7 @@ def augment(config: RunConfig) -> dict[str, Any]:
         _safe_artifact(create_markdown_artifact, markdown=samples_md, key=f"spadepis-samples-{key}",
                        description=f"run {plan.run_id}: samples like the contact sheet, failures, errors")
     print(format_summary(s))
+    print(f"this invocation: {new_ok} new output(s) in {wall:.1f} s wall time")
     out = {
         "run_id": plan.run_id,
         "run_uri": cfg.run_uri,
@@ -279,6 +278,10 @@ def augment(config: RunConfig) -> dict[str, Any]:
     if failures:
         # every shard that did not fail is committed (now or by an earlier run)
         raise ShardsFailedError(ui.failure_message(failures, total, total - len(failures), cfg.run_uri))
+    if not pending:  # every shard was committed by an earlier run: a green run that did nothing says so
+        message = ui.nothing_to_do_message(total, storage.run_uri)  # absolute: the UI has no working folder
+        log.info(message)
+        return Completed(message=message, data=out)
     message = ui.completion_message(s)
     if message:  # completed, but not everything is ok: say so on the run's state
         log.warning(message)

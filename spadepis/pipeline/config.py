@@ -47,8 +47,30 @@ RANDOM_INIT = "random-init"
 _RUN_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 
 
+_SNAKE = re.compile(r"[\w.*/:<>-]*_[\w.*/:<>-]*\w")
+
+
+def _form_schema(schema: dict[str, Any], model: type) -> None:
+    """What the Prefect UI's run form shows of each field: descriptions are rendered as markdown, so every word
+    with an underscore (field names, file names) goes into a code span (no underscores read as italics), and a
+    field whose default comes from a factory shows that default (pydantic leaves it out: "No items" for a list)."""
+    for name, prop in (schema.get("properties") or {}).items():
+        desc = prop.get("description")
+        if desc:
+            parts = re.split(r"(`[^`]*`)", desc)  # keep existing code spans as they are
+            prop["description"] = "".join(
+                part if part.startswith("`") else _SNAKE.sub(lambda m: f"`{m.group(0)}`", part)
+                for part in parts)
+        field = model.model_fields.get(name)
+        if field is not None and field.default_factory is not None and "default" not in prop:
+            try:
+                prop["default"] = field.default_factory()  # type: ignore[call-arg]
+            except TypeError:  # a factory that takes the validated data: no static default
+                pass
+
+
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, json_schema_extra=_form_schema)
 
 
 class DatasetConfig(_Strict):
@@ -224,7 +246,7 @@ class ModelsConfig(_Strict):
     smoothing_device: Literal["auto", "cpu", "cuda"] = Field(
         "auto",
         title="Smoothing device",
-        description="Where exact smoothing runs. cpu: sparse Cholesky (CHOLMOD) on runner.smoothing_workers "
+        description="Where exact smoothing runs. cpu: a direct sparse solve (SuperLU; CHOLMOD with the cholmod extra) on runner.smoothing_workers "
         "processes; cuda: batched preconditioned CG on the GPU (every style of a SPADE batch at once); auto: "
         "the run's device.",
     )

@@ -234,9 +234,11 @@ def contact_sheet(run_uri: str, out_path: str | Path, *, max_rows: int | None = 
 
 
 def closing_note(result: dict[str, Any], sheet: Path) -> str:
+    from .manifest import RATE_BASIS
+
     s = result["summary"]
     return f"""
-spadepis demo finished: {s['ok']} outputs ok, {s['error']} errors, {s['outputs_per_s']:.2f} outputs/s.
+spadepis demo finished: {s['ok']} outputs ok, {s['error']} errors, {s['outputs_per_s']:.2f} outputs/s ({RATE_BASIS}).
   run folder     {result['run_uri']}   (images/, synth/, manifest/, run.json)
   manifest       {result['index_uri']}
   contact sheet  {sheet}   (label map | synthesized | each style)

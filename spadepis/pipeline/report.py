@@ -10,7 +10,7 @@ import datetime as _dt
 import hashlib
 from typing import Any
 
-from .. import __version__
+from .._version import __version__
 from .config import RANDOM_INIT, RunConfig
 from .schema import SCHEMA_VERSION, STAGES
 from .secrets import redact
@@ -70,7 +70,8 @@ def summary_rows(s: dict[str, Any]) -> list[dict[str, Any]]:
         {"metric": "outputs ok", "value": s["ok"]},
         {"metric": "outputs error", "value": s["error"]},
         {"metric": "shards committed", "value": s["shards"]},
-        {"metric": "outputs/s (this run, wall)", "value": round(s["outputs_per_s"], 3) if s["outputs_per_s"] == s["outputs_per_s"] else "n/a"},
+        {"metric": "outputs/s (ok outputs / their summed stage time)",
+         "value": round(s["outputs_per_s"], 3) if s["outputs_per_s"] == s["outputs_per_s"] else "n/a"},
     ]
     for stage in STAGES:
         v = s["stages"][stage]

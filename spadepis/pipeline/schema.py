@@ -16,7 +16,7 @@ from typing import Any
 
 import pyarrow as pa
 
-from .. import __version__
+from .._version import __version__
 
 __all__ = [
     "SCHEMA_VERSION",

@@ -17,7 +17,15 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageDraw
 
-__all__ = ["colorize", "contact_sheet", "score_caption", "sheet_layout", "thumbnail_data_uri", "samples_grid_markdown", "run_relative"]
+__all__ = ["colorize", "contact_sheet", "score_caption", "sheet_layout", "thumbnail_data_uri", "samples_grid_markdown",
+           "run_relative", "SCORE_KEY", "content_title", "SAMPLES_MAX_WIDTH"]
+
+SCORE_KEY = ("scores: r = style rank (0 = best), s = style_score, cov = q_coverage, st = q_structure, "
+             "sty = q_style, cl = q_clipped; - = no score")
+"""The key of :func:`score_caption`'s abbreviations, printed on every sheet and samples report that shows scores."""
+SAMPLES_MAX_WIDTH = 1400
+"""Widest the samples artifact's grid may be, in pixels of thumbnails plus cell padding (a Prefect UI page)."""
+_CELL_PAD = 18  # horizontal padding per markdown table cell in the Prefect UI (px), counted against the width
 
 # A few ADE20K classes get natural colours (the demo's scenes); the other ids a fixed random colour.
 _NAMED_COLOURS = {3: (135, 190, 235), 5: (40, 120, 40), 10: (90, 170, 60), 22: (40, 90, 170), 27: (30, 70, 150),
@@ -50,7 +58,7 @@ def sheet_layout(df, *, max_rows: int | None = None) -> dict[str, Any]:
     with ``source_id``, ``label_uri``, ``synth_uri`` and ``cells`` ``{style_id: row}`` (ok or error), and
     ``n_sources`` (all sources of the run, also when ``max_rows`` cut the rows)."""
     if len(df) == 0:
-        return {"styles": [], "rows": [], "n_sources": 0}
+        return {"styles": [], "rows": [], "n_sources": 0, "stylize_only": False}
     df = df.sort_values(["source_id", "style_id"])
     styles = df.drop_duplicates("style_id")[["style_id", "style_uri"]].itertuples(index=False)
     styles = [(str(s), str(u)) for s, u in styles]
@@ -66,7 +74,14 @@ def sheet_layout(df, *, max_rows: int | None = None) -> dict[str, Any]:
             "synth_uri": first["synth_uri"] if isinstance(first["synth_uri"], str) else None,
             "cells": {str(r["style_id"]): r for _, r in sub.iterrows()},
         })
-    return {"styles": styles, "rows": rows, "n_sources": len(sources)}
+    stylize_only = "synth_model" in df and bool(len(df)) and all(
+        str(m).startswith("none") for m in df["synth_model"].dropna().unique())
+    return {"styles": styles, "rows": rows, "n_sources": len(sources), "stylize_only": stylize_only}
+
+
+def content_title(layout: dict[str, Any]) -> str:
+    """What the second column shows: ``synthesized`` (SPADE's output), or ``photo`` in stylize-only runs."""
+    return "photo" if layout.get("stylize_only") else "synthesized"
 
 
 def _label_rgb(uri: str) -> np.ndarray:
@@ -156,16 +171,20 @@ def contact_sheet(source, out_uri: str | None = None, *, max_rows: int | None = 
     scored = any(score_caption(c) for r in rows for c in r["cells"].values())
     pad, title_h, text_h = 4, 18, 14
     cap_h = 26 if scored else 0
+    key_h = text_h if scored else 0
     cols = 2 + (2 * slots if per_source else slots)
     width = max(cols * (tile + pad) + pad, 320)
     header_h = text_h + (0 if per_source else tile + pad)  # column titles (+ style photos)
     row_h = text_h + tile + cap_h + pad
-    height = title_h + header_h + len(rows) * row_h + pad
+    if scored:  # the key must fit on one line
+        width = max(width, 6 * len(SCORE_KEY) + 2 * pad)
+    height = title_h + header_h + len(rows) * row_h + key_h + pad
     sheet = Image.new("RGB", (width, height), (255, 255, 255))
     draw = ImageDraw.Draw(sheet)
     shown = f"{len(rows)} source(s)" if len(rows) == lay["n_sources"] else f"first {len(rows)} of {lay['n_sources']} sources"
-    what = (f"{slots} chosen style(s) each: label map | synthesized | style photo + output, by rank" if per_source
-            else f"{len(styles)} style(s): label map | synthesized | one output per style")
+    content = content_title(lay)
+    what = (f"{slots} chosen style(s) each: label map | {content} | style photo + output, by rank" if per_source
+            else f"{len(styles)} style(s): label map | {content} | one output per style")
     draw.text((pad, 3), f"{shown} x {what}", fill=(0, 0, 0))
 
     def x_of(c: int) -> int:
@@ -178,7 +197,7 @@ def contact_sheet(source, out_uri: str | None = None, *, max_rows: int | None = 
             draw.text((x, y + tile + 1 + 12 * j), line[: max(8, tile // 6)], fill=(0, 0, 0))
 
     y = title_h
-    titles = ["label map", "synthesized"] + (
+    titles = ["label map", content] + (
         [t for i in range(slots) for t in (f"style #{i + 1}", f"output #{i + 1}")] if per_source
         else [f"style: {s}" for s, _ in styles])
     for c, title in enumerate(titles):
@@ -208,6 +227,8 @@ def contact_sheet(source, out_uri: str | None = None, *, max_rows: int | None = 
                 if cell is not None:  # None: this source was not paired with this style
                     put_output(cell, x_of(2 + c), ty)
         y += row_h
+    if scored:
+        draw.text((pad, y), SCORE_KEY, fill=(60, 60, 60))
     buf = io.BytesIO()
     sheet.save(buf, format="PNG")
     data = buf.getvalue()
@@ -234,21 +255,46 @@ def thumbnail_data_uri(img: Image.Image, *, quality: int = 70) -> str:
 
 
 def samples_grid_markdown(source, run_uri: str, *, budget_bytes: int = 100_000, max_rows: int = 4,
-                          thumb: int = 72, max_styles: int = 8) -> str:
+                          thumb: int = 72, max_styles: int = 8, max_width: int = SAMPLES_MAX_WIDTH) -> str:
     """A markdown table laid out like the contact sheet, with inline JPEG thumbnails (data URIs).
 
-    Header row: the style photos; one row per source (up to ``max_rows``): id, label map, synthesized,
-    one output per style. Thumbnails shrink, then rows are dropped, until the whole table fits in
-    ``budget_bytes``. Below the table: the shown outputs' paths relative to the run folder.
+    When every source was paired with every style: a header row with the style photos, then one row per source
+    (up to ``max_rows``): id, label map, synthesized image (``photo`` in stylize-only runs), one output per style.
+    When sources got their own styles (``styles.select: random`` / ``semantic``): per source its chosen styles
+    in rank order, each style photo next to its output. Under each source row, a text row gives each output's
+    scores (:func:`score_caption`, key below the table). The grid fits ``max_width`` pixels (thumbnails plus
+    cell padding): thumbnails shrink, and styles beyond what fits at 48 px are left out (said below the table).
+    Thumbnails then shrink, and rows are dropped, until the whole table fits in ``budget_bytes``. Below the
+    table: the shown outputs' paths relative to the run folder.
     """
     from .manifest import read_index
 
     df = read_index(source) if isinstance(source, str) else source
     lay = sheet_layout(df, max_rows=max_rows)
     rows, n_styles = lay["rows"], len(lay["styles"])
-    styles = lay["styles"][:max_styles]
     if not rows:
         return "_no outputs to show_"
+    content = content_title(lay)
+    per_source = any(len(r["cells"]) < n_styles for r in rows)
+    min_thumb = 48
+    fixed = 3  # source, label map, content
+    fit = max(1, max_width // (min_thumb + _CELL_PAD) - fixed)  # columns left for styles/outputs at the smallest size
+
+    def rank(cell) -> float:
+        r = cell.get("style_rank")
+        return 1e9 if r is None or r != r else float(r)
+
+    if per_source:
+        slots_all = max(len(r["cells"]) for r in rows)
+        slots = min(slots_all, max_styles, max(1, fit // 2))
+        styles = []
+        ncols = fixed + 2 * slots
+    else:
+        styles = lay["styles"][: min(max_styles, fit)]
+        slots_all, slots = n_styles, len(styles)
+        ncols = fixed + len(styles)
+    thumb = max(min_thumb, min(thumb, max_width // ncols - _CELL_PAD))
+    scored = any(score_caption(c) for r in rows for c in r["cells"].values())
     cache: dict[tuple[str, str | None, int], str] = {}
 
     def cell(kind: str, uri: str | None, size: int, alt: str) -> str:
@@ -258,23 +304,41 @@ def samples_grid_markdown(source, run_uri: str, *, budget_bytes: int = 100_000, 
             cache[key] = "" if img is None else f"![{alt}]({thumbnail_data_uri(img)})"
         return cache[key] or f"_{alt}: unreadable_"
 
+    def output(row, style_id: str, c, size: int) -> str:
+        if c is None:
+            return ""
+        if c["status"] != "ok":
+            return "**error**"
+        return cell("photo", c["image_uri"], size, f"{row['source_id']} x {style_id}")
+
+    def caption(c) -> str:
+        return " ".join(score_caption(c)) if c is not None else ""
+
     def render(size: int, n_rows: int) -> str:
-        head = "| source | label map | synthesized | " + " | ".join(f"style `{s}`" for s, _ in styles) + " |"
-        sep = "|" + "---|" * (3 + len(styles))
-        photos = "| _style photo_ | | | " + " | ".join(cell("photo", u, size, s) for s, u in styles) + " |"
-        lines = [head, sep, photos]
+        if per_source:
+            head = f"| source | label map | {content} | " + " | ".join(
+                f"style #{i + 1} | output #{i + 1}" for i in range(slots)) + " |"
+            lines = [head, "|" + "---|" * ncols]
+        else:
+            head = f"| source | label map | {content} | " + " | ".join(f"style `{sid}`" for sid, _ in styles) + " |"
+            photos = "| _style photo_ | | | " + " | ".join(cell("photo", u, size, sid) for sid, u in styles) + " |"
+            lines = [head, "|" + "---|" * ncols, photos]
         for row in rows[:n_rows]:
-            outs = []
-            for s, _ in styles:
-                c = row["cells"].get(s)
-                if c is None:
-                    outs.append("")
-                elif c["status"] != "ok":
-                    outs.append("**error**")
-                else:
-                    outs.append(cell("photo", c["image_uri"], size, f"{row['source_id']} x {s}"))
-            lines.append(f"| `{row['source_id']}` | {cell('label', row['label_uri'], size, 'label')} | "
-                         f"{cell('photo', row['synth_uri'], size, 'synthesized')} | " + " | ".join(outs) + " |")
+            start = (f"| `{row['source_id']}` | {cell('label', row['label_uri'], size, 'label')} | "
+                     f"{cell('photo', row['synth_uri'], size, content)} | ")
+            if per_source:
+                ordered = sorted(row["cells"].items(), key=lambda kv: (rank(kv[1]), kv[0]))[:slots]
+                ordered += [(None, None)] * (slots - len(ordered))
+                outs = [f"{cell('photo', c['style_uri'], size, sid)} | {output(row, sid, c, size)}" if sid else " | "
+                        for sid, c in ordered]
+                notes = [f"`{sid}` | {caption(c)}" if sid else " | " for sid, c in ordered]
+            else:
+                cs = [(sid, row["cells"].get(sid)) for sid, _ in styles]
+                outs = [output(row, sid, c, size) for sid, c in cs]
+                notes = [caption(c) for _, c in cs]
+            lines.append(start + " | ".join(outs) + " |")
+            if scored or per_source:
+                lines.append("| | | | " + " | ".join(notes) + " |")
         return "\n".join(lines)
 
     size, n_rows = thumb, len(rows)
@@ -286,10 +350,17 @@ def samples_grid_markdown(source, run_uri: str, *, budget_bytes: int = 100_000, 
             n_rows -= 1
         text = render(size, n_rows)
     shown = rows[:n_rows]
-    paths = [f"- `{run_relative(c['image_uri'], run_uri)}`" for row in shown for s, _ in styles
-             if (c := row["cells"].get(s)) is not None and c["status"] == "ok"]
+    if per_source:
+        paths = [f"- `{run_relative(c['image_uri'], run_uri)}`" for row in shown
+                 for _, c in sorted(row["cells"].items(), key=lambda kv: (rank(kv[1]), kv[0]))[:slots]
+                 if c["status"] == "ok"]
+    else:
+        paths = [f"- `{run_relative(c['image_uri'], run_uri)}`" for row in shown for sid, _ in styles
+                 if (c := row["cells"].get(sid)) is not None and c["status"] == "ok"]
     cut = [f"first {n_rows} of {lay['n_sources']} sources"] if n_rows < lay["n_sources"] else []
-    cut += [f"first {len(styles)} of {n_styles} styles"] if len(styles) < n_styles else []
+    if slots < slots_all:
+        cut += [f"first {slots} of {slots_all} {'styles per source' if per_source else 'styles'}"]
     note = f"\n\n_{', '.join(cut)}; all of them: `spadepis sheet {run_uri} --max-rows 0`_" if cut else ""
+    key = f"\n\n_{SCORE_KEY}_" if scored else ""
     listing = ["", "", f"Outputs shown (relative to `{run_uri}`):", "", *paths] if paths else []  # no heading over nothing
-    return text + note + "\n".join(listing)
+    return text + note + key + "\n".join(listing)

@@ -16,7 +16,8 @@ import io
 import math
 from typing import Any
 
-__all__ = ["STAGE_NAMES", "summary_table", "summary_description", "progress_text", "shard_log_line",
+__all__ = ["STAGE_NAMES", "summary_table", "summary_description", "progress_text", "shard_log_line", "plan_text",
+           "nothing_to_do_message",
            "completion_message", "run_tags", "timing_chart_png", "timing_chart_data_uri", "failure_message",
            "samples_report"]
 
@@ -46,15 +47,41 @@ def _wall(seconds: float | None) -> str:
     return f"{int(m)} min {sec:.0f} s" if m else f"{sec:.1f} s"
 
 
-def summary_description(s: dict[str, Any], *, run_id: str, plan: dict[str, int], new_ok: int, failed: int) -> str:
+def plan_text(n_sources: int, per_source: list[int] | tuple[int, ...], pool: int) -> str:
+    """``6 sources x 2 styles each (chosen from a pool of 367) = 12 outputs``: the styles each source gets, not
+    the pool (``per_source``: the number of styles of every source)."""
+    counts = sorted(set(int(k) for k in per_source)) or [0]
+    total = sum(int(k) for k in per_source)
+    each = f"{counts[0]}" if len(counts) == 1 else f"{counts[0]}-{counts[-1]}"
+    style_word = "style" if counts == [1] else "styles"
+    text = f"{n_sources} source{'' if n_sources == 1 else 's'} x {each} {style_word} each"
+    if pool > counts[-1]:
+        text += f" (chosen from a pool of {pool})"
+    return f"{text} = {total} output{'' if total == 1 else 's'}"
+
+
+def rate_text(s: dict[str, Any]) -> str:
+    """The one outputs/s figure (:func:`spadepis.pipeline.manifest.outputs_per_s`), the same in ``run``,
+    ``summary`` and the UI: ``0.31 outputs/s``, or ``""`` when there is none."""
+    rate = s.get("outputs_per_s")
+    return f"{rate:.2f} outputs/s" if isinstance(rate, float) and math.isfinite(rate) else ""
+
+
+def nothing_to_do_message(n_shards: int, run_uri: str) -> str:
+    """The state message and log line of a run whose shards were all committed by earlier runs."""
+    return (f"nothing to do: {n_shards} shard(s) already committed in {run_uri} (an earlier run of this config made "
+            "them); to make new outputs, run with another output folder or run_id")
+
+
+def summary_description(s: dict[str, Any], *, run_id: str, plan: dict[str, Any], new_ok: int, failed: int) -> str:
     """The summary's caption: what ran on what, how much, how long."""
     models = s.get("models") or {}
-    rate = s.get("outputs_per_s")
-    rate = f", {rate:.2f} outputs/s" if isinstance(rate, float) and math.isfinite(rate) else ""
+    rate = rate_text(s)
+    rate = f", {rate}" if rate else ""
+    planned = plan.get("text") or f"{plan['sources']} sources, {plan['samples']} outputs"
     parts = [
         f"run {run_id}: {s['ok']} ok, {s['error']} error rows",
-        f"{plan['sources']} sources x {plan['styles']} styles = {plan['samples']} planned in {plan['shards']} shard(s)"
-        + (f", {failed} failed" if failed else ""),
+        f"{planned} planned in {plan['shards']} shard(s)" + (f", {failed} failed" if failed else ""),
         f"models: {', '.join(models.get('synth_model') or ['-'])} | {', '.join(models.get('stylizer') or ['-'])} | "
         f"smoothing {', '.join(models.get('smoothing') or ['-'])}",
         f"device {', '.join(models.get('device') or ['-'])}",
@@ -162,7 +189,7 @@ def samples_report(run_uri: str, df, failures: dict[str, str], s: dict[str, Any]
     if s["errors"]:
         tail += ["", f"## Error rows ({s['error']} row(s) from {s.get('error_sources', '?')} source(s); once per source)", ""]
         tail += [f"- {e['shard_id']} `{e['source_id']}` x {_styles_text(e)}: {str(e['error'])[:300]}" for e in s["errors"]]
-    tail += ["", "Read it: `spadepis.pipeline.manifest.read_index(run)` or `spadepis summary <run>`."]
+    tail += ["", "Read it: `from spadepis import read_index; read_index(run)` or `spadepis summary <run>`."]
     head_tail = "\n".join(lines + tail)
     grid = samples_grid_markdown(resolve_uris(df, run_uri), run_uri, budget_bytes=max(10_000, budget_bytes - len(head_tail.encode())))
     return "\n".join(lines) + "\n" + grid + "\n" + "\n".join(tail)

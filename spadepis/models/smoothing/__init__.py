@@ -21,7 +21,8 @@ The package, one job per module (everything public is re-exported here, import i
 
 * :mod:`.affinity`: the matting affinity :math:`W` and the 25 bands of :math:`A` (numpy/scipy):
   :func:`matting_affinity`, :func:`smoothing_matrix`;
-* :mod:`.cholesky`: exact smoothing on the CPU by a sparse Cholesky (CHOLMOD through ``cvxopt``):
+* :mod:`.cholesky`: exact smoothing on the CPU by a direct sparse solve (SuperLU by default, CHOLMOD through
+  ``cvxopt`` with the ``spadepis[cholmod]`` extra; :data:`EXACT_SOLVERS`, :func:`default_exact_solver`):
   :class:`SmoothingSystem`, the per-process analysis of each grid size :func:`grid_pattern`,
   :func:`to_uint8_truncated`, :data:`COMPAT_MODES`;
 * :mod:`.stencil`: exact smoothing in torch for the GPU, a matrix-free stencil with preconditioned CG in mixed
@@ -43,7 +44,15 @@ from __future__ import annotations
 
 from . import affinity, cholesky, stencil
 from .affinity import matting_affinity, smoothing_matrix
-from .cholesky import COMPAT_MODES, SmoothingSystem, grid_pattern, to_uint8_truncated
+from .cholesky import (
+    COMPAT_MODES,
+    EXACT_SOLVERS,
+    SmoothingSystem,
+    cholmod_available,
+    default_exact_solver,
+    grid_pattern,
+    to_uint8_truncated,
+)
 from .guided import GuidedFilter, guided_filter_smooth
 from .pool import (
     SMOOTHING_MODES,
@@ -85,4 +94,7 @@ __all__ = [
     "to_uint8_truncated",
     "SMOOTHING_MODES",
     "COMPAT_MODES",
+    "EXACT_SOLVERS",
+    "default_exact_solver",
+    "cholmod_available",
 ]

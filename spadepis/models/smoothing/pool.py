@@ -118,7 +118,12 @@ _THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
 
 def _warm_worker() -> int:
     """Import the solver in a fresh worker process (so the first real task does not pay for it)."""
-    import cvxopt.cholmod  # noqa: F401
+    import scipy.sparse.linalg  # noqa: F401
+
+    from .cholesky import default_exact_solver
+
+    if default_exact_solver() == "cholmod":
+        import cvxopt.cholmod  # noqa: F401
 
     return 1
 
