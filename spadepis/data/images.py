@@ -38,12 +38,12 @@ def max_image_pixels() -> int:
 def oversized_images(uris: list[str], limit: int) -> list[tuple[str, int]]:
     """``(uri, pixels)`` of the images above ``limit`` pixels, from their headers only (nothing is decoded);
     unreadable files are left to the run, which reports them per item."""
-    import fsspec
+    from .fs import open_uri
 
     out = []
     for uri in uris:
         try:
-            with fsspec.open(str(uri), "rb") as f, warnings.catch_warnings():
+            with open_uri(str(uri), "rb") as f, warnings.catch_warnings():
                 warnings.simplefilter("ignore", Image.DecompressionBombWarning)
                 try:
                     w, h = Image.open(f).size
@@ -71,10 +71,10 @@ def _too_big(uri: str | Path, w: int | None, h: int | None, pixels: int | None =
 
 
 def read_bytes(uri: str | Path) -> bytes:
-    import fsspec
+    from .fs import open_uri
 
     try:
-        with fsspec.open(str(uri), "rb") as f:
+        with open_uri(str(uri), "rb") as f:
             return f.read()
     except FileNotFoundError as exc:
         raise InputError(f"{uri}: file not found; check the path or URI.") from exc
@@ -159,11 +159,11 @@ def encode_png(array: np.ndarray) -> bytes:
 
 def write_png(uri: str | Path, array: np.ndarray) -> bytes:
     """Write ``array`` as PNG to a path or fsspec URI (parents created); returns the bytes written."""
-    import fsspec
+    from .fs import url_to_fs
 
     data = encode_png(array)
     uri = str(uri)
-    fs, path = fsspec.core.url_to_fs(uri)
+    fs, path = url_to_fs(uri)
     parent = path.rsplit("/", 1)[0] if "/" in path else ""
     from .buckets import is_object_store
 

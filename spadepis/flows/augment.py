@@ -41,8 +41,8 @@ from spadepis.pipeline.demo import prepare_inputs
 from spadepis.pipeline.failures import describe
 from spadepis.pipeline.lease import RunLease
 from spadepis.pipeline.manifest import format_summary, summary
-from spadepis.pipeline.plan import make_plan
-from spadepis.pipeline.preflight import check_config
+from spadepis.pipeline.plan import committed_sources, make_plan, write_plan_record
+from spadepis.pipeline.preflight import check_config, read_run_contract
 from spadepis.pipeline.report import run_record
 from spadepis.pipeline.storage import RunStorage
 from spadepis.tasks.shard import gpu_tag_limited, shard_task_for
@@ -172,21 +172,22 @@ def augment(config: RunConfig) -> dict[str, Any]:
     prepare_inputs(cfg)  # the demo config makes its inputs on a fresh checkout / deployment
     check_config(cfg)
     apply_storage_options(cfg)
-    plan = make_plan(cfg)
+    full_plan = make_plan(cfg)
     storage = RunStorage(cfg.run_uri)
+    read_run_contract(storage, cfg)  # refuses a damaged run.json or another config's run, before taking the lease
     lease = _take_lease(storage, cfg, log)  # one run at a time in this folder; released by the state hooks
-    existing = storage.read_run_record()  # a resume keeps run.json (no re-hashing of the weights)
-    resumed = existing is not None and existing.get("config_hash") == plan.config_hash
-    storage.write_run_record(existing if resumed else run_record(cfg, plan))
-    committed = storage.committed_shards()
+    if read_run_contract(storage, cfg) is None:  # a resume keeps run.json (no re-hashing of the weights)
+        storage.write_run_record(run_record(cfg, full_plan))
+    plan = full_plan.remaining(committed_sources(storage))  # exactly the sources no committed shard holds
     for name, why in sorted(storage.invalid_markers.items()):
         log.warning("%s: its commit marker does not hold (%s); the shard is redone", name, why)
-    pending = [s for s in plan.shards if s.name not in committed]
-    total = len(plan.shards)
+    write_plan_record(storage, plan)
+    pending = list(plan.shards)
+    total = len(plan.change.committed_shards) + len(pending)
     log.info(
-        "run %s: %d sources x %d styles = %d outputs in %d shard(s); %d committed already, %d to do; output %s",
-        plan.run_id, len(plan.sources), len(plan.styles), plan.n_samples, total, total - len(pending), len(pending),
-        cfg.run_uri,
+        "run %s: %d sources x %d styles; %s; %d shard(s) to do (%d outputs), %d committed; output %s",
+        plan.run_id, len(plan.sources), len(plan.styles), plan.change.describe(), len(pending), plan.n_samples,
+        len(plan.change.committed_shards), cfg.run_uri,
     )
     key = _slug(plan.run_id)
     _safe_artifact(_tag_flow_run, ui.run_tags(cfg, plan.run_id))
@@ -201,7 +202,7 @@ def augment(config: RunConfig) -> dict[str, Any]:
     results: list[Any] = []
     failures: dict[str, str] = {}
     t0 = time.perf_counter()
-    bar = tqdm(total=plan.n_samples, initial=plan.n_samples - sum(s.n_samples for s in pending), unit="img",
+    bar = tqdm(total=plan.n_samples, initial=0, unit="img",
                desc=f"spadepis {plan.run_id}", disable=None)
     if pending:
         from spadepis.flows.runners import open_shard_runner
@@ -252,7 +253,8 @@ def augment(config: RunConfig) -> dict[str, Any]:
     s = summary(index)
     s["wall_s"] = wall
     s["outputs_per_s"] = new_ok / wall if (wall > 0 and new_ok) else float("nan")
-    plan_sizes = {"sources": len(plan.sources), "styles": len(plan.styles), "samples": plan.n_samples, "shards": total}
+    plan_sizes = {"sources": len(plan.sources), "styles": len(plan.styles), "shards": total,
+                  "samples": len(index) + sum(sh.n_samples for sh in pending if sh.name in failures)}
     _safe_artifact(create_table_artifact, table=ui.summary_table(s), key=f"spadepis-summary-{key}",
                    description=ui.summary_description(s, run_id=plan.run_id, plan=plan_sizes, new_ok=new_ok,
                                                       failed=len(failures)))
