@@ -103,7 +103,8 @@ class DatasetConfig(_Strict):
         False,
         title="Generate demo inputs",
         description="Generate the demo's label maps and style photos at dataset.labels / styles.source when those "
-        "folders are missing (configs/demo.yaml), so the demo config runs on a fresh checkout or deployment.",
+        "folders are missing or empty (configs/demo.yaml), so the demo config runs on a fresh checkout or deployment. "
+        "A folder holding anything is left alone.",
     )
     max_side: int | None = Field(
         1024,

@@ -162,8 +162,10 @@ def ignored_labels(config: Any, preset: "Preset") -> list[int]:
 def _image_size(uri: str) -> tuple[int, int]:
     """``(width, height)`` of an image from its header."""
     from ..data.fs import open_uri
+    from ..data.images import check_local_input
     from PIL import Image
 
+    check_local_input(uri)  # never open a FIFO
     try:
         with open_uri(uri, "rb") as f:
             with Image.open(f) as img:
