@@ -6,10 +6,18 @@ sources that are gone. Also: ``run.json`` as the run's contract (damaged or anot
 from __future__ import annotations
 
 import numpy as np
+import pytest
 from PIL import Image
 
 from pipeline_helpers import LABEL_NC, SIZE, make_inputs, small_config
-from test_s3 import s3  # noqa: F401 - the moto S3 server fixture
+try:
+    from test_s3 import s3  # noqa: F401 - the moto S3 server fixture
+except BaseException as exc:  # pytest.importorskip's Skipped: moto / s3fs not installed
+    _why = str(exc)
+
+    @pytest.fixture
+    def s3():
+        pytest.skip(_why)
 from spadepis.pipeline.plan import sample_id
 
 
@@ -77,6 +85,14 @@ def _living_dataset_scenario(cfg, root, capsys):
     _remove_map(root, "m000")
     _remove_map(root, "m003")
     _add_map(root, "m004a", 3)
+    import yaml
+
+    path = root / "living.yaml"
+    path.write_text(yaml.safe_dump(cfg.model_dump(mode="json")))
+    capsys.readouterr()
+    assert main(["check", str(path)]) == 0  # says what a run would find
+    out = capsys.readouterr().out
+    assert "1 new source to do, 6 already committed, 2 gone from the dataset" in out, out
     third = _run(cfg)
     df3 = _index(cfg)
     _assert_each_once(df3, names0 | {"m001b", "m009", "m004a"}, 2)
@@ -174,3 +190,24 @@ def test_check_leaves_nothing_behind(tmp_path):
     path.write_text(yaml.safe_dump(cfg.model_dump(mode="json")))
     assert main(["check", str(path)]) == 0
     assert not (tmp_path / "out").exists(), list((tmp_path / "out").rglob("*"))
+
+
+def test_lease_refusal_is_one_line(tmp_path, capfd):
+    """`spadepis run` on a folder another live run holds: one clear error line, no traceback, nothing written."""
+    import yaml
+
+    from spadepis.cli import main
+    from spadepis.pipeline.storage import RunStorage
+    from test_lease import _write_lease
+
+    cfg = small_config(make_inputs(tmp_path, n_maps=2), run_id="held", models={"smoothing": "none"})
+    _write_lease(RunStorage(cfg.run_uri), owner="flow run busy-run", host="gpu-box-7")
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump(cfg.model_dump(mode="json")))
+    capfd.readouterr()
+    assert main(["run", str(path)]) == 1
+    err = capfd.readouterr().err
+    assert "Traceback" not in err, err
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 1 and "in use by flow run busy-run on host gpu-box-7" in lines[0], err
+    assert not (tmp_path / "runs" / "held" / "synth").exists()

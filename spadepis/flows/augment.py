@@ -4,8 +4,10 @@ Its only parameter is a :class:`spadepis.pipeline.config.RunConfig`, so the Pref
 deployments pass ``{"config": {...}}``. A run:
 
 1. validates the config (every problem reported before any work starts);
-2. plans shards deterministically and writes ``run.json`` (a re-run with another config under the
-   same run id is refused);
+2. lists the sources and, under the run folder's lease, plans the ones no committed shard holds
+   (``Plan.remaining``: a nightly rerun over a grown or shrunk dataset does exactly the new work, never a
+   source twice) and writes ``plan.json``; writes ``run.json`` once (a damaged ``run.json`` or another
+   config's run in the folder is refused);
 3. submits every shard that is not committed yet to the runner of ``config.runner`` (a bounded thread
    pool, or Dask), with retries for transient failures only; a progress artifact moves per shard;
 4. merges the committed parts into ``index.parquet`` and publishes (``spadepis.pipeline.ui``) a summary
