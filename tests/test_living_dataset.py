@@ -123,11 +123,36 @@ def test_rerun_after_adding_and_removing_label_maps_local(tmp_path, prefect_harn
     _living_dataset_scenario(cfg, root, capsys)
 
 
-def test_rerun_after_adding_and_removing_label_maps_s3(tmp_path, s3, prefect_harness, capsys):
+def test_rerun_after_adding_and_removing_label_maps_s3(tmp_path, s3, prefect_harness, capsys, monkeypatch):
     root = make_inputs(tmp_path, n_maps=5)
     cfg = small_config(root, output="s3://spadepis-test/living", run_id="living", models={"smoothing": "none"},
                        storage_options={"s3": s3["options"]})
     _living_dataset_scenario(cfg, root, capsys)
+
+    # summary / gc of an s3 run from a shell: the endpoint given with --set, the credentials of the shell
+    from spadepis.cli import main
+
+    for var in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "none"))
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "none"))
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    endpoint = ["--set", f"storage_options.s3.endpoint_url={s3['options']['endpoint_url']}"]
+    capsys.readouterr()
+    # no credentials anywhere: named as such, not "unreachable ... retried"
+    assert main(["summary", cfg.run_uri, *endpoint]) == 1
+    err = capsys.readouterr().err
+    assert "no credentials for the storage were found" in err and "retrying will not help" in err, err
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    import s3fs
+
+    s3fs.S3FileSystem.clear_instance_cache()  # a new shell command is a new process
+    assert main(["summary", cfg.run_uri, *endpoint]) == 0
+    assert "shards committed 5 of 5 planned" in capsys.readouterr().out
+    assert main(["gc", cfg.run_uri, "--dry-run", *endpoint]) == 0
+    assert main(["summary", cfg.run_uri, "--set", "storage_options.s3.secret=987654321012"]) == 1
+    assert "literal credentials in storage_options.s3.secret" in capsys.readouterr().err
 
 
 def test_old_run_folder_resumes(tmp_path, prefect_harness):
