@@ -187,9 +187,10 @@ def augment(config: RunConfig) -> dict[str, Any]:
     pending = list(plan.shards)
     total = len(plan.change.committed_shards) + len(pending)
     log.info(
-        "run %s: %d sources x %d styles; %s; %d shard(s) to do (%d outputs), %d committed; output %s",
-        plan.run_id, len(plan.sources), len(plan.styles), plan.change.describe(), len(pending), plan.n_samples,
-        len(plan.change.committed_shards), cfg.run_uri,
+        "run %s: %d sources x %d styles = %d outputs in %d shard(s); %s; %d shard(s) to do (%d outputs), %d committed; "
+        "output %s",
+        plan.run_id, len(plan.sources), len(plan.styles), full_plan.n_samples, total, plan.change.describe(),
+        len(pending), plan.n_samples, len(plan.change.committed_shards), cfg.run_uri,
     )
     key = _slug(plan.run_id)
     _safe_artifact(_tag_flow_run, ui.run_tags(cfg, plan.run_id))

@@ -324,9 +324,10 @@ class RunConfig(_Strict):
     storage_options: dict[str, dict[str, Any]] = Field(
         default_factory=dict,
         title="Storage options",
-        description="fsspec options per protocol, e.g. {s3: {endpoint_url: 'http://127.0.0.1:9000'}}. Credentials only "
-        "by reference: {env: VARIABLE} (the worker's environment) or {secret: BLOCK} (a Prefect Secret block); "
-        "literal secrets are refused.",
+        description="fsspec options per protocol, e.g. {s3: {endpoint_url: 'http://127.0.0.1:9000'}}, passed to this "
+        "run's filesystems only. Credential options (key, secret, token, password, session tokens, account keys, "
+        "..., inside client_kwargs too) only by reference, whatever their type: {env: VARIABLE} (the worker's "
+        "environment) or {secret: BLOCK} (a Prefect Secret block); literal ones are refused.",
     )
 
     @field_validator("run_id")
