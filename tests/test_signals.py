@@ -72,6 +72,8 @@ def test_run_leaves_no_process_behind(tmp_path, sig):
                 exited = time.monotonic() - t0
             time.sleep(0.1)
         elapsed = time.monotonic() - t0
+        print(f"\n{sig.name}: the command ended after {exited if exited is not None else elapsed:.1f} s, every process "
+              f"it started ({len(seen)}) after {elapsed:.1f} s")
         left = {p: _cmdline(p)[:120] for p, s in seen.items() if not _gone({p: s})}
         assert not left, f"still running {elapsed:.1f} s after {sig.name}: {left}"
         assert proc.poll() is not None

@@ -151,7 +151,10 @@ what is left), so a stop never takes more than a few seconds."""
 def graceful_sigterm():
     """Inside the block, SIGTERM raises :class:`Terminated` in the main thread (as Ctrl-C raises
     KeyboardInterrupt), so ``finally`` blocks, Prefect's crash handling and atexit cleanups run; if that takes
-    more than :data:`EXIT_GRACE_S`, the process exits anyway (status 128 + signal)."""
+    more than :data:`EXIT_GRACE_S`, the process exits anyway (status 128 + signal).
+
+    While a flow runs, Prefect's engine puts its own SIGTERM handler in front (it reports the crash, then calls
+    this one), so after SIGTERM the deadline starts only once Prefect's crash report is done."""
     import threading
 
     if threading.current_thread() is not threading.main_thread():
