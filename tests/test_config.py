@@ -190,6 +190,7 @@ def test_secret_references_resolve_where_used(tmp_path, monkeypatch):
     import fsspec.config
 
     from pipeline_helpers import make_inputs, small_config
+    from spadepis.data.fs import current_storage_options
     from spadepis.pipeline.config import apply_storage_options
     from spadepis.pipeline.secrets import register_secret_resolver
 
@@ -205,9 +206,10 @@ def test_secret_references_resolve_where_used(tmp_path, monkeypatch):
     register_secret_resolver({"blk": "v1"}.__getitem__)
     try:
         apply_storage_options(cfg)
-        assert fsspec.config.conf["spadepistest"] == {"key": "k1", "secret": "v1", "anon": False}
+        # passed to this run's filesystems (spadepis.data.fs), never to the process-wide fsspec config
+        assert current_storage_options()["spadepistest"] == {"key": "k1", "secret": "v1", "anon": False}
+        assert "spadepistest" not in fsspec.config.conf
     finally:
-        fsspec.config.conf.pop("spadepistest", None)
         register_secret_resolver(None)
 
 

@@ -147,7 +147,10 @@ def test_full_run_resume_and_read_back(tmp_path, s3, prefect_harness):
     cfg = _s3_config(make_inputs(tmp_path, n_maps=4), s3, "full", models={"smoothing": "fast"})
     first = augment(config=cfg)
     assert first["processed"] == 2 and first["summary"]["ok"] == 8
-    fs = fsspec.filesystem("s3")
+    # the run's storage options reach its own filesystems only: a reader here applies them (what a trainer does)
+    from spadepis.pipeline.config import apply_storage_options
+
+    fs = fsspec.filesystem("s3", **apply_storage_options(cfg)["s3"])
     assert fs.exists("spadepis-test/runs/full/run.json")
     assert fs.exists("spadepis-test/runs/full/manifest/shard=00001/_SUCCESS.json")
     again = augment(config=cfg)  # resume: everything committed, nothing redone
@@ -197,6 +200,9 @@ def test_server_outage_is_retried_and_nothing_lost(tmp_path, s3, prefect_harness
         runs = client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[state.state_details.flow_run_id])))
     assert max(r.run_count for r in runs) >= 2, "no shard task was retried"
 
+    from spadepis.pipeline.config import apply_storage_options
+
+    apply_storage_options(cfg)  # the run's options are this run's only: a reader applies them
     df = read_index("s3://spadepis-test/runs/outage")
     assert len(df) == 12 and df.sample_id.is_unique and (df.status == "ok").all()
     keys = {o["Key"] for o in direct.list_objects_v2(Bucket="spadepis-test", Prefix="runs/outage/images/")["Contents"]}
@@ -278,8 +284,8 @@ def test_secrets_never_reach_flow_parameters_run_json_or_logs(tmp_path, s3, pref
     path = tmp_path / "secrets.yaml"
     path.write_text(yaml.safe_dump(cfg.model_dump(mode="json")))
     assert main(["run", str(path)]) == 0
-    # the credentials were used (resolved inside the process doing the I/O) ...
-    assert fsspec.config.conf["s3"]["secret"] == secret
+    # the credentials were used (resolved inside the process doing the I/O, passed to its filesystems only) ...
+    assert secret not in json.dumps(fsspec.config.conf.get("s3", {}), default=str)
     # ... but never stored: not in the flow run's parameters (the Prefect database), run.json, or the logs
     with get_client(sync_client=True) as client:
         runs = client.read_flow_runs(flow_run_filter=FlowRunFilter(name=FlowRunFilterName(like_="augment-secrets-")))
@@ -288,7 +294,10 @@ def test_secrets_never_reach_flow_parameters_run_json_or_logs(tmp_path, s3, pref
         logs = " ".join(log.message for log in client.read_logs(
             log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=[runs[0].id]))))
     assert "spadepis-test-s3-secret" in params and "SPADEPIS_TEST_KEY_ID" in params  # references only
-    run_json = fsspec.filesystem("s3").cat_file("spadepis-test/runs/secrets/run.json").decode()
+    from spadepis.pipeline.config import apply_storage_options
+
+    run_json = fsspec.filesystem("s3", **apply_storage_options(cfg)["s3"]).cat_file(
+        "spadepis-test/runs/secrets/run.json").decode()
     assert "spadepis-test-s3-secret" in run_json
     for text in (params, logs, run_json):
         assert secret not in text and key_id not in text

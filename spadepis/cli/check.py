@@ -44,13 +44,28 @@ def _cmd_check(args) -> int:
         print(f"note: style {uri} is {pixels / 1e6:.0f} megapixels, above max_image_pixels "
               f"({cfg.max_image_pixels / 1e6:.0f}); it will be refused (its pairs become error rows): downscale or "
               "remove it, or raise max_image_pixels")
+    change = _change_in_run_folder(cfg, plan)
     print(
-        f"{args.config}: OK. run {plan.run_id} -> {cfg.run_uri}\n"
+        f"{args.config}: OK. run {plan.run_id} -> {cfg.run_uri}" + (f" (existing run: {change})" if change else "") + "\n"
         f"  {len(plan.sources)} sources, {len(plan.styles)} styles, {plan.n_samples} outputs in {len(plan.shards)} shard(s) "
         f"of {cfg.shard_size}; models: {cfg.models.synth_checkpoint if not cfg.stylize_only else 'stylize-only'}, "
         f"{cfg.models.stylizer}, smoothing {cfg.models.smoothing}; runner {cfg.runner.kind} x{cfg.runner.max_concurrency}"
     )
     return 0
+
+
+def _change_in_run_folder(cfg, plan) -> str | None:
+    """What a run would find in the run folder (new and gone sources), or ``None`` when it holds no run yet."""
+    from ..pipeline.plan import committed_sources
+    from ..pipeline.storage import RunStorage
+
+    storage = RunStorage(cfg.run_uri)
+    try:
+        if not storage.exists("run.json"):
+            return None
+        return plan.remaining(committed_sources(storage)).change.describe()
+    except Exception as exc:  # noqa: BLE001 - a read problem here is the run's to report
+        return f"could not read what it holds ({type(exc).__name__})"
 
 
 def register(subparsers) -> None:

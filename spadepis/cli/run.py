@@ -16,15 +16,47 @@ def _cmd_run(args) -> int:
     cfg = load_config_args(args)
     prepare_inputs_for(cfg)
     check_config(cfg)  # every problem, before Prefect even starts (the flow does not check it again)
-    from ..flows.augment import augment
+    from ..errors import SpadepisError
+    from ._reaper import Reaper, graceful_sigterm
 
-    result = augment(config=cfg)
+    # SIGTERM / SIGINT end the run in order; the reaper ends what it started even on kill -9 of this process
+    reaper = Reaper().start()
+    with graceful_sigterm():
+        try:
+            result = _augment(cfg)
+        except SpadepisError:
+            reaper.done()
+            raise
+    reaper.done()
     print(f"\nrun {result['run_id']}: index {result['index_uri']}")
     sheet = write_sheet(result["run_uri"], None, max_rows=RUN_SHEET_ROWS)
     if sheet:
         print(f"contact sheet: {sheet}")
     print(f"inspect: spadepis summary {result['run_uri']}")
     return 0
+
+
+def _augment(cfg) -> dict:
+    """The flow; a lease another live run holds is refused first, in one line (inside the flow, Prefect would
+    print the refusal's traceback before the error)."""
+    from ..flows.augment import augment
+
+    if cfg.lease.wait_s == 0:
+        from ..pipeline.config import apply_storage_options
+        from ..pipeline.lease import LEASE, LeaseHeldError, RunLease
+        from ..pipeline.storage import RunStorage
+
+        apply_storage_options(cfg)
+        storage = RunStorage(cfg.run_uri)
+        held = RunLease(storage).read()
+        if held is not None and not held.expired() and not held.holder_dead_here():
+            raise LeaseHeldError(
+                f"{storage.run_uri} is in use by {held.describe()}. Wait for it with --wait-lease SECONDS (config "
+                "lease.wait_s), or choose another run_id / output. A lease of a killed run is taken over when it "
+                f"expires (lease.ttl_s), at once when its process on this host is gone; delete {storage.uri(LEASE)} "
+                "only if you are sure that run is dead."
+            )
+    return augment(config=cfg)
 
 
 def register(subparsers) -> None:

@@ -25,7 +25,9 @@ def write_sheet(run_uri: str, out: str | None, *, max_rows: int | None) -> str |
 
 def _cmd_sheet(args) -> int:
     from ..pipeline.storage import RunStorage
+    from ._pipeline_args import use_run_storage_options
 
+    use_run_storage_options(args)
     try:
         RunStorage(args.run_uri).read_manifest()
     except FileNotFoundError as exc:
@@ -47,4 +49,7 @@ def register(subparsers) -> None:
     p.add_argument("run_uri", help="<output>/<run_id> of a run (local path or fsspec URI)")
     p.add_argument("--out", help="where to write the PNG (path or URI; default <run>/contact_sheet.png)")
     p.add_argument("--max-rows", type=int, default=64, help="sources to show (default 64; 0 = all)")
+    from ._pipeline_args import add_storage_options_arg
+
+    add_storage_options_arg(p)
     p.set_defaults(func=_cmd_sheet)

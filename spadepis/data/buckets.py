@@ -25,9 +25,9 @@ def missing_bucket(uri: str) -> str | None:
 
     Never creates anything. Other failures (no network, access denied) propagate to the caller.
     """
-    import fsspec
+    from .fs import url_to_fs
 
-    fs, path = fsspec.core.url_to_fs(uri)
+    fs, path = url_to_fs(uri)
     if not is_object_store(fs):
         return None
     bucket = path.strip("/").split("/", 1)[0]

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import errno
 import io
+import os
+import stat
 import re
 import warnings
 from pathlib import Path
@@ -15,6 +18,7 @@ from ..errors import InputError
 __all__ = [
     "read_bytes", "open_image", "read_rgb", "check_rgb_uint8", "fit_size", "downscale_rgb", "encode_png", "write_png",
     "float_to_uint8", "DEFAULT_MAX_IMAGE_PIXELS", "set_max_image_pixels", "max_image_pixels", "oversized_images",
+    "check_local_input", "local_path",
 ]
 
 DEFAULT_MAX_IMAGE_PIXELS = 89_478_485
@@ -38,12 +42,13 @@ def max_image_pixels() -> int:
 def oversized_images(uris: list[str], limit: int) -> list[tuple[str, int]]:
     """``(uri, pixels)`` of the images above ``limit`` pixels, from their headers only (nothing is decoded);
     unreadable files are left to the run, which reports them per item."""
-    import fsspec
+    from .fs import open_uri
 
     out = []
     for uri in uris:
         try:
-            with fsspec.open(str(uri), "rb") as f, warnings.catch_warnings():
+            check_local_input(str(uri))  # never open a FIFO
+            with open_uri(str(uri), "rb") as f, warnings.catch_warnings():
                 warnings.simplefilter("ignore", Image.DecompressionBombWarning)
                 try:
                     w, h = Image.open(f).size
@@ -70,11 +75,46 @@ def _too_big(uri: str | Path, w: int | None, h: int | None, pixels: int | None =
     )
 
 
-def read_bytes(uri: str | Path) -> bytes:
-    import fsspec
+def local_path(uri: str | None) -> str | None:
+    if not uri:
+        return None
+    uri = str(uri)
+    if uri.startswith("file://"):
+        return uri[len("file://"):]
+    return None if "://" in uri else uri
 
+
+def check_local_input(uri: str | None) -> None:
+    """Raise :class:`InputError` when ``uri`` is a local path that is not a readable regular file: a symlink
+    loop, a dangling link, a FIFO / socket / device, a folder, no read permission. Remote URIs pass (their
+    errors are the storage's, and may be transient)."""
+    path = local_path(uri)
+    if path is None:
+        return
     try:
-        with fsspec.open(str(uri), "rb") as f:
+        st = os.stat(path)  # follows links
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise InputError(f"{uri}: a symbolic link loop (the link points back to itself); fix or remove the link") from None
+        if isinstance(exc, FileNotFoundError):
+            what = "a dangling symbolic link" if os.path.islink(path) else "file not found (removed since it was listed?)"
+            raise InputError(f"{uri}: {what}; fix or remove it") from None
+        raise InputError(f"{uri}: cannot be read ({exc.strerror or exc}); fix the file or its permissions, or remove it") from None
+    if stat.S_ISDIR(st.st_mode):
+        raise InputError(f"{uri}: is a folder, expected an image file; rename or remove it")
+    if not stat.S_ISREG(st.st_mode):
+        kind = "a FIFO (named pipe)" if stat.S_ISFIFO(st.st_mode) else "a socket" if stat.S_ISSOCK(st.st_mode) else "a device"
+        raise InputError(f"{uri}: is {kind}, not a regular file; only image files can be inputs, remove it")
+    if not os.access(path, os.R_OK):
+        raise InputError(f"{uri}: no permission to read it (mode {stat.filemode(st.st_mode)}); fix its permissions or remove it")
+
+
+def read_bytes(uri: str | Path) -> bytes:
+    from .fs import open_uri
+
+    check_local_input(str(uri))  # a FIFO would block the reader forever; a link loop is no storage failure
+    try:
+        with open_uri(str(uri), "rb") as f:
             return f.read()
     except FileNotFoundError as exc:
         raise InputError(f"{uri}: file not found; check the path or URI.") from exc
@@ -159,11 +199,11 @@ def encode_png(array: np.ndarray) -> bytes:
 
 def write_png(uri: str | Path, array: np.ndarray) -> bytes:
     """Write ``array`` as PNG to a path or fsspec URI (parents created); returns the bytes written."""
-    import fsspec
+    from .fs import url_to_fs
 
     data = encode_png(array)
     uri = str(uri)
-    fs, path = fsspec.core.url_to_fs(uri)
+    fs, path = url_to_fs(uri)
     parent = path.rsplit("/", 1)[0] if "/" in path else ""
     from .buckets import is_object_store
 

@@ -4,8 +4,10 @@ Its only parameter is a :class:`spadepis.pipeline.config.RunConfig`, so the Pref
 deployments pass ``{"config": {...}}``. A run:
 
 1. validates the config (every problem reported before any work starts);
-2. plans shards deterministically and writes ``run.json`` (a re-run with another config under the
-   same run id is refused);
+2. lists the sources and, under the run folder's lease, plans the ones no committed shard holds
+   (``Plan.remaining``: a nightly rerun over a grown or shrunk dataset does exactly the new work, never a
+   source twice) and writes ``plan.json``; writes ``run.json`` once (a damaged ``run.json`` or another
+   config's run in the folder is refused);
 3. submits every shard that is not committed yet to the runner of ``config.runner`` (a bounded thread
    pool, or Dask), with retries for transient failures only; a progress artifact moves per shard;
 4. merges the committed parts into ``index.parquet`` and publishes (``spadepis.pipeline.ui``) a summary
@@ -41,8 +43,8 @@ from spadepis.pipeline.demo import prepare_inputs
 from spadepis.pipeline.failures import describe
 from spadepis.pipeline.lease import RunLease
 from spadepis.pipeline.manifest import format_summary, summary
-from spadepis.pipeline.plan import make_plan
-from spadepis.pipeline.preflight import check_config
+from spadepis.pipeline.plan import committed_sources, make_plan, write_plan_record
+from spadepis.pipeline.preflight import check_config, read_run_contract
 from spadepis.pipeline.report import run_record
 from spadepis.pipeline.storage import RunStorage
 from spadepis.tasks.shard import gpu_tag_limited, shard_task_for
@@ -173,21 +175,23 @@ def augment(config: RunConfig) -> dict[str, Any]:
     prepare_inputs(cfg)  # the demo config makes its inputs on a fresh checkout / deployment
     check_config(cfg)
     apply_storage_options(cfg)
-    plan = make_plan(cfg)
+    full_plan = make_plan(cfg)
     storage = RunStorage(cfg.run_uri)
+    read_run_contract(storage, cfg)  # refuses a damaged run.json or another config's run, before taking the lease
     lease = _take_lease(storage, cfg, log)  # one run at a time in this folder; released by the state hooks
-    existing = storage.read_run_record()  # a resume keeps run.json (no re-hashing of the weights)
-    resumed = existing is not None and existing.get("config_hash") == plan.config_hash
-    storage.write_run_record(existing if resumed else run_record(cfg, plan))
-    committed = storage.committed_shards()
+    if read_run_contract(storage, cfg) is None:  # a resume keeps run.json (no re-hashing of the weights)
+        storage.write_run_record(run_record(cfg, full_plan))
+    plan = full_plan.remaining(committed_sources(storage))  # exactly the sources no committed shard holds
     for name, why in sorted(storage.invalid_markers.items()):
         log.warning("%s: its commit marker does not hold (%s); the shard is redone", name, why)
-    pending = [s for s in plan.shards if s.name not in committed]
-    total = len(plan.shards)
-    planned = ui.plan_text(len(plan.sources), [len(ids) for sh in plan.shards for ids in sh.style_ids],
-                           len(plan.styles))
-    log.info("run %s: %s in %d shard(s); %d committed already, %d to do; output %s",
-             plan.run_id, planned, total, total - len(pending), len(pending), cfg.run_uri)
+    write_plan_record(storage, plan)
+    pending = list(plan.shards)
+    total = len(plan.change.committed_shards) + len(pending)
+    planned = ui.plan_text(len(full_plan.sources), [len(ids) for sh in full_plan.shards for ids in sh.style_ids],
+                           len(full_plan.styles))
+    log.info("run %s: %s in %d shard(s); %s; %d shard(s) to do (%d outputs), %d committed; output %s",
+             plan.run_id, planned, total, plan.change.describe(), len(pending), plan.n_samples,
+             len(plan.change.committed_shards), cfg.run_uri)
     key = _slug(plan.run_id)
     _safe_artifact(_tag_flow_run, ui.run_tags(cfg, plan.run_id))
     done = total - len(pending)
@@ -201,7 +205,7 @@ def augment(config: RunConfig) -> dict[str, Any]:
     results: list[Any] = []
     failures: dict[str, str] = {}
     t0 = time.perf_counter()
-    bar = tqdm(total=plan.n_samples, initial=plan.n_samples - sum(s.n_samples for s in pending), unit="img",
+    bar = tqdm(total=plan.n_samples, initial=0, unit="img",
                desc=f"spadepis {plan.run_id}", disable=None)
     if pending:
         from spadepis.flows.runners import open_shard_runner
@@ -250,7 +254,8 @@ def augment(config: RunConfig) -> dict[str, Any]:
         ) from exc
     new_ok = sum(r.ok for r in results if not r.skipped)
     s = summary(index, wall_s=wall)
-    plan_sizes = {"sources": len(plan.sources), "samples": plan.n_samples, "shards": total, "text": planned}
+    plan_sizes = {"sources": len(plan.sources), "styles": len(plan.styles), "shards": total, "text": planned,
+                  "samples": len(index) + sum(sh.n_samples for sh in pending if sh.name in failures)}
     _safe_artifact(create_table_artifact, table=ui.summary_table(s), key=f"spadepis-summary-{key}",
                    description=ui.summary_description(s, run_id=plan.run_id, plan=plan_sizes, new_ok=new_ok,
                                                       failed=len(failures)))

@@ -53,9 +53,9 @@ def tensor_digest(state_dict: Mapping[str, torch.Tensor]) -> str:
 def _read_bytes(uri: str | Path) -> bytes:
     uri = str(uri)
     try:
-        import fsspec
+        from ..data.fs import open_uri
 
-        with fsspec.open(uri, "rb") as f:
+        with open_uri(uri, "rb") as f:
             return f.read()
     except FileNotFoundError as exc:
         raise CheckpointError(

@@ -125,7 +125,8 @@ class DatasetConfig(_Strict):
         False,
         title="Generate demo inputs",
         description="Generate the demo's label maps and style photos at dataset.labels / styles.source when those "
-        "folders are missing (configs/demo.yaml), so the demo config runs on a fresh checkout or deployment.",
+        "folders are missing or empty (configs/demo.yaml), so the demo config runs on a fresh checkout or deployment. "
+        "A folder holding anything is left alone.",
     )
     max_side: int | None = Field(
         1024,
@@ -359,9 +360,10 @@ class RunConfig(_Strict):
     storage_options: dict[str, dict[str, Any]] = Field(
         default_factory=dict,
         title="Storage options",
-        description="fsspec options per protocol, e.g. {s3: {endpoint_url: 'http://127.0.0.1:9000'}}. Credentials only "
-        "by reference: {env: VARIABLE} (the worker's environment) or {secret: BLOCK} (a Prefect Secret block); "
-        "literal secrets are refused.",
+        description="fsspec options per protocol, e.g. {s3: {endpoint_url: 'http://127.0.0.1:9000'}}, passed to this "
+        "run's filesystems only. Credential options (key, secret, token, password, session tokens, account keys, "
+        "..., inside client_kwargs too) only by reference, whatever their type: {env: VARIABLE} (the worker's "
+        "environment) or {secret: BLOCK} (a Prefect Secret block); literal ones are refused.",
     )
 
     @field_validator("run_id")
@@ -383,17 +385,27 @@ class RunConfig(_Strict):
 
     @model_validator(mode="after")
     def _no_literal_secrets(self) -> "RunConfig":
-        from .secrets import literal_secrets
+        from .secrets import literal_secrets, suspicious_fields
 
         found = [f for proto, opts in self.storage_options.items() for f in literal_secrets(opts, f"storage_options.{proto}")]
         found += literal_secrets(self.model_dump(mode="json", exclude={"storage_options"}))
+        maybe = [f for proto, opts in self.storage_options.items() for f in suspicious_fields(opts, f"storage_options.{proto}")]
+        if maybe and not found:
+            import warnings
+
+            warnings.warn(
+                f"{', '.join(maybe)}: the name looks like a credential but is no known credential option of fsspec, "
+                "s3fs, gcsfs or adlfs; if it holds a secret, write a reference ({env: VARIABLE} or {secret: BLOCK}) "
+                "instead, since the config is stored in run.json and the Prefect database",
+                UserWarning, stacklevel=2,
+            )
         if found:
             raise ValueError(
                 f"literal credentials in {', '.join(found)}: a config travels as the Prefect flow parameter and into "
                 "run.json, so it must not hold secrets. Write a reference instead: {env: AWS_SECRET_ACCESS_KEY} (read "
                 "from the environment of the process doing the I/O) or {secret: my-block} (a Prefect Secret block), "
                 "or leave the key out and let the storage library find credentials (AWS_* variables, ~/.aws, roles); "
-                "URLs must not carry user:password@"
+                "URLs must not carry userinfo (user@ or user:password@): pass credentials as storage options"
             )
         return self
 
@@ -540,18 +552,21 @@ def load_config(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -
 # -------------------------------------------------------------------------------------- validation
 
 
-def apply_storage_options(config: RunConfig) -> None:
-    """Make ``config.storage_options`` the fsspec defaults of this process (workers call it too).
+def apply_storage_options(config: RunConfig) -> dict[str, dict[str, Any]]:
+    """Make ``config.storage_options`` the storage options of the calling code (workers call it too); returns them.
 
     Credential references (``{env: NAME}``, ``{secret: BLOCK}``) are resolved here, in the process that
-    does the I/O; their values live only in this process's fsspec defaults (see ``spadepis.pipeline.secrets``).
+    does the I/O. The resolved options are passed explicitly to every filesystem this context opens
+    (:mod:`spadepis.data.fs`, a context variable: this thread / task only), never through the process-wide
+    fsspec config, so two configs in one process never share credentials. A config without options
+    clears those of an earlier config in the same context.
     """
-    if not config.storage_options:
-        return
-    import fsspec.config
-
+    from ..data.fs import use_storage_options
     from .secrets import resolve_references
 
-    for protocol, options in config.storage_options.items():
-        resolved = resolve_references(options, f"storage_options.{protocol}")
-        fsspec.config.conf.setdefault(protocol, {}).update(resolved)
+    resolved = {
+        protocol: resolve_references(options, f"storage_options.{protocol}")
+        for protocol, options in config.storage_options.items()
+    }
+    use_storage_options(resolved)
+    return resolved

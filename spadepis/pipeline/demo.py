@@ -179,9 +179,10 @@ def prepare_demo(root: str | Path, *, n_maps: int = 12, seed: int = 0, **overrid
 
 def ensure_demo_inputs(config: RunConfig, *, n_maps: int = 12, seed: int = 0) -> list[str]:
     """Generate the demo's label maps at ``dataset.labels`` and style photos at ``styles.source`` when a folder
-    is missing or holds no PNG (``dataset.demo_inputs: true``, as in ``configs/demo.yaml``); returns what it made.
+    is missing or empty (``dataset.demo_inputs: true``, as in ``configs/demo.yaml``); returns what it made.
 
-    Local folders only (a fresh deployment's working directory); existing inputs are never touched.
+    Local folders only (a fresh deployment's working directory). A folder that holds anything (the user's
+    JPEGs, a list file, hidden files) is the user's: nothing is written into it.
     """
     from ..errors import ConfigError
 
@@ -192,8 +193,8 @@ def ensure_demo_inputs(config: RunConfig, *, n_maps: int = 12, seed: int = 0) ->
             raise ConfigError(f"dataset.demo_inputs: {field} {spec!r} is not a local folder; the demo inputs are only "
                               "generated into local folders (or set dataset.demo_inputs: false and point it at your data)")
         folder = Path(spec[len("file://"):] if spec.startswith("file://") else spec)
-        if folder.is_dir() and any(folder.glob("*.png")):
-            continue
+        if folder.is_dir() and any(folder.iterdir()):
+            continue  # the user's folder: never written into
         if folder.exists() and not folder.is_dir():
             raise ConfigError(f"dataset.demo_inputs: {field} {spec!r} exists and is not a folder; remove it or change {field}")
         make(folder)

@@ -21,7 +21,7 @@ __all__ = ["Failure", "classify", "describe", "is_transient"]
 @dataclass(frozen=True)
 class Failure:
     kind: str
-    """Short name: prefect-api-unreachable, disk-full, permission, bucket-missing, name-too-long, path-conflict,
+    """Short name: prefect-api-unreachable, credentials-missing, disk-full, permission, bucket-missing, name-too-long, path-conflict,
     not-found, read-only, storage-unreachable, storage, out-of-memory, worker-lost, input, config, checkpoint, bug."""
     transient: bool
     what: str
@@ -37,6 +37,18 @@ class Failure:
 _PREFECT_API = Failure(
     "prefect-api-unreachable", True, "the Prefect API is unreachable",
     "check that the Prefect server at PREFECT_API_URL is up; shards not committed are redone when the same config runs again",
+)
+
+
+_NO_CREDENTIALS = {"NoCredentialsError", "PartialCredentialsError", "CredentialRetrievalError", "DefaultCredentialsError",
+                   "NoAuthTokenError"}
+_NO_CREDENTIALS_TEXT = ("unable to locate credentials", "could not automatically determine credentials",
+                        "partial credentials found")
+_CREDENTIALS_MISSING = Failure(
+    "credentials-missing", False, "no credentials for the storage were found",
+    "give them to the process doing the I/O: AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY (or ~/.aws, a role) for s3, "
+    "GOOGLE_APPLICATION_CREDENTIALS for gs, or references in storage_options ({env: VARIABLE} / {secret: BLOCK}); "
+    "for `spadepis summary|gc|sheet` also --set storage_options.PROTOCOL.OPTION=...",
 )
 
 
@@ -79,6 +91,9 @@ def classify(exc: BaseException | None) -> Failure:
     chain = _chain(exc)
     if not chain:
         return Failure("none", False, "no error", "")
+    for e in chain:  # first: a missing credential hides behind permission / connection errors of the storage library
+        if type(e).__name__ in _NO_CREDENTIALS or any(t in str(e).lower() for t in _NO_CREDENTIALS_TEXT):
+            return _CREDENTIALS_MISSING
     for e in chain:
         name, module = type(e).__name__, type(e).__module__ or ""
         text = str(e).lower()

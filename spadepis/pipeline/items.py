@@ -11,7 +11,9 @@ the URIs written so far, its timings, or the error that turned its rows into err
 * in the reference mode (``models.compat: fastphotostyle`` with exact smoothing) the outputs lose 2 px on
   every side, and so does the label copy.
 
-A bad input becomes ``item.error`` (its rows become error rows; the shard goes on).
+A bad input becomes ``item.error`` (its rows become error rows; the shard goes on). That includes local
+files that cannot be read at all: a symlink loop, a dangling link, a FIFO, socket or device (checked before
+opening, so a FIFO never blocks the shard), a folder, a file without read permission.
 """
 
 from __future__ import annotations
@@ -22,14 +24,14 @@ from typing import Any
 
 import numpy as np
 
-from ..data.images import downscale_rgb, read_rgb
+from ..data.images import check_local_input, downscale_rgb, local_path, read_rgb
 from ..data.labelmaps import load_label_and_instance, read_id_map, read_label_map, resize_nearest, resized_label_png
 from ..data.presets import Preset
 from ..errors import InputError
 from .config import RunConfig
 from .model_cache import run_label_remap
 
-__all__ = ["Item", "load_item", "reference_crop"]
+__all__ = ["Item", "load_item", "reference_crop", "check_local_input"]
 
 
 @dataclass
@@ -73,6 +75,8 @@ def load_item(item: Item, config: RunConfig, preset: Preset) -> None:
     crop = reference_crop(config)
     t0 = time.perf_counter()
     try:
+        for uri in (src.label_uri, src.instance_uri, src.photo_uri):
+            check_local_input(uri)
         if config.stylize_only:
             photo = read_rgb(src.photo_uri)
             label = read_label_map(src.label_uri, preset)
@@ -104,4 +108,8 @@ def load_item(item: Item, config: RunConfig, preset: Preset) -> None:
                 )
     except InputError as exc:
         item.error = str(exc)
+    except OSError as exc:
+        if not all(local_path(u) is not None for u in (src.label_uri, src.instance_uri, src.photo_uri) if u):
+            raise  # remote storage: maybe transient, the shard is retried
+        item.error = f"{src.label_uri}: cannot be read ({type(exc).__name__}: {exc}); fix or remove the file"
     item.t_load = (time.perf_counter() - t0) * 1000.0

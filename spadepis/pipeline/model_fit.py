@@ -115,10 +115,10 @@ def check_model_fit(config, *, check_checkpoint: bool = True) -> list[str]:
     uri = config.models.synth_checkpoint
     if config.stylize_only or not check_checkpoint:
         return problems
-    import fsspec
+    from ..data.fs import url_to_fs
 
     try:
-        fs, path = fsspec.core.url_to_fs(uri)
+        fs, path = url_to_fs(uri)
         if not fs.isfile(path):
             return problems  # reported by the weights check
     except Exception:  # noqa: BLE001

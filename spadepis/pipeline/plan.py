@@ -4,6 +4,14 @@ The same config gives the same plan on any machine: sources are sorted by id, sh
 size, the styles of a sample are chosen by :mod:`spadepis.pipeline.styles` (``styles.select``: all,
 random by a hash of (seed, source id), or semantic by the style index), and every ``sample_id`` is a
 hash of (source id, style id, seed, config hash).
+
+Runs over a living dataset (a nightly rerun while label maps are added or removed): the committed
+manifest parts are the record of what is done. :func:`committed_sources` reads the source ids they hold,
+and :meth:`Plan.remaining` keeps only the listed sources that no committed shard holds, cut into shards
+(``shard_size`` each, sorted ids) that take the lowest shard numbers no committed shard uses. So a rerun
+processes exactly the sources not yet committed, never one twice, whatever was added or removed, and a
+resume of an unchanged dataset gets back the very shards it planned first. Sources that were committed
+and are no longer listed are "gone": their rows stay in the index (:class:`DatasetChange` names them).
 """
 
 from __future__ import annotations
@@ -25,6 +33,11 @@ __all__ = [
     "StyleItem",
     "ShardSpec",
     "Plan",
+    "DatasetChange",
+    "committed_sources",
+    "write_plan_record",
+    "read_plan_record",
+    "PLAN_RECORD",
     "shard_name",
     "sample_id",
     "list_inputs",
@@ -111,6 +124,33 @@ class ShardSpec:
 
 
 @dataclass(frozen=True)
+class DatasetChange:
+    """How the listed sources compare with what a run folder has committed (see the module docstring)."""
+
+    listed: int
+    """Sources the config lists now."""
+    done: int
+    """Listed sources some committed shard already holds (skipped)."""
+    new: tuple[str, ...]
+    """Listed sources no committed shard holds (to do): new files, or sources of shards not committed yet."""
+    gone: tuple[str, ...]
+    """Committed sources the config no longer lists: their rows stay in the index."""
+    committed_shards: tuple[str, ...] = ()
+    """Names of the committed shards."""
+
+    def describe(self) -> str:
+        """``"12 new sources, 3 gone: their rows stay in the index, marked by `spadepis summary`"`` (plus counts)."""
+        new = f"{len(self.new)} new source{'' if len(self.new) == 1 else 's'}"
+        if not self.committed_shards:
+            return f"{new} (nothing committed yet)"
+        text = f"{new} to do, {self.done} already committed"
+        if self.gone:
+            text += (f", {len(self.gone)} gone from the dataset (e.g. {', '.join(self.gone[:3])}): their rows stay in "
+                     "the index, marked by `spadepis summary`")
+        return text
+
+
+@dataclass(frozen=True)
 class Plan:
     run_id: str
     config_hash: str
@@ -119,6 +159,9 @@ class Plan:
     styles: tuple[StyleItem, ...]
     shards: tuple[ShardSpec, ...]
     style_uris: dict[str, str] = field(default_factory=dict, compare=False)
+    shard_size: int = 64
+    change: DatasetChange | None = field(default=None, compare=False)
+    """Set by :meth:`remaining`: what the run folder already holds; ``shards`` are then only the ones to do."""
 
     @property
     def n_samples(self) -> int:
@@ -126,6 +169,106 @@ class Plan:
 
     def sample_id(self, source_id: str, style_id: str) -> str:
         return sample_id(source_id, style_id, self.seed, self.config_hash)
+
+    def remaining(self, done: dict[str, str]) -> "Plan":
+        """The plan of what is left once the sources in ``done`` (``{source_id: committed shard name}``, see
+        :func:`committed_sources`) are committed: the other sources, sorted, cut into shards of ``shard_size``
+        numbered with the lowest indices no committed shard uses. ``change`` says what is new and what is gone.
+        """
+        used = set(done.values())
+        per_source = [(src, ids, scores, ranks) for shard in self.shards for src, ids, scores, ranks in _rows_of(shard)]
+        todo = sorted((r for r in per_source if r[0].source_id not in done), key=lambda r: r[0].source_id)
+        listed = {s.source_id for s in self.sources}
+        indices: list[int] = []
+        i = 0
+        while len(indices) * self.shard_size < len(todo):
+            if shard_name(i) not in used:
+                indices.append(i)
+            i += 1
+        by_id = {s.style_id: s for s in self.styles}
+        scored = any(shard.style_scores for shard in self.shards)
+        shards = tuple(
+            _shard(index, todo[k * self.shard_size : (k + 1) * self.shard_size], by_id, scored)
+            for k, index in enumerate(indices)
+        )
+        change = DatasetChange(
+            listed=len(self.sources), done=sum(1 for s in listed if s in done),
+            new=tuple(r[0].source_id for r in todo), gone=tuple(sorted(s for s in done if s not in listed)),
+            committed_shards=tuple(sorted(used)),
+        )
+        return Plan(self.run_id, self.config_hash, self.seed, self.sources, self.styles, shards, self.style_uris,
+                    self.shard_size, change)
+
+
+def _rows_of(shard: ShardSpec):
+    for i, (src, ids) in enumerate(zip(shard.sources, shard.style_ids)):
+        yield src, ids, (shard.style_scores[i] if shard.style_scores else ()), (shard.style_ranks[i] if shard.style_ranks else ())
+
+
+def _shard(index: int, rows: list, by_id: dict[str, StyleItem], scored: bool) -> ShardSpec:
+    used = sorted({sid for r in rows for sid in r[1]})
+    return ShardSpec(
+        index=index,
+        sources=tuple(r[0] for r in rows),
+        style_ids=tuple(tuple(r[1]) for r in rows),
+        styles=tuple(by_id[sid] for sid in used),
+        style_scores=tuple(tuple(r[2]) for r in rows) if scored else (),
+        style_ranks=tuple(tuple(r[3]) for r in rows) if scored else (),
+    )
+
+
+PLAN_RECORD = "plan.json"
+"""What the latest run into a folder found and planned (counts, new and gone source ids); rewritten by every run."""
+
+
+def write_plan_record(storage, plan: "Plan") -> dict:
+    """Write ``plan.json`` (see :data:`PLAN_RECORD`) for a plan made by :meth:`Plan.remaining`; returns the record."""
+    import datetime as _dt
+    import json
+
+    change = plan.change
+    if change is None:
+        raise ValueError("write_plan_record needs a plan from Plan.remaining")
+    record = {
+        "planned_at": _dt.datetime.now(_dt.timezone.utc).isoformat(),
+        "scheme": "committed-sources",
+        "sources_listed": change.listed,
+        "sources_committed": change.done,
+        "sources_new": len(change.new),
+        "sources_gone": list(change.gone),
+        "shards_committed": len(change.committed_shards),
+        "shards_to_do": [s.name for s in plan.shards],
+        "shards_planned": len(change.committed_shards) + len(plan.shards),
+        "shard_size": plan.shard_size,
+    }
+    storage.write_bytes(PLAN_RECORD, json.dumps(record, indent=1).encode(), atomic=True)
+    return record
+
+
+def read_plan_record(storage) -> dict | None:
+    """The ``plan.json`` of a run folder, or ``None`` (runs made before it existed, or a damaged file)."""
+    import json
+
+    try:
+        record = json.loads(storage.read_bytes(PLAN_RECORD))
+    except (FileNotFoundError, ValueError):
+        return None
+    return record if isinstance(record, dict) else None
+
+
+def committed_sources(storage) -> dict[str, str]:
+    """``{source_id: shard name}`` of every source a committed shard of ``storage`` (a ``RunStorage``) holds,
+    read from the committed manifest parts (the record of what is done; nothing else is trusted)."""
+    import io
+
+    import pyarrow.parquet as pq
+
+    out: dict[str, str] = {}
+    for shard, marker in sorted(storage.committed_shards().items()):
+        data = storage.read_bytes(marker["part"])
+        for sid in pq.read_table(io.BytesIO(data), columns=["source_id"]).column("source_id").to_pylist():
+            out.setdefault(sid, shard)
+    return out
 
 
 # --------------------------------------------------------------------------------------- listing
@@ -145,10 +288,10 @@ def list_inputs(spec: str, *, field: str = "input", exts: tuple[str, ...] = IMAG
     list file's folder; blank lines and ``#`` comments are skipped. ``field`` names the config field in
     errors.
     """
-    import fsspec
+    from ..data.fs import url_to_fs
 
     try:
-        fs, path = fsspec.core.url_to_fs(spec)
+        fs, path = url_to_fs(spec)
     except Exception as exc:  # noqa: BLE001 - unknown protocol, missing extra, bad options
         raise ConfigError(f"{field}: cannot open {spec!r} ({type(exc).__name__}: {exc}); check the URI (s3 needs the s3 extra)") from None
     try:
@@ -330,26 +473,18 @@ def make_plan(config: "RunConfig") -> Plan:
     chosen = [tuple(style_ids[j] for j in cols) for cols in selection.styles]
     scored = config.styles.labels is not None
     size = config.shard_size
-    shards = []
-    for i in range(0, len(sources), size):
-        chunk = tuple(chosen[i : i + size])
-        used = sorted({sid for ids in chunk for sid in ids})
-        shards.append(
-            ShardSpec(
-                index=i // size,
-                sources=sources[i : i + size],
-                style_ids=chunk,
-                styles=tuple(by_id[sid] for sid in used),
-                style_scores=tuple(selection.scores[i : i + size]) if scored else (),
-                style_ranks=tuple(selection.ranks[i : i + size]) if scored else (),
-            )
-        )
+    rows = [
+        (src, chosen[i], tuple(selection.scores[i]) if scored else (), tuple(selection.ranks[i]) if scored else ())
+        for i, src in enumerate(sources)
+    ]
+    shards = tuple(_shard(i // size, rows[i : i + size], by_id, scored) for i in range(0, len(rows), size))
     return Plan(
         run_id=config.resolved_run_id,
         config_hash=config.config_hash,
         seed=config.seed,
         sources=sources,
         styles=styles,
-        shards=tuple(shards),
+        shards=shards,
         style_uris=dict(styles_by_id),
+        shard_size=size,
     )

@@ -20,7 +20,9 @@ from .config import RANDOM_INIT, RunConfig, apply_storage_options
 from .model_fit import check_model_fit
 from .plan import list_inputs
 
-__all__ = ["validate_config", "check_config", "label_remap_report", "REMAP_SAMPLE"]
+__all__ = ["validate_config", "check_config", "label_remap_report", "REMAP_SAMPLE", "read_run_contract", "RUN_RECORD"]
+
+RUN_RECORD = "run.json"
 
 REMAP_SAMPLE = 32
 """Label maps read (evenly spread over the run's sources) to find the ids ``dataset.label_remap`` meets."""
@@ -98,12 +100,12 @@ def label_remap_report(config: RunConfig) -> list[str]:
 
 
 def _check_weights(config: RunConfig, problems: list[str]) -> None:
-    import fsspec
+    from ..data.fs import url_to_fs
 
     m = config.models
     if not config.stylize_only and m.synth_checkpoint != RANDOM_INIT:
         try:
-            fs, path = fsspec.core.url_to_fs(m.synth_checkpoint)
+            fs, path = url_to_fs(m.synth_checkpoint)
             if not fs.isfile(path):
                 problems.append(
                     f"models.synth_checkpoint: {m.synth_checkpoint!r} is not a file; point it to the official "
@@ -120,7 +122,7 @@ def _check_weights(config: RunConfig, problems: list[str]) -> None:
         problems.append(f"models.stylizer_weights: the {m.stylizer} stylizer needs weights; set it to {needs}")
         return
     try:
-        fs, path = fsspec.core.url_to_fs(m.stylizer_weights)
+        fs, path = url_to_fs(m.stylizer_weights)
         if m.stylizer == "photowct":
             if not fs.isfile(path):
                 problems.append(
@@ -145,7 +147,7 @@ def _check_weights(config: RunConfig, problems: list[str]) -> None:
 
 
 def _check_output(config: RunConfig, problems: list[str]) -> None:
-    import fsspec
+    from ..data.fs import url_to_fs
 
     from ..data.buckets import is_object_store, missing_bucket
 
@@ -160,14 +162,21 @@ def _check_output(config: RunConfig, problems: list[str]) -> None:
         )
         return
     probe = f"{config.run_uri}/.write-check-{uuid.uuid4().hex[:12]}"
+    created: list[str] = []  # folders the probe made, removed again: a check leaves nothing behind
     try:
-        fs, path = fsspec.core.url_to_fs(probe)
+        fs, path = url_to_fs(probe)
         parent = path.rsplit("/", 1)[0]
         if not is_object_store(fs):  # on object stores makedirs would create a missing bucket
+            folder = parent
+            while folder and folder != "/" and not fs.exists(folder):
+                created.append(folder)
+                folder = folder.rsplit("/", 1)[0]
             fs.makedirs(parent, exist_ok=True)
         with fs.open(path, "wb") as f:
             f.write(b"ok")
         fs.rm(path)
+        for folder in created:  # deepest first
+            fs.rmdir(folder)
     except Exception as exc:  # noqa: BLE001
         problems.append(
             f"output: cannot write under {config.run_uri!r} ({type(exc).__name__}: {exc}); choose a writable folder "
@@ -234,7 +243,19 @@ def validate_config(config: RunConfig) -> list[str]:
     elif config.runner.address:
         problems.append("runner.address: only used with runner.kind: dask; remove it or set kind: dask")
     _check_output(config, problems)
+    if not problems:
+        _check_run_folder(config, problems)
     return problems
+
+
+def _check_run_folder(config: RunConfig, problems: list[str]) -> None:
+    """What the run would refuse in its folder: a damaged run.json or another config's run."""
+    from .storage import RunStorage
+
+    try:
+        read_run_contract(RunStorage(config.run_uri), config)
+    except ConfigError as exc:
+        problems.append(str(exc))
 
 
 def _check_selection(config: RunConfig) -> list[str]:
@@ -280,3 +301,40 @@ def check_config(config: RunConfig) -> None:
             f"{len(problems)} problem(s) in the run configuration; nothing was run:\n" + "\n".join(f"  - {p}" for p in problems)
         )
     _PASSED.add(key)
+
+
+def read_run_contract(storage, config: RunConfig) -> dict | None:
+    """The run folder's ``run.json`` when it belongs to ``config``; ``None`` when the folder holds no run yet.
+
+    ``run.json`` is the run's contract: it is written once, atomically, when the run is created, and every
+    later run into the folder must have the same configuration (config hash and run id). A ``run.json`` that
+    cannot be read or parsed (damaged, truncated, edited) or that belongs to another configuration is
+    refused with a :class:`ConfigError` naming the file and what to do; nothing is written.
+    """
+    import json
+
+    uri = storage.uri(RUN_RECORD)
+    try:
+        data = storage.read_bytes(RUN_RECORD)
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise ConfigError(f"{uri}: cannot read the run's record ({exc}); check the storage and credentials, then run again") from None
+    what = "delete the run folder (or move it away) to start a new run there, or choose another run_id / output"
+    try:
+        record = json.loads(data)
+    except ValueError as exc:
+        raise ConfigError(
+            f"{uri} is damaged ({len(data)} bytes, not valid JSON: {exc}); it is the run's contract (its frozen config), "
+            f"so this run cannot tell whether the outputs there are its own. Restore the file from a backup, or {what}"
+        ) from None
+    if not isinstance(record, dict) or not isinstance(record.get("config_hash"), str):
+        raise ConfigError(f"{uri} is damaged (no config_hash); restore the file from a backup, or {what}")
+    if record["config_hash"] != config.config_hash or record.get("run_id", config.resolved_run_id) != config.resolved_run_id:
+        raise ConfigError(
+            f"{uri} belongs to another configuration (run {record.get('run_id')!r}, config hash "
+            f"{record['config_hash'][:12]}; this config: run {config.resolved_run_id!r}, hash {config.config_hash[:12]}): "
+            "a run folder holds the outputs of one config only. Resume that run with its own config (run.json holds "
+            f"it, under 'config'), or choose another run_id / output for this config"
+        )
+    return record

@@ -21,9 +21,9 @@ __all__ = ["redact", "file_sha256", "run_record", "summary_rows", "samples_markd
 
 
 def file_sha256(uri: str) -> str | dict[str, str] | None:
-    import fsspec
+    from ..data.fs import url_to_fs
 
-    fs, path = fsspec.core.url_to_fs(uri)
+    fs, path = url_to_fs(uri)
     if fs.isdir(path):
         return {p.rsplit("/", 1)[-1]: file_sha256(fs.unstrip_protocol(p)) for p in sorted(fs.find(path)) if p.endswith(".pth")}
     h = hashlib.sha256()

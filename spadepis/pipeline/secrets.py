@@ -11,9 +11,18 @@ A config's ``storage_options`` may hold *references* instead of values::
 References travel in the flow's ``config`` parameter, in ``run.json`` and in logs; the values are
 resolved only where they are used (:func:`resolve_references`, called by
 :func:`spadepis.pipeline.config.apply_storage_options` in the flow process and in every shard worker) and
-live only in that process's fsspec defaults. A literal value under a secret-looking key (or a URL
-with ``user:password@``) is refused when the config is read (:func:`literal_secrets`), and
-:func:`redact` hides anything secret-looking that still reaches a record (the second line of defence).
+are passed explicitly to the filesystems of that run (:mod:`spadepis.data.fs`), never to the process-wide
+fsspec config.
+
+Secrets are known by *type*, not guessed: the credential-bearing options of fsspec, s3fs, gcsfs and adlfs
+(:data:`CREDENTIAL_FIELDS`: ``key``, ``secret``, ``token``, ``password``, session tokens, account keys, SAS
+tokens, connection strings, client secrets, ... at any depth, so inside ``client_kwargs`` too), the
+credential HTTP headers (:data:`CREDENTIAL_HEADERS`) and the userinfo of any URL (``https://TOKEN@host``,
+``s3://key:secret@bucket``) must be references, whatever their YAML type (an unquoted number is a
+secret too): :func:`literal_secrets` names them and the config is refused. Every other option passes
+(``config_kwargs: {signature_version: s3v4}``); a name that merely *looks* secret only gets a warning
+(:func:`suspicious_fields`). :func:`redact` hides anything secret-looking that still reaches a record
+(the second line of defence).
 
 The library never imports Prefect: ``{secret: NAME}`` is resolved by a hook the Prefect layer
 registers with :func:`register_secret_resolver` (``spadepis/tasks/shard.py`` registers Prefect Secret blocks).
@@ -30,6 +39,10 @@ from typing import Any
 from ..errors import ConfigError
 
 __all__ = [
+    "CREDENTIAL_FIELDS",
+    "CREDENTIAL_HEADERS",
+    "is_credential_field",
+    "suspicious_fields",
     "is_secret_key",
     "is_reference",
     "literal_secrets",
@@ -50,13 +63,33 @@ _SECRET_SUBSTRINGS = (
     "apikey", "accesskey", "privatekey", "sessionkey", "accountkey", "sastoken", "cookie", "bearer",
 )
 # ... and short words that make it secret when they are a whole part of the name (key, aws_access_key_id, x-auth).
-_SECRET_PARTS = {"key", "keys", "auth", "pwd", "pass", "sas", "sig", "signature", "jwt", "otp", "pin"}
+_SECRET_PARTS = {"key", "keys", "auth", "pwd", "pass", "sas", "jwt", "otp", "pin"}
+
+CREDENTIAL_FIELDS = frozenset({
+    # fsspec generic (ftp, sftp/ssh, smb, webhdfs, http auth, dbfs, ...)
+    "password", "passwd", "passphrase", "token", "secret", "key", "pkey", "private_key", "client_secret",
+    "credential", "credentials", "auth", "api_key", "access_token", "refresh_token", "bearer_token",
+    # s3fs (key/secret/token, and their botocore names in client_kwargs / config)
+    "session_token", "security_token", "aws_access_key_id", "aws_secret_access_key", "aws_session_token",
+    "aws_security_token",
+    # gcsfs (token: a credentials dict, or a file; mode words pass)
+    "service_account_info",
+    # adlfs / abfs
+    "account_key", "sas_token", "connection_string", "client_certificate_password",
+})
+"""Option names (lower case, ``-`` as ``_``) whose value is a credential wherever they appear in ``storage_options``."""
+
+CREDENTIAL_HEADERS = frozenset({
+    "authorization", "proxy_authorization", "cookie", "x_api_key", "x_auth_token", "x_amz_security_token",
+    "x_goog_api_key", "x_ms_authorization",
+})
+"""HTTP header names (normalised as above) whose value is a credential, under any ``headers`` option."""
 # Keys whose values are all secret-ish (HTTP headers carry Authorization, cookies, API keys under any name).
 _ALL_VALUES_SECRET = {"headers", "header"}
 # Literal values that only name an authentication *mode*, not a secret (gcsfs ``token``, s3fs ``anon``).
 _MODE_WORDS = {"anon", "anonymous", "google_default", "cloud", "browser", "cache", "none", "false", "true", ""}
 
-_USERINFO = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*://)(?P<user>[^/@\s:]*):(?P<pw>[^/@\s]*)@")
+_USERINFO = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*://)(?P<user>[^/@\s:?#]*)(?::(?P<pw>[^/@\s?#]*))?@")
 
 
 def _parts(name: str) -> list[str]:
@@ -77,6 +110,19 @@ def is_secret_key(name: Any) -> bool:
     return any(w in flat for w in _SECRET_SUBSTRINGS) or any(p in _SECRET_PARTS for p in parts)
 
 
+def _norm(name: Any) -> str:
+    return str(name).strip().lower().replace("-", "_")
+
+
+def is_credential_field(name: Any, *, header: bool = False) -> bool:
+    """Whether an option (or, with ``header``, an HTTP header) of this name carries a credential, by type.
+
+    >>> [is_credential_field(k) for k in ("secret", "aws_session_token", "sas_token", "signature_version", "region_name")]
+    [True, True, True, False, False]
+    """
+    return isinstance(name, str) and _norm(name) in (CREDENTIAL_HEADERS if header else CREDENTIAL_FIELDS)
+
+
 def is_reference(value: Any) -> bool:
     """``{env: NAME}`` or ``{secret: BLOCK}`` (exactly one key, a non-empty string)."""
     return (
@@ -86,8 +132,12 @@ def is_reference(value: Any) -> bool:
 
 
 def redact_url(text: str) -> str:
-    """``s3://user:pw@host/x`` -> ``s3://user:***@host/x`` (the password part of URL userinfo)."""
-    return _USERINFO.sub(lambda m: f"{m['scheme']}{m['user']}:{REDACTED}@", text)
+    """The userinfo of URLs hidden: ``s3://user:pw@host/x`` -> ``s3://user:***@host/x``,
+    ``https://TOKEN@host`` -> ``https://***@host``."""
+    def hide(m: re.Match) -> str:
+        return f"{m['scheme']}{m['user']}:{REDACTED}@" if m["pw"] is not None else f"{m['scheme']}{REDACTED}@"
+
+    return _USERINFO.sub(hide, text)
 
 
 def _walk_strings(obj: Any, path: str):
@@ -101,29 +151,57 @@ def _walk_strings(obj: Any, path: str):
         yield path, obj
 
 
-def literal_secrets(obj: Any, path: str = "") -> list[str]:
-    """Dotted names of literal credentials in ``obj``: values under secret-looking keys (header names
-    included: ``Authorization``, ``X-Api-Key``, ``Cookie``) that are not references, and strings
-    holding a URL with ``user:password@``."""
+def _literal_value(key: str, value: Any) -> bool:
+    """Whether ``value`` under the credential option ``key`` is a literal credential (not a reference, not
+    empty, not a boolean, not gcsfs's authentication-mode words for ``token``)."""
+    if value is None or isinstance(value, bool) or is_reference(value):
+        return False
+    if isinstance(value, str):
+        if not value.strip():
+            return False
+        if _norm(key) == "token" and value.strip().lower() in _MODE_WORDS:
+            return False
+    return True
+
+
+def literal_secrets(obj: Any, path: str = "", *, _headers: bool = False) -> list[str]:
+    """Dotted names of literal credentials in ``obj`` (storage options, or a whole config): values of
+    credential options (:data:`CREDENTIAL_FIELDS`, at any depth) and credential headers that are not
+    references, whatever their type, and strings holding a URL with userinfo (``user@``, ``user:pw@``)."""
     found: list[str] = []
     if isinstance(obj, dict):
         for k, v in obj.items():
             where = f"{path}.{k}" if path else str(k)
-            if is_secret_key(k) and is_reference(v):
+            if is_reference(v):
                 continue
-            if is_secret_key(k):
-                if isinstance(v, str) and v.strip().lower() not in _MODE_WORDS:
-                    found.append(where)
-                    continue
-                if isinstance(v, (dict, list)) and literal_secrets(v, where) == [] and any(True for _ in _walk_strings(v, where)):
-                    found.append(where)  # e.g. a credentials dict under "credentials"
-                    continue
-            found += literal_secrets(v, where)
+            if is_credential_field(k, header=_headers) and _literal_value(k, v):
+                found.append(where)
+                continue
+            found += literal_secrets(v, where, _headers=_norm(k) in _ALL_VALUES_SECRET)
     elif isinstance(obj, (list, tuple)):
         for i, v in enumerate(obj):
             found += literal_secrets(v, f"{path}[{i}]")
     elif isinstance(obj, str) and _USERINFO.search(obj):
         found.append(path or "(value)")
+    return found
+
+
+def suspicious_fields(obj: Any, path: str = "") -> list[str]:
+    """Dotted names of literal values under names that *look* secret (``my_api_secret``) but are no known
+    credential option: worth a warning, never a refusal (the name guess is only a guess)."""
+    found: list[str] = []
+    if isinstance(obj, dict):
+        for k, v in obj.items():
+            where = f"{path}.{k}" if path else str(k)
+            if is_credential_field(k) or _norm(k) in _ALL_VALUES_SECRET or is_reference(v):
+                continue
+            if is_secret_key(k) and isinstance(v, (str, int, float)) and not isinstance(v, bool) and str(v).strip():
+                found.append(where)
+            else:
+                found += suspicious_fields(v, where)
+    elif isinstance(obj, (list, tuple)):
+        for i, v in enumerate(obj):
+            found += suspicious_fields(v, f"{path}[{i}]")
     return found
 
 
@@ -207,8 +285,8 @@ def redact(obj: Any, *, _all: bool = False) -> Any:
     if isinstance(obj, dict):
         out = {}
         for k, v in obj.items():
-            secret_here = _all or is_secret_key(k)
-            if is_reference(v) and is_secret_key(k):
+            secret_here = _all or is_secret_key(k) or is_credential_field(k)
+            if is_reference(v) and secret_here:
                 out[k] = dict(v)
             elif secret_here and not isinstance(v, (dict, list)) and v not in (None, "", False):
                 out[k] = REDACTED

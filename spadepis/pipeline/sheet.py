@@ -233,9 +233,9 @@ def contact_sheet(source, out_uri: str | None = None, *, max_rows: int | None = 
     sheet.save(buf, format="PNG")
     data = buf.getvalue()
     if out_uri is not None:
-        import fsspec
+        from ..data.fs import url_to_fs
 
-        fs, path = fsspec.core.url_to_fs(str(out_uri))
+        fs, path = url_to_fs(str(out_uri))
         parent = posixpath.dirname(path)
         if parent and not fs.exists(parent):
             fs.makedirs(parent, exist_ok=True)

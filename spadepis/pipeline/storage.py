@@ -37,6 +37,7 @@ from .schema import SCHEMA, SCHEMA_VERSION, table_schema_version, upgrade_table
 from ..data.buckets import is_object_store, missing_bucket
 from .failures import Failure, classify
 from .plan import shard_name
+from ..data.fs import url_to_fs
 
 __all__ = ["RunStorage", "new_attempt_id", "normalize_uri", "is_object_store", "missing_bucket", "SUCCESS", "INDEX"]
 
@@ -84,11 +85,10 @@ class RunStorage:
     """One run's folder. ``RunStorage("s3://bucket/runs/my-run")``."""
 
     def __init__(self, run_uri: str):
-        import fsspec
 
         self.run_uri = normalize_uri(str(run_uri).rstrip("/")).rstrip("/")  # absolute: output URIs work from any cwd
         try:
-            self.fs, self.root = fsspec.core.url_to_fs(self.run_uri)
+            self.fs, self.root = url_to_fs(self.run_uri)  # the current run's storage options, explicitly
         except Exception as exc:  # noqa: BLE001
             raise ConfigError(f"cannot open storage {self.run_uri!r}: {type(exc).__name__}: {exc}") from None
         self.root = self.root.rstrip("/")

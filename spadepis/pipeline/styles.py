@@ -161,11 +161,13 @@ def ignored_labels(config: Any, preset: "Preset") -> list[int]:
 
 def _image_size(uri: str) -> tuple[int, int]:
     """``(width, height)`` of an image from its header."""
-    import fsspec
+    from ..data.fs import open_uri
+    from ..data.images import check_local_input
     from PIL import Image
 
+    check_local_input(uri)  # never open a FIFO
     try:
-        with fsspec.open(uri, "rb") as f:
+        with open_uri(uri, "rb") as f:
             with Image.open(f) as img:
                 return img.size
     except FileNotFoundError:
@@ -219,7 +221,9 @@ def build_class_index(
     n_labels = preset.num_label_channels
     photos = photo_uris if photo_uris is not None else [None] * len(ids)
     workers = threads or min(8, (os.cpu_count() or 2))
-    with ThreadPoolExecutor(max_workers=workers) as pool:
+    from ..data.fs import inherit_storage_options
+
+    with ThreadPoolExecutor(max_workers=workers, **inherit_storage_options()) as pool:
         results = list(pool.map(lambda a: _one(a[0], a[1], preset, n_labels), zip(label_uris, photos)))
     fractions = np.stack([r[2] for r in results]) if results else np.zeros((0, n_labels), np.float32)
     return ClassIndex(
@@ -269,9 +273,9 @@ def load_or_build_index(
 
 
 def _read(uri: str) -> bytes:
-    import fsspec
+    from ..data.fs import open_uri
 
-    with fsspec.open(uri, "rb") as f:
+    with open_uri(uri, "rb") as f:
         return f.read()
 
 
@@ -279,12 +283,12 @@ def _write(uri: str, data: bytes) -> None:
     """Write ``data`` (parents created); on local disks through a temporary file and a rename."""
     import uuid
 
-    import fsspec
+    from ..data.fs import url_to_fs
 
     from ..errors import StorageError
 
     try:
-        fs, path = fsspec.core.url_to_fs(uri)
+        fs, path = url_to_fs(uri)
         fs.makedirs(path.rsplit("/", 1)[0], exist_ok=True)
         protocol = fs.protocol if isinstance(fs.protocol, str) else fs.protocol[0]
         if protocol in ("file", "local"):

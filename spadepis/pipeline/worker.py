@@ -304,9 +304,11 @@ def process_shard(
 
     from concurrent.futures import ThreadPoolExecutor
 
+    from ..data.fs import inherit_storage_options
+
     indexed = list(enumerate(items))
     good = [(i, it) for i, it in indexed if it.error is None]
-    stage_runner = ThreadPoolExecutor(1, thread_name_prefix=f"spadepis-{shard.name}")
+    stage_runner = ThreadPoolExecutor(1, thread_name_prefix=f"spadepis-{shard.name}", **inherit_storage_options())
     stage_futures = []
     try:
         # items with a load error make their rows at once

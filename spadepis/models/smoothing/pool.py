@@ -128,6 +128,22 @@ def _warm_worker() -> int:
     return 1
 
 
+def _exit_with_parent(parent_pid: int, interval_s: float = 0.5) -> None:
+    """Pool initializer: end this smoothing process within ``interval_s`` once the process that started the pool
+    is gone (killed with SIGKILL, say), instead of lingering, reparented to init, until its queue notices."""
+    import os
+    import threading
+    import time
+
+    def watch() -> None:
+        while True:
+            time.sleep(interval_s)
+            if os.getppid() != parent_pid:
+                os._exit(1)
+
+    threading.Thread(target=watch, name="spadepis-parent-watch", daemon=True).start()
+
+
 class SmoothingPool:
     """Runs :func:`smooth_content` for many content images at once on ``workers`` processes.
 
@@ -172,7 +188,8 @@ class SmoothingPool:
                 for v in _THREAD_VARS:
                     os.environ[v] = "1"
                 self._executor = concurrent.futures.ProcessPoolExecutor(
-                    self.workers, mp_context=multiprocessing.get_context("spawn")
+                    self.workers, mp_context=multiprocessing.get_context("spawn"),
+                    initializer=_exit_with_parent, initargs=(os.getpid(),),
                 )
                 for f in [self._executor.submit(_warm_worker) for _ in range(self.workers)]:
                     f.result()
