@@ -31,9 +31,9 @@ __all__ = [
     "schema_json",
 ]
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 """1: the original columns. 2: ``style_score``, ``style_rank``, ``q_structure``, ``q_style``, ``q_coverage``,
-``q_clipped``, ``t_quality_ms``. 3: ``wct_numerics``. (Added columns are null in rows of older runs, which
+``q_clipped``, ``t_quality_ms``. 3: ``wct_numerics``. 4: ``style_labels``. (Added columns are null in rows of older runs, which
 :func:`upgrade_table` fills in.)"""
 STAGES = ("t_load_ms", "t_synth_ms", "t_stylize_ms", "t_smooth_ms", "t_quality_ms", "t_write_ms", "t_total_ms")
 QUALITY = ("style_score", "q_structure", "q_style", "q_coverage", "q_clipped")
@@ -102,6 +102,9 @@ _FIELDS: list[tuple[str, pa.DataType, bool, str]] = [
     ("wct_numerics", pa.string(), True, "WCT numerics of the stylization: reference (FastPhotoStyle's float32 covariance + "
      "SVD), float64-fallback (some region fell back to float64 where the reference fails: one pixel, constant, no SVD "
      "convergence) or float64 (models.wct_precision: float64); null when status is error or in older manifests"),
+    # schema 4
+    ("style_labels", pa.string(), True, "the style's label map: given (styles.labels), predicted (styles.labels: "
+     "predict, by styles.segmenter) or none; null in older manifests"),
 ]
 
 SCHEMA = pa.schema(
@@ -111,7 +114,7 @@ SCHEMA = pa.schema(
 
 
 _ADDED_V2 = ("style_score", "style_rank", "t_quality_ms", "q_structure", "q_style", "q_coverage", "q_clipped",
-             "wct_numerics")  # + schema 3
+             "wct_numerics", "style_labels")  # + schemas 3 and 4
 
 
 def rows_to_table(rows: Sequence[dict[str, Any]]) -> pa.Table:
