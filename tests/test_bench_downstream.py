@@ -199,5 +199,6 @@ def test_paired_differences_and_goal_report(bm):
     assert "goal 1 (best target-aware arm tp >= p-photo + 3.0 at dusk, positive on every seed): +4.5 (+1.0, +8.0) -> MET" in goal
     assert "goal 2 (tp >= t-target at dusk): tp 25.5 vs t-target 24.5 -> MET" in goal
     assert "t-target -1.3, tp -3.0 -> tp: NOT MET" in goal  # the best arm's day-val is 3.0 below a-real
-    results["arms"]["tp"]["eval"]["dusk"] = entries([0.19, 0.30])  # one seed below p-photo
+    results["arms"]["tp"]["eval"]["dusk"] = entries([0.19, 0.30])  # the best arm, but one seed below p-photo
+    results["arms"]["t-target"]["eval"]["dusk"] = entries([0.19, 0.24])
     assert "+3.5 (-1.0, +8.0) -> NOT MET" in bm.format_goal(results)
