@@ -11,7 +11,10 @@ evaluation frame has a near-duplicate neighbour in the training set:
   minus the held-back and style frames below (254 frames; ``--quick`` keeps every 4th: 64);
 * ``day-val`` (held back, in-domain evaluation, the only set settings were chosen on): 0006R0 frames
   >= 3360 (the last 20 s) and 0016E5 frames 4350-4920 (the 20 s after its recording gap);
-* ``dusk`` (domain shift): all 62 frames of 0001TP; never trained on, never a style;
+* ``dusk`` (domain shift): the later half (by frame number) of the 62 frames of 0001TP; never trained on,
+  never a style;
+* ``target`` photos: the earlier half of 0001TP, used as styles WITHOUT their labels by the target arms
+  (``--target-photos DIR``: other photos);
 * style pool: CamVid daytime frames used neither for training nor evaluation (the 5-6 s buffers
   between the training and day-val blocks, and every 4th frame of the dense 0016E5 07959-08159
   block, whose other frames are left out), with their label maps; plus the photos of
@@ -27,7 +30,19 @@ Arms, every one with the same network, seeds, number of optimisation steps and b
 * ``c-filtered``: as ``b-aug``, keeping only the rows that pass ``--filter`` on the manifest's quality
   scores (``AugmentedDataset(where=...)``);
 * ``b-random`` (optional): as ``b-aug`` with a second run that selects styles at random from the whole
-  pool (``--select semantic`` is the default of the main run).
+  pool (``--select semantic`` is the default of the main run);
+* ``p-photo``: what a user would do instead: the same share of every batch holds real frames through a
+  ``torchvision.transforms.v2`` photometric jitter (:data:`JITTER`, ranges fixed a priori);
+* ``t-target``: a run whose styles are the target photos, without labels, ``select: random``;
+* ``t-pseudo``: the target photos pseudo-labelled through ``styles.labels: predict`` / ``styles.segmenter``
+  by the ``a-real`` model of the same seed (exported to TorchScript), ``select: semantic``, label-aware
+  transfer (one run per seed);
+* ``tp``: the outputs of the better target arm (per seed, by day-val mIoU; ``--tp-base``) plus the jitter
+  on every sample.
+
+The report gives mean +- std over seeds per arm and evaluation set, the paired difference to ``p-photo``
+per seed, and the issue's goal (best target-aware arm >= p-photo + 3 at dusk on every seed, tp >= either
+target arm, day-val within 1.5 of a-real) as MET / NOT MET.
 
 Seeds run in rounds (seed 0 of every arm, then seed 1, ...); the JSON and the table are rewritten after
 each round, so an interrupted run still compares the arms on the same seeds.
@@ -39,8 +54,9 @@ pixels ignored), mIoU = mean over the 11 classes that occur in the set's labels 
 
 Usage::
 
-    python bench/bench_downstream.py --quick          # 64 frames, k=1, 80 steps, 3 seeds (~5 min on 2 quiet cores)
-    python bench/bench_downstream.py                  # 254 frames, k=2, 600 steps, 3 seeds (~25-35 min on 2 quiet cores)
+    python bench/bench_downstream.py --quick          # 64 frames, k=1, 80 steps, 3 seeds
+    python bench/bench_downstream.py --threads 1      # 254 frames, k=2, 600 steps, 3 seeds x 7 arms (~1.5 h on 2 cores)
+    python bench/bench_downstream.py --threads 1 --arms a-real,p-photo,t-target,t-pseudo,tp   # the target arms
     python bench/bench_downstream.py --reuse-run bench/results/downstream-work/runs/<run_id>
     python bench/bench_downstream.py --eval-name kitti --eval-photos DIR --eval-labels DIR   # extra eval sets
 
