@@ -471,7 +471,8 @@ def train(real_x, real_y, aug_x, aug_y, settings: TrainSettings, seed: int, log_
     (none when ``aug_x`` is empty or None) and real frames for the rest. Returns (model, losses).
 
     ``jitter``: ``none``; ``slots`` (arm p-photo): the ``n_aug`` augmentation slots hold jittered real frames
-    instead (same share of each batch); ``all`` (arm tp): every sample of the batch is jittered."""
+    instead (same share of each batch); ``all`` (arm tp): every sample of the batch is jittered; ``real`` (arm tp
+    with ``--tp-jitter real``): only the real frames of each batch, next to unjittered spadepis outputs."""
     import torch
     import torch.nn.functional as F
 
@@ -500,6 +501,8 @@ def train(real_x, real_y, aug_x, aug_y, settings: TrainSettings, seed: int, log_
         x, y = torch.cat(xs), torch.cat(ys).long()
         if jitter == "all":
             x = photometric_jitter(x, gen)
+        elif jitter == "real":
+            x = torch.cat([photometric_jitter(x[:n_real], gen), x[n_real:]])
         flip = torch.rand(len(x), generator=gen) < 0.5
         x[flip], y[flip] = x[flip].flip(-1), y[flip].flip(-1)
         loss = F.cross_entropy(model(normalise(x)), y, ignore_index=VOID)
@@ -672,6 +675,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                     "by frame number, of the 0001TP dusk frames; the dusk evaluation uses only the later half)")
     ap.add_argument("--tp-base", choices=["auto", "t-target", "t-pseudo"], default="auto",
                     help="the target arm whose outputs tp uses; auto: per seed, the one with the higher day-val mIoU")
+    ap.add_argument("--tp-jitter", choices=["all", "real"], default="all",
+                    help="tp: the jitter on every sample (all, the arm's definition) or on the real frames only, next "
+                    "to unjittered spadepis outputs (real)")
     ap.add_argument("--seeds", type=int, default=3)
     ap.add_argument("--steps", type=int, default=None, help="optimisation steps per training (full 600, quick 80)")
     ap.add_argument("--batch", type=int, default=8)
@@ -848,6 +854,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "command": "python bench/bench_downstream.py " + " ".join(argv if argv is not None else sys.argv[1:]),
         "settings": dataclasses.asdict(settings), "size_hw": list(size), "k": k, "select": args.select,
         "filter": args.filter, "stylizer": args.stylizer, "smoothing": args.smoothing, "jitter": JITTER,
+        "tp_jitter": args.tp_jitter,
         "seeds": list(range(args.seeds)), "threads": args.threads, "torch": torch.__version__,
         "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores", "load_avg_start": load,
         "split": {name: [f.id for f in frames] for name, frames in split.items()} | {"train_used": sorted(train_ids)},
@@ -870,7 +877,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         models: dict[str, Any] = {}
         seed_evals: dict[str, dict[str, float]] = {}
         for arm in seed_arms:
-            jitter = {"p-photo": "slots", "tp": "all"}.get(arm, "none")
+            jitter = {"p-photo": "slots", "tp": args.tp_jitter}.get(arm, "none")
             if arm == "t-pseudo":  # the real-only model of this seed labels the target photos
                 seg = export_segmenter(models["a-real"], size, work / "segmenters" / f"a-real-seed{seed}.pt")
                 link_train()
