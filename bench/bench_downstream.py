@@ -870,7 +870,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         results["arms"]["tp"]["base"] = []
     # seed-major order: after every round the table holds the same seeds for every arm (an interrupted run
     # still compares like with like); the JSON and table are rewritten after each round
-    seed_arms = [a for a in ARMS if a in arms or (a in target_arms and a != "tp")]
+    # a target arm that is only tp's base is trained too when tp chooses it on day-val (auto); t-pseudo's
+    # outputs are made in its turn (one run per seed), so it is kept whenever tp may use them
+    seed_arms = [a for a in ARMS if a in arms or (a in target_arms and (args.tp_base == "auto" or a == "t-pseudo"))]
     if "t-pseudo" in seed_arms and "a-real" not in seed_arms:
         seed_arms.insert(0, "a-real")  # its model labels the target photos
     for seed in range(args.seeds):
