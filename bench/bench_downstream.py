@@ -11,7 +11,10 @@ evaluation frame has a near-duplicate neighbour in the training set:
   minus the held-back and style frames below (254 frames; ``--quick`` keeps every 4th: 64);
 * ``day-val`` (held back, in-domain evaluation, the only set settings were chosen on): 0006R0 frames
   >= 3360 (the last 20 s) and 0016E5 frames 4350-4920 (the 20 s after its recording gap);
-* ``dusk`` (domain shift): all 62 frames of 0001TP; never trained on, never a style;
+* ``dusk`` (domain shift): the later half (by frame number) of the 62 frames of 0001TP; never trained on,
+  never a style;
+* ``target`` photos: the earlier half of 0001TP, used as styles WITHOUT their labels by the target arms
+  (``--target-photos DIR``: other photos);
 * style pool: CamVid daytime frames used neither for training nor evaluation (the 5-6 s buffers
   between the training and day-val blocks, and every 4th frame of the dense 0016E5 07959-08159
   block, whose other frames are left out), with their label maps; plus the photos of
@@ -27,7 +30,19 @@ Arms, every one with the same network, seeds, number of optimisation steps and b
 * ``c-filtered``: as ``b-aug``, keeping only the rows that pass ``--filter`` on the manifest's quality
   scores (``AugmentedDataset(where=...)``);
 * ``b-random`` (optional): as ``b-aug`` with a second run that selects styles at random from the whole
-  pool (``--select semantic`` is the default of the main run).
+  pool (``--select semantic`` is the default of the main run);
+* ``p-photo``: what a user would do instead: the same share of every batch holds real frames through a
+  ``torchvision.transforms.v2`` photometric jitter (:data:`JITTER`, ranges fixed a priori);
+* ``t-target``: a run whose styles are the target photos, without labels, ``select: random``;
+* ``t-pseudo``: the target photos pseudo-labelled through ``styles.labels: predict`` / ``styles.segmenter``
+  by the ``a-real`` model of the same seed (exported to TorchScript), ``select: semantic``, label-aware
+  transfer (one run per seed);
+* ``tp``: the outputs of the better target arm (per seed, by day-val mIoU; ``--tp-base``) plus the jitter
+  on every sample.
+
+The report gives mean +- std over seeds per arm and evaluation set, the paired difference to ``p-photo``
+per seed, and the issue's goal (best target-aware arm >= p-photo + 3 at dusk on every seed, tp >= either
+target arm, day-val within 1.5 of a-real) as MET / NOT MET.
 
 Seeds run in rounds (seed 0 of every arm, then seed 1, ...); the JSON and the table are rewritten after
 each round, so an interrupted run still compares the arms on the same seeds.
@@ -39,8 +54,9 @@ pixels ignored), mIoU = mean over the 11 classes that occur in the set's labels 
 
 Usage::
 
-    python bench/bench_downstream.py --quick          # 64 frames, k=1, 80 steps, 3 seeds (~5 min on 2 quiet cores)
-    python bench/bench_downstream.py                  # 254 frames, k=2, 600 steps, 3 seeds (~25-35 min on 2 quiet cores)
+    python bench/bench_downstream.py --quick          # 64 frames, k=1, 80 steps, 3 seeds
+    python bench/bench_downstream.py --threads 1      # 254 frames, k=2, 600 steps, 3 seeds x 7 arms (~1.5 h on 2 cores)
+    python bench/bench_downstream.py --threads 1 --arms a-real,p-photo,t-target,t-pseudo,tp   # the target arms
     python bench/bench_downstream.py --reuse-run bench/results/downstream-work/runs/<run_id>
     python bench/bench_downstream.py --eval-name kitti --eval-photos DIR --eval-labels DIR   # extra eval sets
 
@@ -74,7 +90,14 @@ CLASSES = ("sky", "building", "pole", "road", "pavement", "tree", "sign", "fence
 VOID = 11
 N_CLASSES = len(CLASSES)
 REPORT_CLASSES = ("road", "car", "pedestrian", "sky", "building")
-ARMS = ("a-real", "b-aug", "c-filtered", "b-random")
+ARMS = ("a-real", "b-aug", "c-filtered", "b-random", "p-photo", "t-target", "t-pseudo", "tp")
+TARGET_ARMS = ("t-target", "t-pseudo")
+
+# Photometric jitter of arm p-photo (and tp), fixed before any result was seen (the issue's ranges); each
+# factor is drawn uniformly per sample: brightness, contrast and saturation factors, gamma, and a colour cast
+# (an independent gain per RGB channel).
+JITTER = {"brightness": (0.4, 1.3), "contrast": (0.5, 1.5), "saturation": (0.5, 1.5), "gamma": (0.7, 2.0),
+          "cast": (0.85, 1.15)}
 DAY_SEQUENCES = ("0006R0", "0016E5")
 DUSK_SEQUENCE = "0001TP"
 IMAGE_EXTS = (".jpg", ".jpeg", ".png")
@@ -127,7 +150,7 @@ def split_camvid(camvid: Path) -> dict[str, list[Frame]]:
     for f in sorted(frames, key=lambda f: (f.sequence, f.number)):
         seq, n = f.sequence, f.number
         if seq == DUSK_SEQUENCE:
-            out["dusk"].append(f)
+            out["dusk"].append(f)  # split into target (earlier half) and dusk (later half) below
         elif seq == "0006R0":
             out["day-val" if n >= 3360 else "style" if n >= 3210 else "train"].append(f)
         elif seq == "0016E5":
@@ -141,6 +164,8 @@ def split_camvid(camvid: Path) -> dict[str, list[Frame]]:
                 out["train"].append(f)
         else:
             out["unused"].append(f)
+    dusk = out["dusk"]  # sorted by frame number: the earlier half is the target pool, the later half the evaluation
+    out["target"], out["dusk"] = dusk[: len(dusk) // 2], dusk[len(dusk) // 2 :]
     return out
 
 
@@ -188,15 +213,18 @@ def _supports_semantic() -> bool:
     return "select" in StylesConfig.model_fields
 
 
-def run_config(train_dir: Path, pool: dict[str, Any], out: Path, args, select: str) -> dict[str, Any]:
-    """The stylize-only run config (a plain dict, written as YAML for ``spadepis run``)."""
-    styles: dict[str, Any] = {"source": pool["photos"], "per_sample": args.k, "max_side": args.style_max_side}
-    if _supports_semantic():
-        styles["select"] = select
-        styles["labels"] = pool["labels"]
-        styles["ignore_labels"] = [VOID]
-    elif select != "random":
-        raise SystemExit("--select semantic needs styles.select (issue 13) in this spadepis; use --select random")
+def run_config(train_dir: Path, pool: dict[str, Any], out: Path, args, select: str,
+               styles: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The stylize-only run config (a plain dict, written as YAML for ``spadepis run``). ``styles``: the styles
+    section to use instead of the day pool's (target arms)."""
+    if styles is None:
+        styles = {"source": pool["photos"], "per_sample": args.k, "max_side": args.style_max_side}
+        if _supports_semantic():
+            styles["select"] = select
+            styles["labels"] = pool["labels"]
+            styles["ignore_labels"] = [VOID]
+        elif select != "random":
+            raise SystemExit("--select semantic needs styles.select (issue 13) in this spadepis; use --select random")
     return {
         "dataset": {
             "preset": "custom",
@@ -367,12 +395,65 @@ def build_unet(n_classes: int = N_CLASSES, width: int = 16):
 _MEAN, _STD = (0.39, 0.41, 0.42), (0.30, 0.31, 0.31)  # rough CamVid statistics; the same for every arm
 
 
+def export_segmenter(model, size: tuple[int, int], path: Path, example_hw: tuple[int, int] = (240, 320)) -> Path:
+    """The trained network as a ``styles.segmenter`` TorchScript file: takes (1,3,H,W) RGB in [0,1], resizes it
+    to the training ``size`` as :func:`to_size` does, normalises, and returns scores (1, 12, H, W) (the 11
+    classes upsampled bilinearly, plus a never-chosen void channel: the run's label space has 12 ids)."""
+    import torch
+    import torch.nn as nn
+    import torch.nn.functional as F
+
+    class Labeller(nn.Module):
+        def __init__(self, net) -> None:
+            super().__init__()
+            self.net = net
+            self.register_buffer("mean", torch.tensor(_MEAN).view(1, 3, 1, 1))
+            self.register_buffer("std", torch.tensor(_STD).view(1, 3, 1, 1))
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            h, w = x.shape[-2], x.shape[-1]
+            y = F.interpolate(x, size=size, mode="bilinear", antialias=True, align_corners=False)
+            logits = self.net((y - self.mean) / self.std)
+            logits = F.interpolate(logits, size=(h, w), mode="bilinear", align_corners=False)
+            return torch.cat([logits, torch.full_like(logits[:, :1], -1e4)], 1)
+
+    wrapper = Labeller(model).eval()
+    with torch.no_grad():
+        traced = torch.jit.trace(wrapper, torch.rand(1, 3, *example_hw), check_trace=False)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    traced.save(str(path))
+    return path
+
+
+
 def normalise(x_u8):
     import torch
 
     mean = torch.tensor(_MEAN).view(1, 3, 1, 1)
     std = torch.tensor(_STD).view(1, 3, 1, 1)
     return (x_u8.float() / 255.0 - mean) / std
+
+
+def photometric_jitter(x_u8, gen):
+    """``torchvision.transforms.v2`` photometric jitter of a uint8 batch (N,3,H,W), factors drawn per sample from
+    :data:`JITTER` with ``gen`` (seeded, so every arm's draws are reproducible)."""
+    import torch
+    from torchvision.transforms.v2 import functional as TF
+
+    def u(lo_hi, n=1):
+        lo, hi = lo_hi
+        return (lo + (hi - lo) * torch.rand(n, generator=gen)).tolist()
+
+    out = []
+    for img in x_u8:
+        (b,), (c,), (s,), (g,) = u(JITTER["brightness"]), u(JITTER["contrast"]), u(JITTER["saturation"]), u(JITTER["gamma"])
+        cast = torch.tensor(u(JITTER["cast"], 3)).view(3, 1, 1)
+        img = TF.adjust_brightness(img, b)
+        img = TF.adjust_contrast(img, c)
+        img = TF.adjust_saturation(img, s)
+        img = TF.adjust_gamma(img, g)
+        out.append((img.float() * cast).round_().clamp_(0, 255).to(torch.uint8))
+    return torch.stack(out) if out else x_u8
 
 
 @dataclasses.dataclass
@@ -385,9 +466,13 @@ class TrainSettings:
     width: int = 16
 
 
-def train(real_x, real_y, aug_x, aug_y, settings: TrainSettings, seed: int, log_every: int = 0):
+def train(real_x, real_y, aug_x, aug_y, settings: TrainSettings, seed: int, log_every: int = 0, jitter: str = "none"):
     """Train from scratch; every step draws ``n_aug = round(batch * aug_fraction)`` augmentation images
-    (none when ``aug_x`` is empty or None) and real frames for the rest. Returns (model, losses)."""
+    (none when ``aug_x`` is empty or None) and real frames for the rest. Returns (model, losses).
+
+    ``jitter``: ``none``; ``slots`` (arm p-photo): the ``n_aug`` augmentation slots hold jittered real frames
+    instead (same share of each batch); ``all`` (arm tp): every sample of the batch is jittered; ``real`` (arm tp
+    with ``--tp-jitter real``): only the real frames of each batch, next to unjittered spadepis outputs."""
     import torch
     import torch.nn.functional as F
 
@@ -396,7 +481,8 @@ def train(real_x, real_y, aug_x, aug_y, settings: TrainSettings, seed: int, log_
     opt = torch.optim.AdamW(model.parameters(), lr=settings.lr, weight_decay=settings.weight_decay)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=settings.lr, total_steps=max(settings.steps, 1), pct_start=0.15)
     gen = torch.Generator().manual_seed(10_000 + seed)
-    n_aug = int(round(settings.batch * settings.aug_fraction)) if aug_x is not None and len(aug_x) else 0
+    has_aug = (aug_x is not None and len(aug_x) > 0) or jitter == "slots"
+    n_aug = int(round(settings.batch * settings.aug_fraction)) if has_aug else 0
     n_real = settings.batch - n_aug
     losses = []
     model.train()
@@ -404,11 +490,19 @@ def train(real_x, real_y, aug_x, aug_y, settings: TrainSettings, seed: int, log_
     for step in range(settings.steps):
         ri = torch.randint(len(real_x), (n_real,), generator=gen)
         xs, ys = [real_x[ri]], [real_y[ri]]
-        if n_aug:
+        if n_aug and jitter == "slots":
+            ai = torch.randint(len(real_x), (n_aug,), generator=gen)
+            xs.append(photometric_jitter(real_x[ai], gen))
+            ys.append(real_y[ai])
+        elif n_aug:
             ai = torch.randint(len(aug_x), (n_aug,), generator=gen)
             xs.append(aug_x[ai])
             ys.append(aug_y[ai])
         x, y = torch.cat(xs), torch.cat(ys).long()
+        if jitter == "all":
+            x = photometric_jitter(x, gen)
+        elif jitter == "real":
+            x = torch.cat([photometric_jitter(x[:n_real], gen), x[n_real:]])
         flip = torch.rand(len(x), generator=gen) < 0.5
         x[flip], y[flip] = x[flip].flip(-1), y[flip].flip(-1)
         loss = F.cross_entropy(model(normalise(x)), y, ignore_index=VOID)
@@ -493,6 +587,59 @@ def format_table(results: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def _per_seed(results: dict[str, Any], arm: str, name: str) -> dict[int, float]:
+    r = results["arms"].get(arm)
+    return {e["seed"]: e["miou"] for e in r["eval"].get(name, [])} if r else {}
+
+
+def format_paired(results: dict[str, Any], ref: str = "p-photo") -> str:
+    """mIoU difference to ``ref`` per seed (same seed: same initial weights and batch draws): mean (per seed)."""
+    if ref not in results["arms"]:
+        return f"(no paired differences: arm {ref} was not run)"
+    lines = [f"| arm | eval set | mIoU - {ref}: mean | per seed |", "|---|---|---:|---|"]
+    for arm in results["arms"]:
+        if arm == ref:
+            continue
+        for name in results["eval_sets"]:
+            a, b = _per_seed(results, arm, name), _per_seed(results, ref, name)
+            seeds = sorted(set(a) & set(b))
+            if not seeds:
+                continue
+            d = [100 * (a[s] - b[s]) for s in seeds]
+            lines.append(f"| {arm} | {name} | {sum(d) / len(d):+.1f} | " + ", ".join(f"{x:+.1f}" for x in d) + " |")
+    return "\n".join(lines)
+
+
+def format_goal(results: dict[str, Any]) -> str:
+    """The issue's goal, checked on the seeds done: best target-aware arm >= p-photo + 3 at dusk with a positive
+    paired difference on every seed; tp >= both target arms alone; its day-val within 1.5 of a-real."""
+    arms = results["arms"]
+    if "p-photo" not in arms or "dusk" not in results["eval_sets"]:
+        return "goal: not checked (needs p-photo and the dusk set)"
+    mean = lambda arm, name: (lambda v: sum(v.values()) / len(v) if v else float("nan"))(_per_seed(results, arm, name))  # noqa: E731
+    cands = [a for a in ("t-target", "t-pseudo", "tp") if a in arms and _per_seed(results, a, "dusk")]
+    if not cands:
+        return "goal: not checked (no target-aware arm)"
+    best = max(cands, key=lambda a: mean(a, "dusk"))
+    a, p = _per_seed(results, best, "dusk"), _per_seed(results, "p-photo", "dusk")
+    diffs = [100 * (a[s] - p[s]) for s in sorted(set(a) & set(p))]
+    md = sum(diffs) / len(diffs) if diffs else float("nan")
+    ok1 = md >= 3.0 and all(d > 0 for d in diffs)
+    lines = [f"goal 1 (best target-aware arm {best} >= p-photo + 3.0 at dusk, positive on every seed): "
+             f"{md:+.1f} ({', '.join(f'{d:+.1f}' for d in diffs)}) -> {'MET' if ok1 else 'NOT MET'}"]
+    if "tp" in arms:
+        others = [x for x in ("t-target", "t-pseudo") if x in arms]
+        ok2 = all(mean("tp", "dusk") >= mean(x, "dusk") for x in others)
+        lines.append(f"goal 2 (tp >= {' and '.join(others)} at dusk): tp {100 * mean('tp', 'dusk'):.1f} vs "
+                     + ", ".join(f"{x} {100 * mean(x, 'dusk'):.1f}" for x in others) + f" -> {'MET' if ok2 else 'NOT MET'}")
+    if "a-real" in arms and "day-val" in results["eval_sets"]:
+        ref = mean("a-real", "day-val")
+        lines.append(f"goal 3 (day-val within 1.5 of a-real {100 * ref:.1f}): "
+                     + ", ".join(f"{x} {100 * (mean(x, 'day-val') - ref):+.1f}" for x in cands)
+                     + f" -> {best}: {'MET' if mean(best, 'day-val') >= ref - 0.015 else 'NOT MET'}")
+    return "\n".join(lines)
+
+
 # ------------------------------------------------------------------------------------------------ main
 
 
@@ -518,8 +665,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--style-dir", type=Path, action="append", default=None,
                     help="extra style photos without label maps (repeatable; default: ../shared coco_stuff train/val "
                     "and wct2_examples/style)")
-    ap.add_argument("--arms", default="a-real,b-aug,c-filtered",
-                    help="comma list of a-real, b-aug, c-filtered, b-random (b-aug with select: random, a second run)")
+    ap.add_argument("--arms", default="a-real,b-aug,c-filtered,p-photo,t-target,t-pseudo,tp",
+                    help="comma list of a-real, b-aug, c-filtered, b-random (b-aug with select: random, a second run), "
+                    "p-photo (photometric jitter), t-target (styles = target photos, select random), t-pseudo (target "
+                    "photos pseudo-labelled by the seed's a-real model, select semantic), tp (the better target arm on "
+                    "day-val + the jitter on every sample)")
+    ap.add_argument("--target-photos", type=Path, default=None,
+                    help="photos of the target conditions, used as styles without labels (default: the earlier half, "
+                    "by frame number, of the 0001TP dusk frames; the dusk evaluation uses only the later half)")
+    ap.add_argument("--tp-base", choices=["auto", "t-target", "t-pseudo"], default="auto",
+                    help="the target arm whose outputs tp uses; auto: per seed, the one with the higher day-val mIoU")
+    ap.add_argument("--tp-jitter", choices=["all", "real"], default="all",
+                    help="tp: the jitter on every sample (all, the arm's definition) or on the real frames only, next "
+                    "to unjittered spadepis outputs (real)")
     ap.add_argument("--seeds", type=int, default=3)
     ap.add_argument("--steps", type=int, default=None, help="optimisation steps per training (full 600, quick 80)")
     ap.add_argument("--batch", type=int, default=8)
@@ -589,7 +747,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     work = args.work / ("quick" if args.quick else "full")
     work.mkdir(parents=True, exist_ok=True)
     pool: dict[str, Any] = {}
-    runs: dict[str, dict[str, Any]] = {}  # select -> run info
+    runs: dict[str, dict[str, Any]] = {}  # run name (semantic, random, target, pseudo-seedN) -> run info
+    train_linked = False
+
+    def link_train() -> None:
+        nonlocal train_linked
+        if not train_linked:
+            link_frames(train_frames, work / "train" / "photos", work / "train" / "labels")
+            train_linked = True
+
     wanted = {args.select for a in arms if a in ("b-aug", "c-filtered")} | ({"random"} if "b-random" in arms else set())
     for select in sorted(wanted):
         reuse = args.reuse_random_run if (select == "random" and args.select != "random") else args.reuse_run
@@ -597,7 +763,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             run_uri, wall = reuse, None
             print(f"reusing the spadepis run {run_uri} (select: {select})")
         else:
-            link_frames(train_frames, work / "train" / "photos", work / "train" / "labels")
+            link_train()
             if not pool:
                 extra = args.style_dir if args.style_dir is not None else [
                     ROOT.parent / "shared" / "data" / "coco_stuff" / "train_img",
@@ -613,6 +779,42 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"spadepis run ({select}):", json.dumps(runs[select]), flush=True)
     run_info = runs.get(args.select, {})
 
+    # the target pool: photos of the conditions the model will meet, used without their labels
+    target_arms = [a for a in arms if a in TARGET_ARMS]
+    if "tp" in arms:
+        for base in (TARGET_ARMS if args.tp_base == "auto" else (args.tp_base,)):
+            if base not in target_arms:
+                target_arms.append(base)
+    target_dir = None
+    if target_arms:
+        if args.target_photos is not None:
+            target_dir = args.target_photos
+            if not target_dir.is_dir():
+                raise SystemExit(f"--target-photos {target_dir}: not a folder of photos")
+        else:
+            target_dir = work / "target" / "photos"
+            if target_dir.exists():
+                for p in target_dir.iterdir():
+                    p.unlink()
+            link_frames(split["target"], target_dir, None)
+        n_target = sum(1 for p in target_dir.iterdir() if p.suffix.lower() in IMAGE_EXTS)
+        print(f"target pool: {n_target} photos in {target_dir} (used without labels"
+              + ("; the earlier half of 0001TP, the dusk evaluation is the later half)" if args.target_photos is None else ")"))
+
+    def target_styles(select: str, segmenter: Path | None = None) -> dict[str, Any]:
+        st: dict[str, Any] = {"source": str(target_dir), "per_sample": args.k, "max_side": args.style_max_side,
+                              "select": select}
+        if segmenter is not None:
+            st.update(labels="predict", segmenter=str(segmenter), ignore_labels=[VOID])
+        return st
+
+    if "t-target" in target_arms:
+        link_train()
+        cfg = run_config(work / "train", pool, work / "runs", args, "random", styles=target_styles("random"))
+        res = run_spadepis(cfg, work, args.threads, "run-target.yaml")
+        runs["target"] = run_throughput(res["run_uri"], res["wall_s"])
+        print("spadepis run (target, select: random):", json.dumps(runs["target"]), flush=True)
+
     t0 = time.perf_counter()
     real_x, real_y = load_frames(train_frames, size)
     evals = {name: load_frames(frames, size) for name, frames in eval_sets.items()}
@@ -627,55 +829,100 @@ def main(argv: Sequence[str] | None = None) -> int:
         except RuntimeError as exc:
             print(f"arm c-filtered skipped: {exc}")
             arms.remove("c-filtered")
+    if "target" in runs:
+        aug["t-target"] = load_augmented(augmented_dataset(runs["target"]["run_uri"], None), size)
     print(f"data loaded in {time.perf_counter() - t0:.1f} s: real {tuple(real_x.shape)}, "
           + ", ".join(f"{a} {len(v[0])} rows" for a, v in aug.items()), flush=True)
     train_ids = {f.id for f in train_frames}
-    for a, (_, _, ids) in aug.items():
+
+    def check_rows(a: str, ids: list[str]) -> None:
         foreign = sorted(set(ids) - train_ids)
         if foreign:
             raise SystemExit(f"{a}: the spadepis run has rows of frames outside the training set, e.g. {foreign[:3]}; "
                              "--reuse-run must be a run over the training frames of this mode")
+
+    for a, (_, _, ids) in aug.items():
+        check_rows(a, ids)
     if "c-filtered" in aug and len(aug["c-filtered"][0]) == 0:
         print(f"arm c-filtered skipped: --filter {args.filter!r} keeps no row")
         arms.remove("c-filtered")
 
     settings = TrainSettings(steps=steps, batch=args.batch, aug_fraction=args.aug_fraction, lr=args.lr, width=args.width)
+    print("photometric jitter (p-photo, tp; fixed a priori, uniform per sample): "
+          + ", ".join(f"{k} {lo}-{hi}" for k, (lo, hi) in JITTER.items()), flush=True)
     results: dict[str, Any] = {
         "command": "python bench/bench_downstream.py " + " ".join(argv if argv is not None else sys.argv[1:]),
         "settings": dataclasses.asdict(settings), "size_hw": list(size), "k": k, "select": args.select,
-        "filter": args.filter, "stylizer": args.stylizer, "smoothing": args.smoothing,
+        "filter": args.filter, "stylizer": args.stylizer, "smoothing": args.smoothing, "jitter": JITTER,
+        "tp_jitter": args.tp_jitter,
         "seeds": list(range(args.seeds)), "threads": args.threads, "torch": torch.__version__,
         "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores", "load_avg_start": load,
         "split": {name: [f.id for f in frames] for name, frames in split.items()} | {"train_used": sorted(train_ids)},
-        "style_pool": pool, "spadepis_run": run_info, "spadepis_runs": runs,
-        "eval_sets": list(evals), "arms": {},
+        "style_pool": pool, "target_photos": str(target_dir) if target_dir else None,
+        "spadepis_run": run_info, "spadepis_runs": runs, "eval_sets": list(evals), "arms": {},
     }
     out = args.json or (ROOT / "bench" / "results" / f"downstream{'-quick' if args.quick else ''}.json")
     out.parent.mkdir(parents=True, exist_ok=True)
     for arm in arms:
         n_aug = len(aug[arm][0]) if arm in aug else 0
         results["arms"][arm] = {"n_real": len(real_x), "n_aug": n_aug, "eval": {n: [] for n in evals}, "train_s": []}
+    if "tp" in arms:
+        results["arms"]["tp"]["base"] = []
     # seed-major order: after every round the table holds the same seeds for every arm (an interrupted run
     # still compares like with like); the JSON and table are rewritten after each round
+    # a target arm that is only tp's base is trained too when tp chooses it on day-val (auto); t-pseudo's
+    # outputs are made in its turn (one run per seed), so it is kept whenever tp may use them
+    seed_arms = [a for a in ARMS if a in arms or (a in target_arms and (args.tp_base == "auto" or a == "t-pseudo"))]
+    if "t-pseudo" in seed_arms and "a-real" not in seed_arms:
+        seed_arms.insert(0, "a-real")  # its model labels the target photos
     for seed in range(args.seeds):
-        for arm in arms:
-            r = results["arms"][arm]
+        models: dict[str, Any] = {}
+        seed_evals: dict[str, dict[str, float]] = {}
+        for arm in seed_arms:
+            jitter = {"p-photo": "slots", "tp": args.tp_jitter}.get(arm, "none")
+            if arm == "t-pseudo":  # the real-only model of this seed labels the target photos
+                seg = export_segmenter(models["a-real"], size, work / "segmenters" / f"a-real-seed{seed}.pt")
+                link_train()
+                cfg = run_config(work / "train", pool, work / "runs", args, "semantic",
+                                 styles=target_styles("semantic", seg))
+                res = run_spadepis(cfg, work, args.threads, f"run-pseudo-seed{seed}.yaml")
+                runs[f"pseudo-seed{seed}"] = run_throughput(res["run_uri"], res["wall_s"])
+                print(f"spadepis run (target pseudo-labelled by a-real seed {seed}, select: semantic):",
+                      json.dumps(runs[f"pseudo-seed{seed}"]), flush=True)
+                aug["t-pseudo"] = load_augmented(augmented_dataset(res["run_uri"], None), size)
+                check_rows("t-pseudo", aug["t-pseudo"][2])
+                if "t-pseudo" in results["arms"]:
+                    results["arms"]["t-pseudo"]["n_aug"] = len(aug["t-pseudo"][0])
+            if arm == "tp":
+                if args.tp_base != "auto":
+                    base = args.tp_base
+                else:  # the target arm with the better day-val mIoU of this seed (never dusk)
+                    base = max((a for a in TARGET_ARMS if a in seed_evals), key=lambda a: seed_evals[a]["day-val"])
+                aug["tp"] = aug[base]
+                results["arms"]["tp"]["base"].append({"seed": seed, "base": base})
+                results["arms"]["tp"]["n_aug"] = len(aug[base][0])
             ax, ay = (aug[arm][0], aug[arm][1]) if arm in aug else (None, None)
             t0 = time.perf_counter()
-            model, losses = train(real_x, real_y, ax, ay, settings, seed, log_every=args.log_every)
-            r["train_s"].append(time.perf_counter() - t0)
-            line = [f"{arm} seed {seed}: {steps} steps in {r['train_s'][-1]:.0f} s, loss {losses[0]:.2f} -> "
-                    f"{sum(losses[-10:]) / len(losses[-10:]):.2f}"]
+            model, losses = train(real_x, real_y, ax, ay, settings, seed, log_every=args.log_every, jitter=jitter)
+            models[arm] = model
+            dt = time.perf_counter() - t0
+            line = [f"{arm} seed {seed}: {steps} steps in {dt:.0f} s, loss {losses[0]:.2f} -> "
+                    f"{sum(losses[-10:]) / len(losses[-10:]):.2f}" + (f" (base {base})" if arm == "tp" else "")]
+            seed_evals[arm] = {}
             for name, (ex, ey) in evals.items():
                 cm = evaluate(model, ex, ey)
                 iou = iou_per_class(cm)
                 entry = {"seed": seed, "miou": mean_iou(cm), "iou": {c: float(iou[i]) for i, c in enumerate(CLASSES)}}
-                r["eval"][name].append(entry)
+                seed_evals[arm][name] = entry["miou"]
+                if arm in results["arms"]:
+                    results["arms"][arm]["eval"][name].append(entry)
                 line.append(f"{name} mIoU {100 * entry['miou']:.1f}")
+            if arm in results["arms"]:
+                results["arms"][arm]["train_s"].append(dt)
             print("; ".join(line), flush=True)
         results["seeds_done"] = seed + 1
         results["load_avg_end"] = os.getloadavg()
-        results["table"] = format_table(results)
+        results["table"] = format_table(results) + "\n\n" + format_paired(results) + "\n\n" + format_goal(results)
         out.write_text(json.dumps(results, indent=1, default=str))
         if seed + 1 < args.seeds:
             print(f"after seed {seed}:\n{results['table']}", flush=True)

@@ -66,7 +66,8 @@ def test_camvid_split_is_disjoint_and_by_time(bm, tmp_path):
         (tmp_path / f"{split}_img" / f"{n}.jpg").touch()
         (tmp_path / f"{split}_label" / f"{n}.png").touch()
     s = {k: {f.id for f in v} for k, v in bm.split_camvid(tmp_path).items()}
-    assert s["dusk"] == {"0001TP_006690", "0001TP_008520"}
+    assert s["target"] == {"0001TP_006690"}  # the earlier half of 0001TP: target photos (styles, no labels)
+    assert s["dusk"] == {"0001TP_008520"}  # the later half: the dusk evaluation, never a style
     assert s["day-val"] == {"0006R0_f03360", "0016E5_04350", "0016E5_04920"}
     assert s["style"] == {"0006R0_f03210", "0016E5_04950", "0016E5_07959", "0016E5_07967"}
     assert s["train"] == {"0006R0_f00930", "0006R0_f03180", "0016E5_00390", "0016E5_05130", "0016E5_08190"}
@@ -140,3 +141,64 @@ def test_manifest_to_training_step(bm, tmp_path):
     cm = bm.evaluate(model, rx, ry)
     assert int(cm.sum()) == int((ry != bm.VOID).sum())
     assert 0.0 <= bm.mean_iou(cm) <= 1.0
+
+
+def test_photometric_jitter_ranges_and_determinism(bm):
+    x = torch.full((6, 3, 8, 8), 128, dtype=torch.uint8)
+    x[:, 0] = 200
+    a = bm.photometric_jitter(x, torch.Generator().manual_seed(1))
+    b = bm.photometric_jitter(x, torch.Generator().manual_seed(1))
+    assert a.dtype == torch.uint8 and a.shape == x.shape and torch.equal(a, b)  # seeded
+    assert not torch.equal(a, x) and len({tuple(v.float().mean((1, 2)).tolist()) for v in a}) == 6  # per-sample draws
+    # the identity factors leave an image as it is: the ranges are what is printed and recorded
+    saved = dict(bm.JITTER)
+    try:
+        bm.JITTER.update({k: (1.0, 1.0) for k in bm.JITTER})
+        assert torch.equal(bm.photometric_jitter(x, torch.Generator().manual_seed(1)), x)
+    finally:
+        bm.JITTER.update(saved)
+
+
+def test_new_arms_train_and_pseudo_labeller(bm, tmp_path):
+    """p-photo (jitter in the augmentation slots), tp (jitter on every sample), and the a-real model exported as a
+    styles.segmenter that the pipeline accepts (scores for the 12 ids, void never chosen)."""
+    from spadepis.data.presets import get_preset
+    from spadepis.pipeline.segmenter import load_segmenter, segment
+
+    frames = _tiny_camvid(bm, tmp_path)
+    rx, ry = bm.load_frames(frames, (24, 32))
+    settings = bm.TrainSettings(steps=2, batch=4, aug_fraction=0.5, width=4)
+    for jitter, aug in (("slots", None), ("all", rx), ("real", rx), ("none", rx)):
+        model, losses = bm.train(rx, ry, aug, ry if aug is not None else None, settings, seed=0, jitter=jitter)
+        assert len(losses) == 2 and all(math.isfinite(v) for v in losses)
+    p_model, p_losses = bm.train(rx, ry, None, None, settings, seed=0, jitter="slots")
+    a_model, a_losses = bm.train(rx, ry, None, None, settings, seed=0)
+    assert p_losses[0] != a_losses[0]  # the jittered slots changed what the network saw
+
+    path = bm.export_segmenter(a_model, (24, 32), tmp_path / "seg.pt", example_hw=(36, 48))
+    preset = get_preset("custom", label_nc=bm.VOID + 1, contain_dontcare_label=False, no_instance=True)
+    photo = np.asarray(Image.open(frames[0].photo).convert("RGB"))  # 48x64: another size than the trace's
+    ids = segment(load_segmenter(str(path)), photo, preset)
+    assert ids.shape == photo.shape[:2] and ids.min() >= 0 and ids.max() < bm.VOID
+
+
+def test_paired_differences_and_goal_report(bm):
+    def entries(values):
+        return [{"seed": i, "miou": v, "iou": {}} for i, v in enumerate(values)]
+
+    results = {"eval_sets": ["day-val", "dusk"], "arms": {
+        "a-real": {"eval": {"day-val": entries([0.40, 0.40]), "dusk": entries([0.10, 0.12])}},
+        "p-photo": {"eval": {"day-val": entries([0.39, 0.39]), "dusk": entries([0.20, 0.22])}},
+        "t-target": {"eval": {"day-val": entries([0.39, 0.385]), "dusk": entries([0.25, 0.24])}},
+        "tp": {"eval": {"day-val": entries([0.37, 0.37]), "dusk": entries([0.21, 0.30])}},
+    }}
+    paired = bm.format_paired(results)
+    assert "| t-target | dusk | +3.5 | +5.0, +2.0 |" in paired
+    assert "| a-real | dusk | -10.0 | -10.0, -10.0 |" in paired
+    goal = bm.format_goal(results)
+    assert "goal 1 (best target-aware arm tp >= p-photo + 3.0 at dusk, positive on every seed): +4.5 (+1.0, +8.0) -> MET" in goal
+    assert "goal 2 (tp >= t-target at dusk): tp 25.5 vs t-target 24.5 -> MET" in goal
+    assert "t-target -1.3, tp -3.0 -> tp: NOT MET" in goal  # the best arm's day-val is 3.0 below a-real
+    results["arms"]["tp"]["eval"]["dusk"] = entries([0.19, 0.30])  # the best arm, but one seed below p-photo
+    results["arms"]["t-target"]["eval"]["dusk"] = entries([0.19, 0.24])
+    assert "+3.5 (-1.0, +8.0) -> NOT MET" in bm.format_goal(results)

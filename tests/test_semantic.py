@@ -151,7 +151,7 @@ def test_old_configs_keep_their_hash_and_plan(tmp_path):
     data = old.model_dump(mode="json", exclude=set(_EXECUTION_ONLY))
     for k in ("max_side", "demo_inputs", "use_instance", "label_remap", "unmapped"):  # not in the hash: no-op defaults / input generation
         data["dataset"].pop(k)
-    for k in ("labels", "select", "top_m", "unmatched", "ignore_labels"):
+    for k in ("labels", "select", "top_m", "unmatched", "ignore_labels", "segmenter"):
         data["styles"].pop(k)
     expected = hashlib.sha256(json.dumps(data, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
     assert config_hash(old) == config_hash(new) == expected  # the hash of configs written before these fields
@@ -299,7 +299,7 @@ def test_schema_upgrade_old_parts_readable_and_mergeable(tmp_path):
     index = storage.write_index()  # a resumed old run: a v1 part next to a v2 part
     assert table_schema_version(index) == SCHEMA_VERSION == 4
     df = read_index(cfg.run_uri)
-    assert len(df) == 2 and sorted(df.schema_version.tolist()) == [1, 4]
+    assert len(df) == 2 and sorted(df.schema_version.tolist()) == [1, SCHEMA_VERSION]
     v1 = df[df.schema_version == 1].iloc[0]
     assert pd.isna(v1.q_structure) and pd.isna(v1.style_score) and pd.isna(v1.t_quality_ms)
     text = format_summary(summary(df))

@@ -176,7 +176,16 @@ class StylesConfig(_Strict):
         title="Style label maps",
         description="Folder, glob or list file of label maps of the style photos, in the dataset's label space, paired "
         "with styles.source by id (file stem, dataset.strip_suffixes removed). Enables semantic selection, "
-        "label-aware transfer and the q_coverage score. Optional.",
+        "label-aware transfer and the q_coverage score. 'predict': label maps predicted by styles.segmenter for "
+        "unlabelled style photos (stored in the run folder). Optional.",
+    )
+    segmenter: str | None = Field(
+        None,
+        title="Style segmenter",
+        description="With labels: predict, the segmentation model that labels the style photos in the dataset's label "
+        "space: a TorchScript file (path or URI) or module:function returning a callable. It gets float32 "
+        "(1, 3, H, W) RGB in [0, 1] and returns scores (1, C, H, W), C = the preset's label channels, or ids "
+        "(1, H, W); run once per style on the run's device.",
     )
     select: Literal["all", "random", "semantic"] | None = Field(
         None,
@@ -205,6 +214,20 @@ class StylesConfig(_Strict):
         description="Label ids left out of style_score and q_coverage (e.g. void / unlabelled). Empty: the preset's "
         "dontcare id, if any.",
     )
+
+    @model_validator(mode="after")
+    def _segmenter_ok(self) -> "StylesConfig":
+        if self.labels == "predict" and not self.segmenter:
+            raise ValueError(
+                "labels: predict needs styles.segmenter (a TorchScript file or module:function returning a "
+                "segmentation model in the dataset's label space); set it, or give label maps in styles.labels"
+            )
+        if self.segmenter and self.labels != "predict":
+            raise ValueError(
+                "segmenter is set but styles.labels is not 'predict'; set labels: predict to label the style photos "
+                "with it, or remove segmenter"
+            )
+        return self
 
     def effective_select(self) -> str:
         """``select``, or what an older config meant: random with per_sample, else all."""
@@ -445,7 +468,7 @@ _EXECUTION_ONLY = {
 
 # styles fields added with semantic selection: left out of the hash while they keep the meaning an older
 # config had, so runs made before they existed keep their run id and sample ids (and resume).
-_STYLES_DEFAULTS = {"labels": None, "top_m": None, "unmatched": "keep", "ignore_labels": None}
+_STYLES_DEFAULTS = {"labels": None, "top_m": None, "unmatched": "keep", "ignore_labels": None, "segmenter": None}
 
 
 def config_hash(config: RunConfig) -> str:

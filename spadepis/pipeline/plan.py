@@ -81,6 +81,8 @@ class StyleItem:
     uri: str
     label_uri: str | None = None
     """The style's label map (``styles.labels``), when it has one."""
+    label_source: str | None = None
+    """Where ``label_uri`` comes from: ``given`` (styles.labels), ``predicted`` (styles.segmenter) or None."""
 
 
 @dataclass(frozen=True)
@@ -461,11 +463,19 @@ def make_plan(config: "RunConfig") -> Plan:
     # pool made of the dataset's own photos has the sources' ids); without, they stay plain file stems.
     style_strip = strip if config.styles.labels is not None else ()
     styles_by_id = _ids_by_stem(list_inputs(config.styles.source, field="styles.source"), "styles.source", style_strip)
-    style_labels: dict[str, str] = {}
-    if config.styles.labels is not None:
-        style_labels = _ids_by_stem(list_inputs(config.styles.labels, field="styles.labels"), "styles.labels", strip)
+    style_labels: dict[str, str | None] = {}
     style_ids = sorted(styles_by_id)
-    styles = tuple(StyleItem(s, styles_by_id[s], style_labels.get(s)) for s in style_ids)
+    source_kind = "given"
+    if config.styles.labels == "predict":  # predicted once per style by styles.segmenter, stored in the run folder
+        from .segmenter import predict_style_labels
+
+        source_kind = "predicted"
+        style_labels = predict_style_labels(config, tuple(StyleItem(s, styles_by_id[s]) for s in style_ids), config.run_uri)
+    elif config.styles.labels is not None:
+        style_labels = _ids_by_stem(list_inputs(config.styles.labels, field="styles.labels"), "styles.labels", strip)
+    styles = tuple(
+        StyleItem(s, styles_by_id[s], style_labels.get(s), source_kind if style_labels.get(s) else None) for s in style_ids
+    )
     by_id = {s.style_id: s for s in styles}
     from .styles import plan_selection
 

@@ -261,7 +261,24 @@ def _check_run_folder(config: RunConfig, problems: list[str]) -> None:
 def _check_selection(config: RunConfig) -> list[str]:
     st = config.styles
     out = []
-    if st.labels is not None:
+    if st.labels == "predict":
+        from .segmenter import is_module_spec, load_segmenter
+
+        try:
+            if is_module_spec(st.segmenter):
+                load_segmenter(st.segmenter)  # imports it and builds the model: a bad spec is named now
+            else:
+                import fsspec
+
+                fs, path = fsspec.core.url_to_fs(st.segmenter)
+                if not fs.isfile(path):
+                    out.append(f"styles.segmenter: {st.segmenter!r} does not exist; give a TorchScript file "
+                               "(torch.jit.script(model).save(path)) or module:function returning a callable")
+        except ConfigError as exc:
+            out.append(str(exc))
+        except Exception as exc:  # noqa: BLE001 - unknown protocol, credentials
+            out.append(f"styles.segmenter: cannot open {st.segmenter!r} ({type(exc).__name__}: {exc})")
+    elif st.labels is not None:
         try:
             list_inputs(st.labels, field="styles.labels")
         except ConfigError as exc:

@@ -33,7 +33,7 @@ __all__ = [
 
 SCHEMA_VERSION = 4
 """1: the original columns. 2: ``style_score``, ``style_rank``, ``q_structure``, ``q_style``, ``q_coverage``,
-``q_clipped``, ``t_quality_ms``. 3: ``wct_numerics``. 4: ``label_remap``. (Added columns are null in rows of older runs, which
+``q_clipped``, ``t_quality_ms``. 3: ``wct_numerics``. 4: ``label_remap``, ``style_labels``. (Added columns are null in rows of older runs, which
 :func:`upgrade_table` fills in.)"""
 STAGES = ("t_load_ms", "t_synth_ms", "t_stylize_ms", "t_smooth_ms", "t_quality_ms", "t_write_ms", "t_total_ms")
 QUALITY = ("style_score", "q_structure", "q_style", "q_coverage", "q_clipped")
@@ -106,6 +106,8 @@ _FIELDS: list[tuple[str, pa.DataType, bool, str]] = [
     ("label_remap", pa.string(), True, "dataset.label_remap the label map went through before SPADE: the shipped "
      "table's name (camvid->cityscapes), <file name>@<12 hex> or inline:<12 hex> (sha256 of the mapping); label_uri "
      "keeps the dataset's own ids. Null: the map was used as it is"),
+    ("style_labels", pa.string(), True, "the style's label map: given (styles.labels), predicted (styles.labels: "
+     "predict, by styles.segmenter) or none; null in older manifests"),
 ]
 
 SCHEMA = pa.schema(
@@ -115,7 +117,7 @@ SCHEMA = pa.schema(
 
 
 _ADDED_V2 = ("style_score", "style_rank", "t_quality_ms", "q_structure", "q_style", "q_coverage", "q_clipped",
-             "wct_numerics", "label_remap")  # + schemas 3 and 4
+             "wct_numerics", "label_remap", "style_labels")  # + schemas 3 and 4
 
 
 def rows_to_table(rows: Sequence[dict[str, Any]]) -> pa.Table:

@@ -7,7 +7,9 @@ the dataset's own photos; a source is never stylized with its own photo (same id
 The **style index** (``<run>/style_index.parquet``, next to ``run.json``) holds one row per style:
 ``style_id``, ``style_uri``, ``label_uri``, ``width``/``height`` (of the label map), ``n_pixels``,
 ``fractions`` (pixel fraction of every label id ``0..L-1``, ``L`` = the preset's label channels) and
-``error`` (why a style label map could not be used; such a style is never chosen by ``semantic``).
+``error`` (why a style label map could not be used; such a style is never chosen by ``semantic``) and
+``label_source`` (``given``: from ``styles.labels``; ``predicted``: by ``styles.segmenter`` with
+``styles.labels: predict``, see :mod:`.segmenter`; null: no label map).
 ``<run>/source_index.parquet`` holds the same for the dataset's label maps. Both are computed once per
 run (label maps read in a thread pool) and reused on resume while the inputs are the same (the key of
 the inputs is in the file's metadata ``spadepis.index_key``).
@@ -102,6 +104,7 @@ class ClassIndex:
     fractions: np.ndarray  # (N, L) float32; zero rows where the label map is missing or unusable
     errors: list[str | None]
     key: str = ""
+    label_sources: list[str | None] | None = None  # styles: given / predicted / None per row
 
     @property
     def n_labels(self) -> int:
@@ -127,6 +130,9 @@ class ClassIndex:
             "fractions": pa.array(list(self.fractions), pa.list_(pa.float32())),
             "error": pa.array(self.errors, pa.string()),
         })
+        if self.kind == "style":
+            sources = self.label_sources or [("given" if u is not None else None) for u in self.label_uris]
+            table = table.append_column("label_source", pa.array(sources, pa.string()))
         meta = {b"spadepis.index_key": self.key.encode(), b"spadepis.n_labels": str(self.n_labels).encode(),
                 b"spadepis.index_kind": self.kind.encode()}
         return table.replace_schema_metadata(meta)
@@ -149,6 +155,7 @@ class ClassIndex:
             fractions=fractions,
             errors=table.column("error").to_pylist(),
             key=meta.get(b"spadepis.index_key", b"").decode(),
+            label_sources=table.column("label_source").to_pylist() if "label_source" in table.column_names else None,
         )
 
 
@@ -212,6 +219,7 @@ def build_class_index(
     *,
     photo_uris: list[str | None] | None = None,
     threads: int | None = None,
+    label_sources: list[str | None] | None = None,
 ) -> ClassIndex:
     """Read every label map once (thread pool; PNG decoding releases the GIL) and count its classes.
 
@@ -236,6 +244,7 @@ def build_class_index(
         fractions=fractions,
         errors=[r[3] for r in results],
         key=_index_key(kind, preset, list(ids), list(uris), list(label_uris)),
+        label_sources=list(label_sources) if label_sources is not None else None,
     )
 
 
@@ -249,6 +258,7 @@ def load_or_build_index(
     preset: "Preset",
     *,
     photo_uris: list[str | None] | None = None,
+    label_sources: list[str | None] | None = None,
 ) -> ClassIndex:
     """The index stored at ``<run_uri>/<name>`` when its inputs are the same, else built and stored there."""
     import pyarrow.parquet as pq
@@ -264,7 +274,7 @@ def load_or_build_index(
             pass
         except Exception:  # noqa: BLE001 - a torn or foreign file is rebuilt
             pass
-    index = build_class_index(kind, ids, uris, label_uris, preset, photo_uris=photo_uris)
+    index = build_class_index(kind, ids, uris, label_uris, preset, photo_uris=photo_uris, label_sources=label_sources)
     if uri is not None:
         buf = io.BytesIO()
         pq.write_table(index.to_table(), buf, compression="zstd")
@@ -516,7 +526,7 @@ def plan_selection(config: Any, sources: Any, styles: Any, *, run_uri: str | Non
         ignore = ignored_labels(config, preset)
         sindex = load_or_build_index(
             run_uri, STYLE_INDEX, "style", style_ids, [s.uri for s in styles], [s.label_uri for s in styles], preset,
-            photo_uris=[s.uri for s in styles],
+            photo_uris=[s.uri for s in styles], label_sources=[getattr(s, "label_source", None) for s in styles],
         )
         cindex = load_or_build_index(
             run_uri, SOURCE_INDEX, "source", [s.source_id for s in sources], [s.photo_uri or "" for s in sources],
@@ -529,6 +539,7 @@ def plan_selection(config: Any, sources: Any, styles: Any, *, run_uri: str | Non
             "style_index": f"{run_uri}/{STYLE_INDEX}" if run_uri else None,
             "styles_with_labels": int(valid.sum()),
             "styles_without_labels": int(sum(u is None for u in sindex.label_uris)),
+            "styles_with_predicted_labels": int(sum(getattr(s, "label_source", None) == "predicted" for s in styles)),
             "style_label_errors": [e for e in sindex.errors if e][:10],
             "ignore_labels": ignore,
         })

@@ -186,7 +186,8 @@ def process_shard(
         r = rows.row(
             sample_id=sample_id(item.source.source_id, style_id, config.seed, chash), source_id=item.source.source_id,
             label_uri=item.row_label_uri, instance_uri=item.source.instance_uri, style_id=style_id,
-            style_uri=shard.style_uri(style_id), style_score=score, style_rank=rank, synth_uri=item.synth_uri, **kw,
+            style_uri=shard.style_uri(style_id), style_score=score, style_rank=rank, synth_uri=item.synth_uri,
+            style_labels=shard.style_item(style_id).label_source or "none", **kw,
         )
         for key in URI_COLUMNS:  # absolute, no ".."
             r[key] = normalize_uri(r[key])
