@@ -9,7 +9,7 @@ import sys
 from ..errors import SpadepisError
 
 # Subcommand modules, in help order. Each defines register(subparsers) and sets func on its parsers.
-_COMMAND_MODULES = ["synthesize", "stylize", "smooth", "run", "check", "summary", "gc", "sheet", "demo", "deploy", "version"]
+_COMMAND_MODULES = ["synthesize", "stylize", "smooth", "run", "check", "summary", "verify", "gc", "sheet", "demo", "deploy", "version"]
 
 
 def build_parser() -> argparse.ArgumentParser:

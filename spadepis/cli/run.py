@@ -18,7 +18,7 @@ def _cmd_run(args) -> int:
     check_config(cfg)  # every problem, before Prefect even starts (the flow does not check it again)
     from ..flows.augment import augment
 
-    result = augment(config=cfg)
+    result = augment(config=cfg, verify=bool(args.verify))
     print(f"\nrun {result['run_id']}: index {result['index_uri']}")
     sheet = write_sheet(result["run_uri"], None, max_rows=RUN_SHEET_ROWS)
     if sheet:
@@ -39,4 +39,7 @@ def register(subparsers) -> None:
     p.add_argument("--wait-lease", type=float, metavar="SECONDS",
                    help="when another run holds the run folder, wait up to SECONDS for it (default: refuse at once; "
                    "config lease.wait_s)")
+    p.add_argument("--verify", action="store_true",
+                   help="first check every committed file (as `spadepis verify` does) and redo the shards with missing "
+                   "or damaged ones")
     p.set_defaults(func=_cmd_run)

@@ -163,8 +163,9 @@ def _release_lease(flow, flow_run, state) -> None:  # noqa: ARG001 - Prefect sta
 @flow(name="spadepis-augment", flow_run_name=_flow_run_name, validate_parameters=True, log_prints=True,
       on_completion=[_release_lease], on_failure=[_release_lease], on_cancellation=[_release_lease],
       on_crashed=[_release_lease])
-def augment(config: RunConfig) -> dict[str, Any]:
-    """Augment a dataset of label maps: SPADE synthesis, then stylization with each style; resumable."""
+def augment(config: RunConfig, verify: bool = False) -> dict[str, Any]:
+    """Augment a dataset of label maps: SPADE synthesis, then stylization with each style; resumable.
+    ``verify``: first check every committed row's files (``spadepis verify``) and redo the shards with damaged ones."""
     from tqdm.auto import tqdm
 
     log = get_run_logger()
@@ -179,6 +180,16 @@ def augment(config: RunConfig) -> dict[str, Any]:
     resumed = existing is not None and existing.get("config_hash") == plan.config_hash
     storage.write_run_record(existing if resumed else run_record(cfg, plan))
     committed = storage.committed_shards()
+    if verify:
+        from spadepis.pipeline.verify import verify_run
+
+        report = verify_run(storage, markers=committed)
+        for name in sorted(report.damaged_shards()):
+            why = "; ".join(report.problems_of(name)[:3])
+            log.warning("%s: committed outputs damaged (%s); the shard is redone (--verify)", name, why)
+            storage.retire_marker(name, why)
+            committed.pop(name, None)
+        log.info("verify: %s", report.headline())
     for name, why in sorted(storage.invalid_markers.items()):
         log.warning("%s: its commit marker does not hold (%s); the shard is redone", name, why)
     pending = [s for s in plan.shards if s.name not in committed]
@@ -210,7 +221,8 @@ def augment(config: RunConfig) -> dict[str, Any]:
             log.info("shards run on: %s; shard tasks %s", runner.describe(),
                      "tagged gpu (a concurrency limit on the tag bounds them)" if limited
                      else "untagged (no concurrency limit on the tag gpu)")
-            futures = {runner.submit(task, {"config": cfg, "shard": s}): s for s in pending}
+            fence = lease.info.lease_id if lease.info is not None else None  # checked by each shard before it writes
+            futures = {runner.submit(task, {"config": cfg, "shard": s, "fence": fence}): s for s in pending}
             for fut in as_completed(list(futures)):
                 shard = futures[fut]
                 try:
@@ -229,7 +241,7 @@ def augment(config: RunConfig) -> dict[str, Any]:
                                    description=f"run {plan.run_id}: {ui.progress_text(n_ok, n_failed, total)}")
     bar.close()
     wall = time.perf_counter() - t0
-    if lease.lost.is_set():
+    if lease.lost.is_set() or not lease.renew():  # renew() also notices a takeover the heartbeat has not seen yet
         from spadepis.pipeline.lease import LeaseHeldError
 
         current = lease.read()
