@@ -101,8 +101,9 @@ def _collect(storage: RunStorage, dry_run: bool) -> GcReport:
             by_shard.setdefault(parts[1], []).append(rel)
     for shard, files in sorted(by_shard.items()):
         marker = markers.get(shard)
-        if marker is None:  # not committed (or its marker does not hold): a resume redoes it, nothing is removed
+        if marker is None:  # not committed (or its marker does not hold): a resume redoes it; only parts go
             report.kept_uncommitted.append(shard)
+            victims.update(r for r in files if r.startswith("manifest/") and r.rsplit("/", 1)[-1].startswith("part-"))
             continue
         named = _named_by(storage, marker)
         for rel in files:

@@ -67,6 +67,7 @@ class ShardResult:
     samples: list[dict[str, str]] = field(default_factory=list)
     sources: int | None = None  # label maps in the shard
     stage_ms: dict[str, float] = field(default_factory=dict)  # each stage summed over the shard's rows
+    superseded: str | None = None  # this attempt's id when another attempt committed the shard first
 
 
 # ------------------------------------------------------------------------------------ the shard
@@ -181,11 +182,11 @@ def _open_shard(config: RunConfig, shard: ShardSpec, attempt_id: str | None, fen
     apply_storage_options(config)
     set_max_image_pixels(config.max_image_pixels)
     storage = RunStorage(config.run_uri)
+    storage.check_fence(fence, shard.name)  # a run that lost its lease starts nothing, not even a skip
     existing = storage.marker(shard.name)
     if existing is not None:
         return ShardResult(shard.name, True, existing.get("rows", 0), existing.get("ok", 0), existing.get("error", 0),
                            existing.get("attempt_id"), existing.get("part"), 0.0)
-    storage.check_fence(fence, shard.name)
     attempt_id = attempt_id or new_attempt_id()
     return ShardState(config, shard, storage, ShardWriter(storage, shard.name, attempt_id, fence=fence), attempt_id, t_start)
 
@@ -289,6 +290,7 @@ def _commit(st: ShardState) -> ShardResult:
         samples=[] if superseded else st.samples,
         sources=len(st.items),
         stage_ms={} if superseded else {k: float(sum(r.get(k) or 0.0 for r in shard_rows)) for k in STAGES},
+        superseded=st.attempt_id if superseded else None,
     )
 
 
