@@ -97,13 +97,19 @@ def moto_s3():
 def where(request, tmp_path):
     """(output folder, config overrides, racer env, fsspec options) of one store."""
     if request.param == "local":
-        return str(tmp_path / "runs"), {}, {}, None
+        yield str(tmp_path / "runs"), {}, {}, None
+        return
     s3 = request.getfixturevalue("moto_s3")
     import fsspec.config
 
-    fsspec.config.conf.setdefault("s3", {}).update(s3["plain"])
+    saved = fsspec.config.conf.get("s3")
+    fsspec.config.conf["s3"] = {**(saved or {}), **s3["plain"]}
     prefix = f"s3://{BUCKET}/{tmp_path.name}"
-    return prefix, {"storage_options": {"s3": s3["options"]}}, s3["env"], s3["plain"]
+    yield prefix, {"storage_options": {"s3": s3["options"]}}, s3["env"], s3["plain"]
+    if saved is None:
+        fsspec.config.conf.pop("s3", None)
+    else:
+        fsspec.config.conf["s3"] = saved
 
 
 def _config(root: Path, output: str, run_id: str, extra: dict, **kw):
@@ -130,7 +136,8 @@ def test_two_processes_race_on_one_shard(tmp_path, where):
                 cfg = _config(root, output, run_id, extra, batch_size=bs)
                 racer.send({"op": "shard", "config": cfg.model_dump(mode="json"), "shard": 0, "delay": rng.uniform(0, 0.4)})
             answers = [a.read(), b.read()]
-            assert all(x.get("ok") for x in answers), answers
+            if not all(x.get("ok") for x in answers):
+                pytest.fail(f"round {r}: " + json.dumps(answers, indent=1))
             storage = RunStorage(_config(root, output, run_id, extra).resolved().run_uri)
             committed = storage.committed_shards()
             assert list(committed) == ["shard=00000"], (r, storage.invalid_markers)
@@ -150,7 +157,7 @@ def test_two_processes_race_on_one_shard(tmp_path, where):
     finally:
         a.close()
         b.close()
-    print(f"\n{where[0].split(':')[0] or 'local'}: {ROUNDS} rounds, both processes computed the shard in {both_computed}")
+    print(f"\n{'s3' if where[0].startswith('s3://') else 'local'}: {ROUNDS} rounds, both processes computed the shard in {both_computed}")
     assert both_computed >= 1, "the delays never let both processes compute the shard: no race was tested"
 
 

@@ -83,7 +83,8 @@ def test_first_commit_wins_and_orphans_are_cleaned(storage):
     storage.write_bytes("manifest/shard=00000/_SUCCESS.json.tmp-1a2b3c4d", b"{")
     first = storage.commit_shard(0, a1, _rows("shard=00000", 2, a1))
     assert not storage.exists(storage.part_rel(0, a0)), "orphan part of the crashed attempt left behind"
-    assert not storage.exists("manifest/shard=00000/_SUCCESS.json.tmp-1a2b3c4d")
+    # a temporary file may be a racing attempt's write in flight: the commit leaves it to gc
+    assert storage.exists("manifest/shard=00000/_SUCCESS.json.tmp-1a2b3c4d")
     assert storage.orphans_of_shard(0, first["part"]) == []
     again = storage.commit_shard(0, a2, _rows("shard=00000", 2, a2))  # e.g. a duplicate attempt on a lost worker
     assert again["attempt_id"] == a1 and again["superseded_attempt"] == a2

@@ -384,8 +384,9 @@ class RunStorage:
             return False
 
     def orphans_of_shard(self, shard: int | str, keep_part: str | None) -> list[str]:
-        """Paths in the shard's manifest folder that nobody reads: parts other than ``keep_part`` (crashed or
-        superseded attempts) and ``*.tmp-*`` leftovers of interrupted atomic writes."""
+        """Parts in the shard's manifest folder that no marker names: parts other than ``keep_part`` (crashed or
+        losing attempts). Temporary files (``*.tmp-*``) are not listed: one may be a racing attempt's write in
+        flight; ``spadepis gc`` (holding the lease) removes them."""
         folder = self.path(f"manifest/{_as_shard(shard)}")
         try:
             names = self.fs.ls(folder, detail=False)
@@ -395,7 +396,7 @@ class RunStorage:
         out = []
         for p in names:
             base = p.rstrip("/").rsplit("/", 1)[-1]
-            if ".tmp-" in base or (base.startswith("part-") and base.endswith(".parquet") and p.rstrip("/") != keep):
+            if base.startswith("part-") and base.endswith(".parquet") and p.rstrip("/") != keep:
                 out.append(p)
         return sorted(out)
 
