@@ -230,3 +230,13 @@ def test_stalled_lease_holder_is_fenced(tmp_path):
     assert {m["lease_id"] for s, m in markers.items() if s != first["shard"]} == {lease_b}, events_b
     report = verify_run(storage)
     assert report.ok and report.files == 4 * (2 + 4), report.describe()
+
+
+def test_check_probes_conditional_writes(tmp_path, where):
+    """``spadepis check`` probes the output store: local disks, memory:// and moto's S3 refuse a second exclusive
+    create (so first commit and lease takeover are atomic there)."""
+    from spadepis.pipeline.storage import RunStorage
+
+    output = where[0]
+    assert RunStorage(f"{output}/probe").probe_conditional_write() is True
+    assert RunStorage(f"memory://probe-{tmp_path.name}/r").probe_conditional_write() is True

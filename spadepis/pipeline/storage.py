@@ -180,6 +180,20 @@ class RunStorage:
         return self._io(f"creating {self.uri(rel)}", lambda: put_bytes(self.fs, self.path(rel), data, exclusive=True),
                         writing=True)
 
+    def probe_conditional_write(self) -> bool:
+        """Whether the store really refuses a second exclusive create of one path (``spadepis check``): a probe
+        object is created twice and removed. ``False`` where the filesystem has no conditional write at all or the
+        store ignores ``If-None-Match: *``: there, the first commit and the lease takeover are check-then-write."""
+        if not self.conditional_write:
+            return False
+        rel = f".write-check-cond-{uuid.uuid4().hex[:12]}"
+        try:
+            first = self.create_bytes(rel, b"1")
+            second = self.create_bytes(rel, b"2")
+        finally:
+            self._remove_quietly(rel)
+        return first and not second
+
     @property
     def conditional_write(self) -> bool:
         """Whether :meth:`create_bytes` is a real conditional write here (else check-then-write)."""
