@@ -176,3 +176,42 @@ def test_case8_damaged_committed_files_are_named_and_redone(tmp_path, capsys, pr
     assert all(Image.open(u).size == (64, 64) for u in df2.image_uri)
     retired = sorted(p.name for p in run.glob("manifest/*/_RETIRED-*.json"))
     assert len(retired) == 2
+
+
+def test_a_run_that_lost_its_lease_stops_and_fails_naming_the_holder(tmp_path, prefect_harness):
+    """Issue case 2 at the flow level: another run takes the lease over while this one works (its lease file
+    replaced, as a takeover after a stall does); the shards not started yet write and commit nothing, and the
+    run ends Failed naming the new holder."""
+    import threading
+    import time
+
+    from spadepis.flows.augment import augment
+    from spadepis.pipeline.lease import LEASE, LeaseHeldError, LeaseInfo
+
+    root = make_inputs(tmp_path / "in", n_maps=8, n_styles=2)
+    cfg = small_config(root, models={"smoothing": "none"}, runner={"kind": "thread", "max_concurrency": 1}).resolved()
+    storage = RunStorage(cfg.run_uri)
+    stop = threading.Event()
+
+    def take_over_after_first_commit():
+        while not stop.is_set():
+            if storage.committed_shards():
+                t = time.time()
+                thief = LeaseInfo("thief-lease", "another run", "otherhost", 4242, t, t, t + 600)
+                storage.write_bytes(LEASE, thief.to_json())
+                return
+            time.sleep(0.02)
+
+    thief = threading.Thread(target=take_over_after_first_commit, daemon=True)
+    thief.start()
+    try:
+        with pytest.raises(LeaseHeldError, match="another run on host otherhost"):
+            augment(config=cfg)
+    finally:
+        stop.set()
+        thief.join(timeout=10)
+    committed = storage.committed_shards()
+    assert 1 <= len(committed) < 4  # the shards after the takeover were not committed
+    assert all(m["lease_id"] != "thief-lease" for m in committed.values())
+    started = {p.name for p in Path(cfg.run_uri, "synth").iterdir()}
+    assert started == set(committed) or len(started) <= len(committed) + 1  # at most the one in flight started

@@ -154,6 +154,14 @@ def _mark_crashed(flow_run_id: str, message: str, log) -> None:
         log.warning("could not mark the dead flow run %s as Crashed: %s", flow_run_id, exc)
 
 
+def _still_held(lease: RunLease) -> bool:
+    """Whether this run still holds its lease (renewing it); a storage hiccup here counts as held."""
+    try:
+        return lease.renew()
+    except Exception:  # noqa: BLE001 - the shard results already tell whether commits were fenced off
+        return True
+
+
 def _release_lease(flow, flow_run, state) -> None:  # noqa: ARG001 - Prefect state hook signature
     lease = _LEASES.pop(str(flow_run.id), None)
     if lease is not None:
@@ -241,7 +249,7 @@ def augment(config: RunConfig, verify: bool = False) -> dict[str, Any]:
                                    description=f"run {plan.run_id}: {ui.progress_text(n_ok, n_failed, total)}")
     bar.close()
     wall = time.perf_counter() - t0
-    if lease.lost.is_set() or not lease.renew():  # renew() also notices a takeover the heartbeat has not seen yet
+    if lease.lost.is_set() or not _still_held(lease):  # also a takeover the heartbeat has not seen yet
         from spadepis.pipeline.lease import LeaseHeldError
 
         current = lease.read()

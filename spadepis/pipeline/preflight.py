@@ -73,7 +73,7 @@ def _check_weights(config: RunConfig, problems: list[str]) -> None:
 def _check_output(config: RunConfig, problems: list[str]) -> None:
     import fsspec
 
-    from ..data.buckets import is_object_store, missing_bucket
+    from ..data.buckets import missing_bucket
 
     try:
         bucket = missing_bucket(config.run_uri)
@@ -87,12 +87,10 @@ def _check_output(config: RunConfig, problems: list[str]) -> None:
         return
     probe = f"{config.run_uri}/.write-check-{uuid.uuid4().hex[:12]}"
     try:
+        from ..data.buckets import put_bytes
+
         fs, path = fsspec.core.url_to_fs(probe)
-        parent = path.rsplit("/", 1)[0]
-        if not is_object_store(fs):  # on object stores makedirs would create a missing bucket
-            fs.makedirs(parent, exist_ok=True)
-        with fs.open(path, "wb") as f:
-            f.write(b"ok")
+        put_bytes(fs, path, b"ok")  # the one write path (never makedirs on an object store)
         fs.rm(path)
     except Exception as exc:  # noqa: BLE001
         problems.append(
