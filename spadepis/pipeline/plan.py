@@ -259,9 +259,9 @@ def storage_name_problems(plan: "Plan", run_uri: str) -> list[str]:
     for shard in plan.shards:
         for src, styles in zip(shard.sources, shard.style_ids):
             for style in styles or ("",):
-                from .storage import RunStorage  # the layout's own names (escaped ids, an attempt folder)
+                from .layout import image_rel  # the storage layout's own names (escaped ids, an attempt folder)
 
-                rel = RunStorage.image_rel(shard.name, src.source_id, style, "20250101T000000Z-00000000-try1")
+                rel = image_rel(shard.name, src.source_id, style, "20250101T000000Z-00000000-try1")
                 name = rel.rsplit("/", 1)[-1]
                 full = f"{run_uri}/{rel}".split("://", 1)[-1]
                 if len(name.encode()) > 255:

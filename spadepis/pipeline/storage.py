@@ -36,6 +36,7 @@ from ..errors import ConfigError, SpadepisError, StorageError
 from .schema import SCHEMA, SCHEMA_VERSION, table_schema_version, upgrade_table
 from ..data.buckets import has_conditional_write, is_object_store, missing_bucket, put_bytes
 from .failures import Failure, classify
+from . import layout
 from .plan import shard_name
 
 __all__ = ["RunStorage", "new_attempt_id", "normalize_uri", "is_object_store", "missing_bucket", "SUCCESS", "INDEX"]
@@ -80,15 +81,6 @@ def _as_shard(shard: int | str) -> str:
     return shard_name(shard) if isinstance(shard, int) else shard
 
 
-def _seg(name: str) -> str:
-    """``name`` as one path segment, injectively: percent-escaped (``/``, ``%``, glob characters, spaces, ...),
-    and a leading ``.`` escaped too, so ``..`` or ``.hidden`` never walk out of or hide in a folder."""
-    from urllib.parse import quote
-
-    out = quote(str(name), safe="-_.~=+,@")
-    return "%2E" + out[1:] if out.startswith(".") else out
-
-
 class RunStorage:
     """One run's folder. ``RunStorage("s3://bucket/runs/my-run")``."""
 
@@ -126,22 +118,21 @@ class RunStorage:
 
     @staticmethod
     def synth_rel(shard: int | str, source_id: str, attempt_id: str) -> str:
-        return f"synth/{_as_shard(shard)}/{_seg(attempt_id)}/{_seg(source_id)}.png"
+        return layout.synth_rel(_as_shard(shard), source_id, attempt_id)
 
     @staticmethod
     def label_rel(shard: int | str, source_id: str, attempt_id: str) -> str:
-        return f"labels/{_as_shard(shard)}/{_seg(attempt_id)}/{_seg(source_id)}.png"
+        return layout.label_rel(_as_shard(shard), source_id, attempt_id)
 
     @staticmethod
     def image_rel(shard: int | str, source_id: str, style_id: str, attempt_id: str) -> str:
-        """``images/<shard>/<attempt>/<source>/<style>.png``: one folder per source, ids escaped (:func:`_seg`),
-        so no two (source, style) pairs share a path whatever the ids contain."""
-        return f"images/{_as_shard(shard)}/{_seg(attempt_id)}/{_seg(source_id)}/{_seg(style_id)}.png"
+        """``images/<shard>/<attempt>/<source>/<style>.png`` (:mod:`.layout`): no two pairs share a path."""
+        return layout.image_rel(_as_shard(shard), source_id, style_id, attempt_id)
 
     @staticmethod
     def attempt_folders(shard: int | str, attempt_id: str) -> list[str]:
         """The folders only attempt ``attempt_id`` of ``shard`` writes into."""
-        return [f"{sub}/{_as_shard(shard)}/{_seg(attempt_id)}" for sub in ("labels", "synth", "images")]
+        return layout.attempt_folders(_as_shard(shard), attempt_id)
 
     @staticmethod
     def part_rel(shard: int | str, attempt_id: str) -> str:
@@ -385,7 +376,7 @@ class RunStorage:
             old = json.loads(data)
         except ValueError:
             old = {}
-        tag = _seg(str(old.get("attempt_id", "torn")))
+        tag = layout.segment(str(old.get("attempt_id", "torn")))
         self.write_bytes(f"manifest/{shard}/_RETIRED-{tag}.json", json.dumps({**old, "retired_because": why}, indent=1).encode())
         self._remove_quietly(self.success_rel(shard))
 
