@@ -55,11 +55,12 @@ def test_case4_ids_that_used_to_collide_get_their_own_outputs(tmp_path):
 
 
 def test_case5_run_folder_with_glob_characters(tmp_path, capsys):
-    """A run under ``out[1]``: shards are found (listed, not globbed), the index is complete, gc removes nothing."""
+    """A run under ``out[1]`` from inputs under ``in[1]``: inputs are read as the folders they are, shards are found
+    (listed, not globbed), the index is complete, gc removes nothing."""
     from spadepis.cli import main
     from spadepis.pipeline.manifest import read_index
 
-    root = make_inputs(tmp_path / "in", n_maps=4, n_styles=2)
+    root = make_inputs(tmp_path / "in[1]", n_maps=4, n_styles=2)
     cfg = _run_all(small_config(root, output=str(tmp_path / "out[1]"), models={"smoothing": "none"}))
     run = Path(cfg.run_uri)
     assert "[1]" in str(run) and len(RunStorage(cfg.run_uri).committed_shards()) == 2

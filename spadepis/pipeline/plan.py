@@ -152,7 +152,7 @@ def list_inputs(spec: str, *, field: str = "input", exts: tuple[str, ...] = IMAG
     except Exception as exc:  # noqa: BLE001 - unknown protocol, missing extra, bad options
         raise ConfigError(f"{field}: cannot open {spec!r} ({type(exc).__name__}: {exc}); check the URI (s3 needs the s3 extra)") from None
     try:
-        if any(ch in path for ch in "*?["):
+        if any(ch in path for ch in "*?[") and not fs.exists(path):  # a folder named "set[1]" is a path, not a glob
             uris = [_with_protocol(spec, p) for p in fs.glob(path) if fs.isfile(p)]
             if not uris:
                 raise ConfigError(f"{field}: the glob {spec!r} matches no file; check the pattern")
