@@ -89,6 +89,15 @@ def put_bytes(fs: Any, path: str, data: bytes, *, exclusive: bool = False) -> bo
                 os.link(tmp, path)  # atomic, and fails when path exists
             except FileExistsError:
                 return False
+            except OSError:  # a file system without hard links: O_EXCL create (exclusive, written in place)
+                try:
+                    fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+                except FileExistsError:
+                    return False
+                with os.fdopen(fd, "wb") as f:
+                    f.write(data)
+                    f.flush()
+                    os.fsync(f.fileno())
             return True
         finally:
             if os.path.exists(tmp):
