@@ -6,12 +6,13 @@ from __future__ import annotations
 
 import json
 import os
+import queue
 import random
-import select
 import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -34,19 +35,26 @@ class Racer:
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.err,
             env={**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1", **(env or {})},
         )
+        self.lines: queue.Queue = queue.Queue()
+        threading.Thread(target=self._pump, daemon=True).start()
         assert "ready" in self.read(180)
 
     def send(self, cmd: dict) -> None:
         self.proc.stdin.write(json.dumps(cmd) + "\n")
         self.proc.stdin.flush()
 
+    def _pump(self) -> None:
+        for line in self.proc.stdout:  # a thread, not select(): lines buffered by readline would be missed
+            self.lines.put(line)
+        self.lines.put(None)
+
     def read(self, timeout: float = 120) -> dict:
-        ready, _, _ = select.select([self.proc.stdout], [], [], timeout)
-        if not ready:
+        try:
+            line = self.lines.get(timeout=timeout)
+        except queue.Empty:
             self.err.seek(0)
-            raise AssertionError(f"racer {self.proc.pid} answered nothing in {timeout} s: {self.err.read()[-2000:]}")
-        line = self.proc.stdout.readline()
-        if not line:
+            raise AssertionError(f"racer {self.proc.pid} answered nothing in {timeout} s: {self.err.read()[-2000:]}") from None
+        if line is None:
             self.err.seek(0)
             raise AssertionError(f"racer {self.proc.pid} exited: {self.err.read()[-3000:]}")
         return json.loads(line)
