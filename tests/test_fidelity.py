@@ -268,7 +268,7 @@ def test_reference_mode_run_crops_images_and_labels_alike(tmp_path):
     assert (df.width == 60).all() and (df.height == 60).all()  # 64x64 SPADE outputs, 2 px cropped per side
     assert set(df.wct_numerics) == {"reference"}
     for row in df.itertuples():
-        assert row.label_uri == f"{cfg.run_uri}/labels/{row.shard_id}/{row.source_id}.png"
+        assert row.label_uri == f"{cfg.run_uri}/labels/{row.shard_id}/{row.attempt_id}/{row.source_id}.png"
         label = np.asarray(Image.open(row.label_uri))
         assert label.shape == read_rgb(row.image_uri).shape[:2] == (60, 60)
         source = np.asarray(Image.open(root / "labels" / f"{row.source_id}.png"))

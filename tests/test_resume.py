@@ -24,7 +24,7 @@ def _snapshot(run: Path, shards: set[str]) -> dict[str, tuple[int, str]]:
     out = {}
     for sub in ("synth", "images", "manifest"):
         for shard in shards:
-            for f in sorted((run / sub / shard).glob("*")):
+            for f in sorted(f for f in (run / sub / shard).rglob("*") if f.is_file()):  # attempt folders inside
                 out[str(f)] = (f.stat().st_mtime_ns, hashlib.sha256(f.read_bytes()).hexdigest())
     return out
 

@@ -72,7 +72,7 @@ def test_batched_torch_solver_agrees_with_direct_solve_in_uint8():
                 assert within_one >= 0.999 and worst <= 2, (within_one, worst)
 
 
-@pytest.mark.parametrize("preconditioner", ["jacobi", "multigrid"])
+@pytest.mark.parametrize("preconditioner", ["jacobi"])
 def test_stencil_solver_meets_its_residual_bound(preconditioner):
     """|b - A x|_2 <= tol for every right-hand side, and the error of V is bounded by it."""
     content = _photo(36, 44, seed=3)

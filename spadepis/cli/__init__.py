@@ -10,7 +10,7 @@ from ..errors import SpadepisError
 from ._prefect_server import default_startup_deadline, is_startup_timeout, startup_timeout_message
 
 # Subcommand modules, in help order. Each defines register(subparsers) and sets func on its parsers.
-_COMMAND_MODULES = ["synthesize", "stylize", "smooth", "run", "check", "summary", "gc", "sheet", "demo", "deploy", "version"]
+_COMMAND_MODULES = ["synthesize", "stylize", "smooth", "run", "check", "summary", "verify", "gc", "sheet", "demo", "deploy", "version"]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -38,6 +38,17 @@ def _cmd_check(args) -> int:
         print(f"note: {len(renamed)} file name(s) cannot be stored as they are (characters a file name cannot "
               f"safely hold, or longer than the id limit) and get a readable id with a short hash: {shown}"
               + (" ..." if len(renamed) > 5 else ""))
+    from ..pipeline.storage import RunStorage
+
+    try:
+        conditional = RunStorage(cfg.run_uri).probe_conditional_write()
+    except Exception as exc:  # noqa: BLE001 - the write check of validate_config reports storage failures
+        conditional = None
+        print(f"note: could not probe conditional writes under {cfg.run_uri} ({type(exc).__name__}: {exc})")
+    if conditional is False:
+        print(f"note: the output store of {cfg.run_uri} has no conditional write (exclusive create / If-None-Match); "
+              "the first commit of a shard and the lease takeover are check-then-write there: run one run per "
+              "run folder at a time, and no duplicate shard attempts (Dask: no speculative re-runs)")
     from ..data.images import oversized_images
 
     for uri, pixels in oversized_images([st.uri for st in plan.styles[:1000]], cfg.max_image_pixels):

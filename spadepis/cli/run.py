@@ -23,7 +23,7 @@ def _cmd_run(args) -> int:
     reaper = Reaper().start()
     with graceful_sigterm():
         try:
-            result = _augment(cfg)
+            result = _augment(cfg, verify=bool(args.verify))
         except SpadepisError:
             reaper.done()
             raise
@@ -36,7 +36,7 @@ def _cmd_run(args) -> int:
     return 0
 
 
-def _augment(cfg) -> dict:
+def _augment(cfg, *, verify: bool = False) -> dict:
     """The flow; a lease another live run holds is refused first, in one line (inside the flow, Prefect would
     print the refusal's traceback before the error)."""
     from ..flows.augment import augment
@@ -56,7 +56,7 @@ def _augment(cfg) -> dict:
                 f"expires (lease.ttl_s), at once when its process on this host is gone; delete {storage.uri(LEASE)} "
                 "only if you are sure that run is dead."
             )
-    return augment(config=cfg)
+    return augment(config=cfg, verify=verify)
 
 
 def register(subparsers) -> None:
@@ -71,4 +71,7 @@ def register(subparsers) -> None:
     p.add_argument("--wait-lease", type=float, metavar="SECONDS",
                    help="when another run holds the run folder, wait up to SECONDS for it (default: refuse at once; "
                    "config lease.wait_s)")
+    p.add_argument("--verify", action="store_true",
+                   help="first check every committed file (as `spadepis verify` does) and redo the shards with missing "
+                   "or damaged ones")
     p.set_defaults(func=_cmd_run)

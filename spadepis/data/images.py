@@ -204,13 +204,9 @@ def write_png(uri: str | Path, array: np.ndarray) -> bytes:
     data = encode_png(array)
     uri = str(uri)
     fs, path = url_to_fs(uri)
-    parent = path.rsplit("/", 1)[0] if "/" in path else ""
-    from .buckets import is_object_store
+    from .buckets import put_bytes
 
-    if parent and not is_object_store(fs):  # never create buckets
-        fs.makedirs(parent, exist_ok=True)
-    with fs.open(path, "wb") as f:
-        f.write(data)
+    put_bytes(fs, path, data)  # the one write path: atomic, never makedirs on an object store
     return data
 
 

@@ -315,10 +315,10 @@ def load_label_remap(spec: Mapping[Any, Any] | str, *, unmapped: str | None = No
         mapping, src_names, dst_names = parse_remap_text(text, f"{where} ({spec})")
         remap = LabelRemap(mapping, table.name, src_names, dst_names, table.target_preset, where=where)
     elif isinstance(spec, str) and spec.strip():
-        import fsspec
+        from .fs import open_uri
 
         try:
-            with fsspec.open(spec, "r", encoding="utf-8") as f:
+            with open_uri(spec, "r", encoding="utf-8") as f:
                 text = f.read()
         except FileNotFoundError:
             raise ConfigError(

@@ -157,6 +157,14 @@ def _mark_crashed(flow_run_id: str, message: str, log) -> None:
         log.warning("could not mark the dead flow run %s as Crashed: %s", flow_run_id, exc)
 
 
+def _still_held(lease: RunLease) -> bool:
+    """Whether this run still holds its lease (renewing it); a storage hiccup here counts as held."""
+    try:
+        return lease.renew()
+    except Exception:  # noqa: BLE001 - the shard results already tell whether commits were fenced off
+        return True
+
+
 def _release_lease(flow, flow_run, state) -> None:  # noqa: ARG001 - Prefect state hook signature
     lease = _LEASES.pop(str(flow_run.id), None)
     if lease is not None:
@@ -166,8 +174,9 @@ def _release_lease(flow, flow_run, state) -> None:  # noqa: ARG001 - Prefect sta
 @flow(name="spadepis-augment", flow_run_name=_flow_run_name, validate_parameters=True, log_prints=True,
       on_completion=[_release_lease], on_failure=[_release_lease], on_cancellation=[_release_lease],
       on_crashed=[_release_lease])
-def augment(config: RunConfig) -> dict[str, Any]:
-    """Augment a dataset of label maps: SPADE synthesis, then stylization with each style; resumable."""
+def augment(config: RunConfig, verify: bool = False) -> dict[str, Any]:
+    """Augment a dataset of label maps: SPADE synthesis, then stylization with each style; resumable.
+    ``verify``: first check every committed row's files (``spadepis verify``) and redo the shards with damaged ones."""
     from tqdm.auto import tqdm
 
     log = get_run_logger()
@@ -181,6 +190,15 @@ def augment(config: RunConfig) -> dict[str, Any]:
     lease = _take_lease(storage, cfg, log)  # one run at a time in this folder; released by the state hooks
     if read_run_contract(storage, cfg) is None:  # a resume keeps run.json (no re-hashing of the weights)
         storage.write_run_record(run_record(cfg, full_plan))
+    if verify:
+        from spadepis.pipeline.verify import verify_run
+
+        report = verify_run(storage, markers=storage.committed_shards())
+        for name in sorted(report.damaged_shards()):
+            why = "; ".join(report.problems_of(name)[:3])
+            log.warning("%s: committed outputs damaged (%s); the shard is redone (--verify)", name, why)
+            storage.retire_marker(name, why)
+        log.info("verify: %s", report.headline())
     plan = full_plan.remaining(committed_sources(storage))  # exactly the sources no committed shard holds
     for name, why in sorted(storage.invalid_markers.items()):
         log.warning("%s: its commit marker does not hold (%s); the shard is redone", name, why)
@@ -214,7 +232,8 @@ def augment(config: RunConfig) -> dict[str, Any]:
             log.info("shards run on: %s; shard tasks %s", runner.describe(),
                      "tagged gpu (a concurrency limit on the tag bounds them)" if limited
                      else "untagged (no concurrency limit on the tag gpu)")
-            futures = {runner.submit(task, {"config": cfg, "shard": s}): s for s in pending}
+            fence = lease.info.lease_id if lease.info is not None else None  # checked by each shard before it writes
+            futures = {runner.submit(task, {"config": cfg, "shard": s, "fence": fence}): s for s in pending}
             for fut in as_completed(list(futures)):
                 shard = futures[fut]
                 try:
@@ -233,7 +252,7 @@ def augment(config: RunConfig) -> dict[str, Any]:
                                    description=f"run {plan.run_id}: {ui.progress_text(n_ok, n_failed, total)}")
     bar.close()
     wall = time.perf_counter() - t0
-    if lease.lost.is_set():
+    if lease.lost.is_set() or not _still_held(lease):  # also a takeover the heartbeat has not seen yet
         from spadepis.pipeline.lease import LeaseHeldError
 
         current = lease.read()

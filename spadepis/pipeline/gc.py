@@ -5,8 +5,9 @@
 * in committed shards, files under ``synth/``, ``images/`` and ``labels/`` that the committed part does
   not name (outputs of a crashed attempt the committed one did not reuse).
 
-Outputs of shards that are not committed are kept: a resume redoes and overwrites them. A run folder
-whose lease is live (a run is writing) is refused.
+Only what no valid marker names is deleted: outputs of shards that are not committed are kept (a resume
+redoes them in a new attempt's folders). A run folder whose lease is live (a run is writing) is refused, and
+gc holds the lease itself from its listing to its last deletion. Paths are listed, never globbed.
 """
 
 from __future__ import annotations
@@ -36,55 +37,81 @@ class GcReport:
         return "\n".join(lines)
 
 
-def _path_of(storage: RunStorage, uri: str | None) -> str | None:
-    if not uri:
-        return None
-    if uri.startswith(("images/", "synth/", "labels/")):  # run-relative
-        return storage.path(uri)
-    from .manifest import resolve_uri
+def _named_by(storage: RunStorage, marker: dict) -> set[str]:
+    """Run-relative paths a valid marker keeps: its part, the files it recorded, the files its rows name."""
+    from .manifest import run_relative_path
 
-    # files the run wrote, named as older releases did (cwd-relative) or before the folder was moved: resolved
-    # inside this run folder, so gc never takes them for unnamed outputs
-    return storage.fs._strip_protocol(resolve_uri(uri, storage.run_uri)).rstrip("/")
+    named = {marker["part"], *(marker.get("files") or {})}
+    table = storage.read_part(marker)
+    for row in table.select(["run_id", "image_uri", "synth_uri", "label_uri"]).to_pylist():
+        for col in ("image_uri", "synth_uri", "label_uri"):
+            rel = run_relative_path(row[col], storage.run_uri, row["run_id"])
+            if rel is not None:
+                named.add(rel)
+    return named
 
 
-def collect_garbage(run_uri: str, *, dry_run: bool = False) -> GcReport:
-    """Find (and unless ``dry_run`` delete) the leftovers listed in the module docstring."""
+def collect_garbage(run_uri: str, *, dry_run: bool = False, ttl_s: float = 120.0) -> GcReport:
+    """Find (and unless ``dry_run`` delete) the leftovers listed in the module docstring. Deleting holds the run
+    folder's lease from the listing to the last deletion, so no run can commit meanwhile; a dry run only reads."""
     storage = RunStorage(run_uri)
-    held = RunLease(storage).read()
-    if held is not None and not held.expired() and not held.holder_dead_here():
-        raise LeaseHeldError(f"{storage.run_uri} is in use by {held.describe()}; gc only cleans a run nobody is writing")
+    lease = RunLease(storage, ttl_s=ttl_s, owner="spadepis gc")
+    if dry_run:
+        held = lease.read()
+        if held is not None and not held.expired() and not held.holder_dead_here():
+            raise LeaseHeldError(f"{storage.run_uri} is in use by {held.describe()}; gc only cleans a run nobody is writing")
+    else:
+        try:
+            lease.acquire()
+        except LeaseHeldError as exc:
+            raise LeaseHeldError(f"gc only cleans a run nobody is writing: {exc}") from None
+    try:
+        report = _collect(storage, dry_run)
+        if not dry_run:
+            storage.check_fence(lease.info.lease_id if lease.info else None)  # still ours: nothing committed meanwhile
+            for p in report.removed:
+                try:
+                    storage.fs.rm(p)
+                except FileNotFoundError:
+                    pass
+        return report
+    finally:
+        if not dry_run:
+            lease.release()
+
+
+def _collect(storage: RunStorage, dry_run: bool) -> GcReport:
     report = GcReport(storage.run_uri, dry_run=dry_run)
     markers = storage.committed_shards()
-    fs = storage.fs
-    victims: set[str] = set()
+    root = storage.root + "/"
     try:
-        every = [p.rstrip("/") for p in fs.find(storage.root)]
+        every = [p.rstrip("/") for p in storage.fs.find(storage.root)]
     except FileNotFoundError:
         every = []
-    for p in every:
-        base = p.rsplit("/", 1)[-1]
+    rels = [p[len(root):] for p in every if p.startswith(root)]
+    victims: set[str] = set()
+    by_shard: dict[str, list[str]] = {}
+    for rel in rels:
+        base = rel.rsplit("/", 1)[-1]
         if ".tmp-" in base or base.startswith(".write-check-"):
-            victims.add(p)
-    shard_folders = sorted({p[len(storage.root) + 1:].split("/")[1] for p in every
-                            if p[len(storage.root) + 1:].split("/")[0] in ("manifest", "images", "synth", "labels")
-                            and p[len(storage.root) + 1:].count("/") >= 2})
-    for shard in shard_folders:
-        marker = markers.get(shard)
-        victims.update(storage.orphans_of_shard(shard, marker["part"] if marker else None))
-        if marker is None:
-            report.kept_uncommitted.append(shard)
+            victims.add(rel)
             continue
-        table = storage.read_part(marker)
-        named = {_path_of(storage, u) for col in ("image_uri", "synth_uri", "label_uri") for u in table.column(col).to_pylist()}
-        for sub in ("images", "synth", "labels"):
-            prefix = storage.path(f"{sub}/{shard}/")
-            victims.update(p for p in every if p.startswith(prefix) and p not in named)
-    report.removed = sorted(victims)
-    if not dry_run:
-        for p in report.removed:
-            try:
-                fs.rm(p)
-            except FileNotFoundError:
-                pass
+        parts = rel.split("/")
+        if len(parts) >= 3 and parts[0] in ("manifest", "images", "synth", "labels") and parts[1].startswith("shard="):
+            by_shard.setdefault(parts[1], []).append(rel)
+    for shard, files in sorted(by_shard.items()):
+        marker = markers.get(shard)
+        if marker is None:  # not committed (or its marker does not hold): a resume redoes it; only parts go
+            report.kept_uncommitted.append(shard)
+            victims.update(r for r in files if r.startswith("manifest/") and r.rsplit("/", 1)[-1].startswith("part-"))
+            continue
+        named = _named_by(storage, marker)
+        for rel in files:
+            base = rel.rsplit("/", 1)[-1]
+            if rel.startswith("manifest/"):
+                if base.startswith("part-") and base.endswith(".parquet") and rel not in named:
+                    victims.add(rel)
+            elif rel not in named:
+                victims.add(rel)
+    report.removed = sorted(storage.path(r) for r in victims)
     return report

@@ -18,7 +18,6 @@ well above the clock skew.
 from __future__ import annotations
 
 import datetime as _dt
-import errno
 import json
 import os
 import socket
@@ -31,13 +30,17 @@ from typing import Any
 
 from ..errors import SpadepisError
 
-__all__ = ["LEASE", "LeaseHeldError", "LeaseInfo", "RunLease"]
+__all__ = ["LEASE", "LeaseHeldError", "LeaseLostError", "LeaseInfo", "RunLease"]
 
 LEASE = "_LEASE.json"
 
 
 class LeaseHeldError(SpadepisError):
     """Another run holds the run folder's lease."""
+
+
+class LeaseLostError(LeaseHeldError):
+    """This run held the lease and another run took it over: nothing more may be written or committed."""
 
 
 def _iso(t: float) -> str:
@@ -119,32 +122,18 @@ class RunLease:
         return LeaseInfo.from_json(data) or LeaseInfo("torn", "unknown", "unknown", 0, 0.0, 0.0, 0.0)
 
     def _create(self, data: bytes) -> bool:
-        """Create the lease file only if absent; ``False`` when it exists. Sets ``self._conditional``."""
-        fs, path = self.storage.fs, self._path
+        """Create the lease file only if absent (a conditional write where the store has one); ``False`` when it exists."""
+        return self.storage.create_bytes(LEASE, data)
 
-        def attempt() -> bool:
-            if self.storage.is_local:
-                os.makedirs(os.path.dirname(path), exist_ok=True)
-                try:
-                    fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-                except FileExistsError:
-                    return False
-                with os.fdopen(fd, "wb") as f:
-                    f.write(data)
-                    f.flush()
-                    os.fsync(f.fileno())
-                return True
-            try:
-                fs.pipe_file(path, data, mode="create")
-                return True
-            except FileExistsError:
-                return False
-            except OSError as exc:  # stores that reject the condition itself
-                if exc.errno in (errno.EINVAL,) and "precondition" in str(exc).lower():
-                    return False
-                raise
+    def _claim_takeover(self, stale_raw: bytes) -> bool:
+        """Claim the takeover of the expired lease whose bytes are ``stale_raw``: an exclusive create of
+        ``_LEASE.takeover-<sha of those bytes>``, so of two runs racing to take over one expired lease exactly
+        one wins (the token stays; it names one lease generation, which never comes back)."""
+        import hashlib
 
-        return self.storage._io(f"creating the lease {self.storage.uri(LEASE)}", attempt, writing=True)
+        token = f"_LEASE.takeover-{hashlib.sha256(stale_raw).hexdigest()[:32]}"
+        return self.storage.create_bytes(token, json.dumps({"by": self.owner, "pid": os.getpid(),
+                                                            "host": socket.gethostname(), "at": _iso(time.time())}).encode())
 
     # ---------------------------------------------------------------------------------- public
     def acquire(self, *, wait_s: float = 0.0, poll_s: float | None = None) -> LeaseInfo | None:
@@ -156,17 +145,25 @@ class RunLease:
         while True:
             now = time.time()
             mine = LeaseInfo(uuid.uuid4().hex, self.owner, socket.gethostname(), os.getpid(), now, now, now + self.ttl_s,
-                             self.flow_run_id, conditional=self.storage.is_local or self.storage.protocol in ("s3", "s3a", "memory"))
+                             self.flow_run_id, conditional=self.storage.conditional_write)
             taken_over = None
-            current = self.read()
+            try:
+                raw = self.storage.read_bytes(LEASE)
+            except FileNotFoundError:
+                raw = None
+            current = None if raw is None else (LeaseInfo.from_json(raw) or LeaseInfo("torn", "unknown", "unknown", 0, 0.0, 0.0, 0.0))
             if current is not None and (current.expired() or current.holder_dead_here()):
-                why = "its holder process is gone" if current.holder_dead_here() else "it expired"
-                self.log(f"taking over the lease of {current.owner} ({why}): {current.describe()}")
-                try:
-                    self.storage.fs.rm(self._path)
-                except FileNotFoundError:
-                    pass
-                taken_over, current = current, None
+                if self._claim_takeover(raw):
+                    why = "its holder process is gone" if current.holder_dead_here() else "it expired"
+                    self.log(f"taking over the lease of {current.owner} ({why}): {current.describe()}")
+                    try:
+                        self.storage.fs.rm(self._path)
+                    except FileNotFoundError:
+                        pass
+                    taken_over, current = current, None
+                else:  # another run claimed this takeover first: it holds (or is about to hold) the lease
+                    time.sleep(min(0.05, poll))
+                    current = self.read() or current
             if current is None and self._create(mine.to_json()):
                 back = self.read()
                 if back is not None and back.lease_id == mine.lease_id:
@@ -176,6 +173,12 @@ class RunLease:
                 current = back
             if current is None:
                 continue  # raced with a release: try again
+            if current.expired() or current.holder_dead_here():
+                if time.monotonic() >= deadline + 5 * poll:
+                    raise LeaseHeldError(f"{self.storage.run_uri}: the expired lease of {current.describe()} is being "
+                                         "taken over by another run; try again")
+                time.sleep(poll / 4)
+                continue
             if time.monotonic() >= deadline:
                 hint = "" if waited else " Wait for it with --wait-lease SECONDS (config lease.wait_s),"
                 raise LeaseHeldError(

@@ -11,6 +11,7 @@ The schema names are re-exported here, so a reader needs one import.
 
 from __future__ import annotations
 
+import posixpath
 import re
 from collections.abc import Callable
 from typing import Any
@@ -44,6 +45,7 @@ __all__ = [
     "filter_rows",
     "read_index",
     "resolve_uri",
+    "run_relative_path",
     "resolve_uris",
     "URI_COLUMNS",
     "read_index_table",
@@ -63,31 +65,59 @@ def read_index_table(run_uri: str) -> pa.Table:
     return upgrade_table(RunStorage.from_run_uri(run_uri).read_manifest())
 
 
-_RUN_FILES = re.compile(r"(?:^|/)(?:\./)*(?P<rel>(?:synth|images|labels)/shard=[^/]+/[^/]+)$")
+# the run's own files, as run-relative paths: attempt-staged (this release) and the flat layout of older runs
+_LAYOUT = {
+    5: re.compile(r"images/shard=[^/]+/[^/]+/[^/]+/[^/]+"),
+    4: re.compile(r"(?:synth|labels)/shard=[^/]+/[^/]+/[^/]+"),
+    3: re.compile(r"(?:synth|images|labels)/shard=[^/]+/[^/]+"),
+}
 
 
-def resolve_uri(uri: str | None, run_uri: str, run_id: str | None = None) -> str | None:
-    """Where a manifest URI points when the run is read from ``run_uri``.
+def run_relative_path(uri: str | None, run_uri: str, run_id: str | None = None) -> str | None:
+    """The run-relative path (``images/shard=00000/<attempt>/<source>/<style>.png``) of a manifest URI naming a
+    file of the run read from ``run_uri``, else ``None``.
 
-    A file the run wrote (``.../<run_id>/synth|images|labels/shard=N/<file>``) is resolved inside ``run_uri``,
-    so runs written with cwd-relative URIs (before schema 1's URIs became absolute), run folders read from
-    another directory and run folders copied elsewhere all read; any other URI is returned normalised
-    (absolute, without ``..``).
+    A URI under ``run_uri`` itself, or already run-relative, is taken as it is. A URI written under another folder
+    (the run folder was moved or copied, or an older release wrote cwd-relative URIs) is parsed from its end by
+    the layout's fixed depth, and counts only when the folder just above the layout part is named ``run_id``
+    (the run folder's name): never by searching for the run id anywhere in the string.
     """
     from .storage import normalize_uri
 
     if uri is None or (isinstance(uri, float) and uri != uri):
         return None
     uri = str(uri)
-    run_id = run_id or str(run_uri).rstrip("/").rsplit("/", 1)[-1]
-    marker = f"{run_id}/"
-    i = uri.rfind(f"/{marker}")
-    tail = uri[i + 1 + len(marker):] if i >= 0 else (uri[len(marker):] if uri.startswith(marker) else None)
-    if tail is not None:
-        m = _RUN_FILES.match(tail)
-        if m and m.group("rel") == tail:
-            return f"{normalize_uri(str(run_uri)).rstrip('/')}/{tail}"
-    return normalize_uri(uri)
+    root = normalize_uri(str(run_uri)).rstrip("/")
+    run_id = run_id or root.rsplit("/", 1)[-1]
+    norm = normalize_uri(uri) if ("://" in uri or uri.startswith(("/", "~"))) else posixpath.normpath(uri)
+    if norm.startswith(root + "/"):
+        rel = norm[len(root) + 1:]
+        return rel if any(p.fullmatch(rel) for p in _LAYOUT.values()) else None
+    parts = norm.split("/")
+    for depth, pattern in _LAYOUT.items():
+        if len(parts) < depth:
+            continue
+        rel = "/".join(parts[-depth:])
+        if not pattern.fullmatch(rel) or ".." in parts[-depth:]:
+            continue
+        above = parts[-depth - 1] if len(parts) > depth else None
+        if above is None or above == run_id:
+            return rel
+    return None
+
+
+def resolve_uri(uri: str | None, run_uri: str, run_id: str | None = None) -> str | None:
+    """Where a manifest URI points when the run is read from ``run_uri``: a file of the run
+    (:func:`run_relative_path`) inside ``run_uri``, so run folders read from another directory and run folders
+    moved or copied elsewhere all read; any other URI normalised (absolute, without ``..``)."""
+    from .storage import normalize_uri
+
+    if uri is None or (isinstance(uri, float) and uri != uri):
+        return None
+    rel = run_relative_path(uri, run_uri, run_id)
+    if rel is not None:
+        return f"{normalize_uri(str(run_uri)).rstrip('/')}/{rel}"
+    return normalize_uri(str(uri))
 
 
 def resolve_uris(df, run_uri: str):
@@ -241,10 +271,12 @@ class AugmentedDataset(Dataset):
     comparison, so rows without label maps drop out of a ``q_coverage`` filter) or a callable taking the
     row as a dict and returning a bool. Give ``run_uri`` with a DataFrame to resolve its URIs against the run
     folder, as :func:`read_index` does. Works from any working directory, for local and object-store runs.
+    ``verify=True`` checks each image's bytes against the row's ``sha256`` before serving it (a missing or
+    damaged file raises ``ValueError`` naming it and ``spadepis verify``).
     """
 
     def __init__(self, source, *, status: str = "ok", where: str | Callable[[dict], bool] | None = None,
-                 run_uri: str | None = None):
+                 run_uri: str | None = None, verify: bool = False):
         import pandas as pd
 
         df = read_index(source) if isinstance(source, str) else pd.DataFrame(source)
@@ -255,6 +287,7 @@ class AugmentedDataset(Dataset):
         if where is not None:
             df = filter_rows(df, where)
         self.frame = df.reset_index(drop=True)
+        self.verify = verify
 
     def __len__(self) -> int:
         return len(self.frame)
@@ -266,6 +299,8 @@ class AugmentedDataset(Dataset):
         from ..data.labelmaps import resize_nearest
 
         row = self.frame.iloc[int(i)]
+        if self.verify:
+            _verify_image(row)
         image = read_rgb(row["image_uri"])
         h, w = image.shape[:2]
         label_img = open_image(row["label_uri"])
@@ -278,6 +313,24 @@ class AugmentedDataset(Dataset):
             torch.from_numpy(label),
             meta,
         )
+
+
+def _verify_image(row) -> None:
+    import hashlib
+
+    from ..data.fs import open_uri
+
+    uri, want = row["image_uri"], row.get("sha256")
+    try:
+        with open_uri(uri, "rb") as f:
+            data = f.read()
+    except FileNotFoundError:
+        raise ValueError(f"{uri}: missing (row {row.get('sample_id')}); list every damaged file with "
+                         "`spadepis verify RUN`, redo them with `spadepis run CONFIG --verify`") from None
+    if want and hashlib.sha256(data).hexdigest() != want:
+        raise ValueError(f"{uri}: its bytes do not match the row's sha256 (damaged or replaced; row "
+                         f"{row.get('sample_id')}); list every damaged file with `spadepis verify RUN`, redo them with "
+                         "`spadepis run CONFIG --verify`")
 
 
 def filter_rows(df, where: str | Callable[[dict], bool]):

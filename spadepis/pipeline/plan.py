@@ -297,7 +297,7 @@ def list_inputs(spec: str, *, field: str = "input", exts: tuple[str, ...] = IMAG
     except Exception as exc:  # noqa: BLE001 - unknown protocol, missing extra, bad options
         raise ConfigError(f"{field}: cannot open {spec!r} ({type(exc).__name__}: {exc}); check the URI (s3 needs the s3 extra)") from None
     try:
-        if any(ch in path for ch in "*?["):
+        if any(ch in path for ch in "*?[") and not fs.exists(path):  # a folder named "set[1]" is a path, not a glob
             uris = [_with_protocol(spec, p) for p in fs.glob(path) if fs.isfile(p)]
             if not uris:
                 raise ConfigError(f"{field}: the glob {spec!r} matches no file; check the pattern")
@@ -404,7 +404,9 @@ def storage_name_problems(plan: "Plan", run_uri: str) -> list[str]:
     for shard in plan.shards:
         for src, styles in zip(shard.sources, shard.style_ids):
             for style in styles or ("",):
-                rel = f"images/{shard.name}/{src.source_id}__{style}.png"
+                from .layout import image_rel  # the storage layout's own names (escaped ids, an attempt folder)
+
+                rel = image_rel(shard.name, src.source_id, style, "20250101T000000Z-00000000-try1")
                 name = rel.rsplit("/", 1)[-1]
                 full = f"{run_uri}/{rel}".split("://", 1)[-1]
                 if len(name.encode()) > 255:

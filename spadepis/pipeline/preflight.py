@@ -149,7 +149,7 @@ def _check_weights(config: RunConfig, problems: list[str]) -> None:
 def _check_output(config: RunConfig, problems: list[str]) -> None:
     from ..data.fs import url_to_fs
 
-    from ..data.buckets import is_object_store, missing_bucket
+    from ..data.buckets import missing_bucket
 
     try:
         bucket = missing_bucket(config.run_uri)
@@ -164,16 +164,16 @@ def _check_output(config: RunConfig, problems: list[str]) -> None:
     probe = f"{config.run_uri}/.write-check-{uuid.uuid4().hex[:12]}"
     created: list[str] = []  # folders the probe made, removed again: a check leaves nothing behind
     try:
+        from ..data.buckets import is_object_store, put_bytes
+
         fs, path = url_to_fs(probe)
         parent = path.rsplit("/", 1)[0]
-        if not is_object_store(fs):  # on object stores makedirs would create a missing bucket
+        if not is_object_store(fs):
             folder = parent
             while folder and folder != "/" and not fs.exists(folder):
                 created.append(folder)
                 folder = folder.rsplit("/", 1)[0]
-            fs.makedirs(parent, exist_ok=True)
-        with fs.open(path, "wb") as f:
-            f.write(b"ok")
+        put_bytes(fs, path, b"ok")  # the one write path (never makedirs on an object store)
         fs.rm(path)
         for folder in created:  # deepest first
             fs.rmdir(folder)
@@ -268,9 +268,9 @@ def _check_selection(config: RunConfig) -> list[str]:
             if is_module_spec(st.segmenter):
                 load_segmenter(st.segmenter)  # imports it and builds the model: a bad spec is named now
             else:
-                import fsspec
+                from ..data.fs import url_to_fs
 
-                fs, path = fsspec.core.url_to_fs(st.segmenter)
+                fs, path = url_to_fs(st.segmenter)
                 if not fs.isfile(path):
                     out.append(f"styles.segmenter: {st.segmenter!r} does not exist; give a TorchScript file "
                                "(torch.jit.script(model).save(path)) or module:function returning a callable")

@@ -12,11 +12,11 @@ from typing import Any
 
 from .._version import __version__
 from .config import RANDOM_INIT, RunConfig
-from .schema import SCHEMA_VERSION, STAGES
+from .schema import SCHEMA_VERSION
 from .secrets import redact
 from .plan import Plan
 
-__all__ = ["redact", "file_sha256", "run_record", "summary_rows", "samples_markdown"]
+__all__ = ["redact", "file_sha256", "run_record"]
 
 
 
@@ -62,34 +62,3 @@ def run_record(config: RunConfig, plan: Plan) -> dict[str, Any]:
         },
         "models": models,
     }
-
-
-def summary_rows(s: dict[str, Any]) -> list[dict[str, Any]]:
-    """Rows of the summary table artifact from :func:`spadepis.pipeline.manifest.summary` output."""
-    rows: list[dict[str, Any]] = [
-        {"metric": "outputs ok", "value": s["ok"]},
-        {"metric": "outputs error", "value": s["error"]},
-        {"metric": "shards committed", "value": s["shards"]},
-        {"metric": "outputs/s (ok outputs / their summed stage time)",
-         "value": round(s["outputs_per_s"], 3) if s["outputs_per_s"] == s["outputs_per_s"] else "n/a"},
-    ]
-    for stage in STAGES:
-        v = s["stages"][stage]
-        rows.append({"metric": f"{stage} p50 / p95", "value": f"{v['p50']:.1f} / {v['p95']:.1f}"})
-    return rows
-
-
-def samples_markdown(run_uri: str, samples: list[dict[str, Any]], failures: dict[str, str], s: dict[str, Any]) -> str:
-    """Markdown report: up to 8 sample outputs, the failed shards and the first error rows."""
-    lines = [f"# spadepis run `{run_uri}`", "", f"{s['ok']} ok, {s['error']} error rows; index: `{run_uri}/index.parquet`", ""]
-    samples = samples[:8]
-    if samples:
-        lines += ["| source | style | label map | synthesized | output |", "|---|---|---|---|---|"]
-        for x in samples:
-            lines.append(f"| {x['source_id']} | {x['style_id']} | `{x['label_uri']}` | `{x['synth_uri']}` | `{x['image_uri']}` |")
-    if failures:
-        lines += ["", "## Failed shards", ""] + [f"- `{k}`: {v}" for k, v in sorted(failures.items())]
-    if s["errors"]:
-        lines += ["", "## Error rows (first)", ""] + [f"- {e['shard_id']} {e['source_id']} x {e['style_id']}: {e['error']}" for e in s["errors"]]
-    lines += ["", "Read it: `pandas.read_parquet('<run>/index.parquet')` or `spadepis summary <run>`."]
-    return "\n".join(lines)

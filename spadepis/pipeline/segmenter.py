@@ -53,10 +53,10 @@ def is_module_spec(spec: str) -> bool:
 
 
 def _read_spec_bytes(spec: str) -> bytes:
-    import fsspec
+    from ..data.fs import open_uri
 
     try:
-        with fsspec.open(spec, "rb") as f:
+        with open_uri(spec, "rb") as f:
             return f.read()
     except FileNotFoundError:
         raise ConfigError(
@@ -182,8 +182,7 @@ def predict_style_labels(config: Any, styles: Any, run_uri: str) -> dict[str, st
     Existing predictions (same key) are reused. A style photo that cannot be read maps to ``None`` (its
     pairs become error rows later, as without labels). A wrong model output stops the run (ConfigError).
     """
-    import fsspec
-
+    from ..data.fs import url_to_fs
     from ..data.images import downscale_rgb, read_rgb
     from ..data.presets import get_preset
     from ..devices import resolve_device
@@ -202,7 +201,7 @@ def predict_style_labels(config: Any, styles: Any, run_uri: str) -> dict[str, st
             (digest, preset.name, str(preset.num_label_channels), s.uri, str(st.max_side))).encode()).hexdigest()[:12]
         uri = f"{base}/{s.style_id}.{key}.png"
         out[s.style_id] = uri
-        fs, path = fsspec.core.url_to_fs(uri)
+        fs, path = url_to_fs(uri)
         if not fs.exists(path):
             todo.append((s, uri))
     if not todo:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import base64
 import io
-import posixpath
 from typing import Any
 
 import numpy as np
@@ -235,12 +234,10 @@ def contact_sheet(source, out_uri: str | None = None, *, max_rows: int | None = 
     if out_uri is not None:
         from ..data.fs import url_to_fs
 
+        from ..data.buckets import put_bytes
+
         fs, path = url_to_fs(str(out_uri))
-        parent = posixpath.dirname(path)
-        if parent and not fs.exists(parent):
-            fs.makedirs(parent, exist_ok=True)
-        with fs.open(path, "wb") as f:
-            f.write(data)
+        put_bytes(fs, path, data)  # the one write path: atomic, never makedirs on an object store
     return data
 
 

@@ -34,8 +34,9 @@ import pyarrow.parquet as pq
 
 from ..errors import ConfigError, SpadepisError, StorageError
 from .schema import SCHEMA, SCHEMA_VERSION, table_schema_version, upgrade_table
-from ..data.buckets import is_object_store, missing_bucket
+from ..data.buckets import has_conditional_write, is_object_store, missing_bucket, put_bytes
 from .failures import Failure, classify
+from . import layout
 from .plan import shard_name
 from ..data.fs import url_to_fs
 
@@ -116,16 +117,22 @@ class RunStorage:
         return f"{self.root}/{rel}"
 
     @staticmethod
-    def synth_rel(shard: int | str, source_id: str) -> str:
-        return f"synth/{_as_shard(shard)}/{source_id}.png"
+    def synth_rel(shard: int | str, source_id: str, attempt_id: str) -> str:
+        return layout.synth_rel(_as_shard(shard), source_id, attempt_id)
 
     @staticmethod
-    def label_rel(shard: int | str, source_id: str) -> str:
-        return f"labels/{_as_shard(shard)}/{source_id}.png"
+    def label_rel(shard: int | str, source_id: str, attempt_id: str) -> str:
+        return layout.label_rel(_as_shard(shard), source_id, attempt_id)
 
     @staticmethod
-    def image_rel(shard: int | str, source_id: str, style_id: str) -> str:
-        return f"images/{_as_shard(shard)}/{source_id}__{style_id}.png"
+    def image_rel(shard: int | str, source_id: str, style_id: str, attempt_id: str) -> str:
+        """``images/<shard>/<attempt>/<source>/<style>.png`` (:mod:`.layout`): no two pairs share a path."""
+        return layout.image_rel(_as_shard(shard), source_id, style_id, attempt_id)
+
+    @staticmethod
+    def attempt_folders(shard: int | str, attempt_id: str) -> list[str]:
+        """The folders only attempt ``attempt_id`` of ``shard`` writes into."""
+        return layout.attempt_folders(_as_shard(shard), attempt_id)
 
     @staticmethod
     def part_rel(shard: int | str, attempt_id: str) -> str:
@@ -152,27 +159,36 @@ class RunStorage:
         except Exception as exc:  # noqa: BLE001 - every storage failure becomes a StorageError that says what happened
             raise _storage_error(what, exc, classify(exc)) from exc
 
-    def write_bytes(self, rel: str, data: bytes, *, atomic: bool = False) -> str:
-        """Write ``data`` at ``rel`` (parents created); ``atomic`` uses rename where the filesystem has one."""
-        path = self.path(rel)
-
-        def _write() -> None:
-            parent = path.rsplit("/", 1)[0]
-            if not self.is_object_store:  # object stores have no folders; makedirs would create a missing bucket
-                self.fs.makedirs(parent, exist_ok=True)
-            if atomic and self.is_local:
-                tmp = f"{path}.tmp-{uuid.uuid4().hex[:8]}"
-                with open(tmp, "wb") as f:
-                    f.write(data)
-                    f.flush()
-                    os.fsync(f.fileno())
-                os.replace(tmp, path)
-            else:
-                with self.fs.open(path, "wb") as f:
-                    f.write(data)
-
-        self._io(f"writing {self.uri(rel)}", _write, writing=True)
+    def write_bytes(self, rel: str, data: bytes, *, atomic: bool = True) -> str:
+        """Write ``data`` at ``rel`` through the one write path (:func:`~spadepis.data.buckets.put_bytes`: always
+        atomic, folders only on local disks); ``atomic`` is kept for callers and has no effect."""
+        self._io(f"writing {self.uri(rel)}", lambda: put_bytes(self.fs, self.path(rel), data), writing=True)
         return self.uri(rel)
+
+    def create_bytes(self, rel: str, data: bytes) -> bool:
+        """Create ``rel`` with ``data`` only if it does not exist (a conditional write where the store has one,
+        :attr:`conditional_write`); ``False`` when it exists."""
+        return self._io(f"creating {self.uri(rel)}", lambda: put_bytes(self.fs, self.path(rel), data, exclusive=True),
+                        writing=True)
+
+    def probe_conditional_write(self) -> bool:
+        """Whether the store really refuses a second exclusive create of one path (``spadepis check``): a probe
+        object is created twice and removed. ``False`` where the filesystem has no conditional write at all or the
+        store ignores ``If-None-Match: *``: there, the first commit and the lease takeover are check-then-write."""
+        if not self.conditional_write:
+            return False
+        rel = f".write-check-cond-{uuid.uuid4().hex[:12]}"
+        try:
+            first = self.create_bytes(rel, b"1")
+            second = self.create_bytes(rel, b"2")
+        finally:
+            self._remove_quietly(rel)
+        return first and not second
+
+    @property
+    def conditional_write(self) -> bool:
+        """Whether :meth:`create_bytes` is a real conditional write here (else check-then-write)."""
+        return has_conditional_write(self.fs)
 
     def read_bytes(self, rel: str) -> bytes:
         def _read() -> bytes:
@@ -219,11 +235,19 @@ class RunStorage:
         return self._valid_marker(_as_shard(shard), data)
 
     def _valid_marker(self, shard: str, data: bytes) -> dict[str, Any] | None:
+        """The marker in ``data`` when it commits ``shard``: it parses, names ``manifest/<shard>/part-<its attempt>.parquet``
+        (its own shard's folder, no other path), that part exists with the marker's size and sha256, and every row
+        of the part carries ``shard_id == shard``. Otherwise ``None``, and :attr:`invalid_markers` says why."""
         try:
             marker = json.loads(data)
-            part = marker["part"]
+            part, attempt = marker["part"], marker["attempt_id"]
         except (ValueError, KeyError, TypeError):
-            return None  # a torn marker is no commit
+            self.invalid_markers[shard] = "its marker is torn (not the JSON a commit writes)"
+            return None
+        if not isinstance(part, str) or not isinstance(attempt, str) or part != self.part_rel(shard, attempt) \
+                or "/" in attempt or attempt.startswith("."):
+            self.invalid_markers[shard] = f"its marker names {part!r}, not a part of attempt {attempt!r} in its own folder"
+            return None
         try:
             data = self.read_bytes(part)
         except FileNotFoundError:
@@ -233,42 +257,78 @@ class RunStorage:
             # a damaged part (even of the right size) is no commit: the shard is redone
             self.invalid_markers[shard] = f"its part {part} does not match the marker's size / sha256 (damaged)"
             return None
+        try:
+            ids = set(pq.read_table(io.BytesIO(data), columns=["shard_id"]).column("shard_id").to_pylist())
+        except Exception as exc:  # noqa: BLE001 - not a parquet file of the manifest
+            self.invalid_markers[shard] = f"its part {part} is not a manifest part ({type(exc).__name__}: {exc})"
+            return None
+        if ids - {shard}:
+            self.invalid_markers[shard] = f"its part {part} holds rows of other shards ({', '.join(sorted(map(str, ids - {shard})))})"
+            return None
         self.invalid_markers.pop(shard, None)
-        marker.setdefault("shard", shard)
+        marker["shard"] = shard
         return marker
+
+    def shard_names(self) -> list[str]:
+        """Names of the shard folders under ``manifest/`` (a listing, never a glob: the run path is data)."""
+        folder = self.path("manifest")
+        try:
+            names = self._io(f"listing {self.uri('manifest/')}", lambda: self.fs.ls(folder, detail=False))
+        except FileNotFoundError:
+            return []
+        out = []
+        for p in names:
+            name = p.rstrip("/").rsplit("/", 1)[-1]
+            if name.startswith("shard="):
+                out.append(name)
+        return sorted(set(out))
 
     def committed_shards(self) -> dict[str, dict[str, Any]]:
         """``{shard name: marker}`` of every committed shard."""
-        pattern = self.path(f"manifest/shard=*/{SUCCESS}")
-        paths = self._io(f"listing {self.uri('manifest/')}", lambda: sorted(self.fs.glob(pattern)))
         out: dict[str, dict[str, Any]] = {}
-        for p in paths:
-            shard = p.rstrip("/").split("/")[-2]
-            try:
-                data = self._io(f"reading {p}", lambda p=p: self.fs.cat_file(p))
-            except FileNotFoundError:
-                continue
-            marker = self._valid_marker(shard, data)
+        for shard in self.shard_names():
+            marker = self.marker(shard)
             if marker is not None:
                 out[shard] = marker
         return out
 
-    def commit_shard(self, shard: int | str, attempt_id: str, table: pa.Table, *, extra: dict[str, Any] | None = None) -> dict[str, Any]:
-        """Write the part, then the marker naming it (the commit). Returns the marker."""
+    # ------------------------------------------------------------------------------ fencing
+    def check_fence(self, fence: str | None, shard: str = "") -> None:
+        """Raise :class:`LeaseLostError` unless the run folder's lease still has id ``fence`` (``None``: no check)."""
+        if fence is None:
+            return
+        from .lease import LEASE, LeaseInfo, LeaseLostError
+
+        try:
+            current = LeaseInfo.from_json(self.read_bytes(LEASE))
+        except FileNotFoundError:
+            current = None
+        if current is None or current.lease_id != fence:
+            who = current.describe() if current else "nobody"
+            raise LeaseLostError(
+                f"{shard + ': ' if shard else ''}this run no longer holds the lease of {self.run_uri} (now {who}); "
+                "the shard was not written. Run the same config again when the other run is done."
+            )
+
+    def commit_shard(self, shard: int | str, attempt_id: str, table: pa.Table, *, extra: dict[str, Any] | None = None,
+                     fence: str | None = None) -> dict[str, Any]:
+        """Write the part, then create the marker naming it (the commit) with a conditional write: the first
+        attempt to create it wins; a later one removes only its own files and gets the winner's marker back with
+        ``superseded_attempt`` set. ``fence``: the lease id this run holds, checked before the commit and
+        recorded in the marker. Returns the marker."""
         shard = _as_shard(shard)
         if table.schema.remove_metadata() != SCHEMA.remove_metadata():
             raise ValueError(f"manifest part for {shard} does not have the manifest schema: {table.schema}")
+        existing = self.marker(shard)
+        if existing is not None:
+            self.clean_attempt(shard, attempt_id)
+            return {**existing, "superseded_attempt": attempt_id}
+        self.check_fence(fence, shard)
         buf = io.BytesIO()
         pq.write_table(table.replace_schema_metadata(SCHEMA.metadata), buf, compression="zstd")
         data = buf.getvalue()
         part = self.part_rel(shard, attempt_id)
         self.write_bytes(part, data)
-        existing = self.marker(shard)
-        if existing is not None and existing.get("attempt_id") != attempt_id:
-            # another attempt (a duplicate on a lost worker, another run) committed first: its files stand,
-            # this attempt's part is dropped and the marker is not rewritten
-            self._remove_quietly(part)
-            return {**existing, "superseded_attempt": attempt_id}
         status = table.column("status").to_pylist()
         marker = {
             "shard": shard,
@@ -281,11 +341,44 @@ class RunStorage:
             "part_sha256": hashlib.sha256(data).hexdigest(),
             "schema_version": SCHEMA_VERSION,
             "committed_at": _dt.datetime.now(_dt.timezone.utc).isoformat(),
+            "lease_id": fence,
             **(extra or {}),
         }
-        self.write_bytes(self.success_rel(shard), json.dumps(marker, indent=1).encode(), atomic=True)
-        self.clean_shard(shard, keep_part=part)
+        self.check_fence(fence, shard)
+        body = json.dumps(marker, indent=1).encode()
+        created = self.create_bytes(self.success_rel(shard), body)
+        if not created and self.marker(shard) is None and self.exists(self.success_rel(shard)):
+            # a marker that commits nothing (torn, or its part damaged): nobody reads it; retire it and try once more
+            self.retire_marker(shard, self.invalid_markers.get(shard, "it does not commit the shard"), only_invalid=True)
+            created = self.create_bytes(self.success_rel(shard), body)
+        if not created:
+            winner = self.marker(shard)
+            self.clean_attempt(shard, attempt_id)
+            if winner is None:  # a marker that does not commit (damaged): this attempt's files are gone, redo
+                raise StorageError(f"{self.uri(self.success_rel(shard))} exists but does not commit {shard} "
+                                   f"({self.invalid_markers.get(shard, '?')}); run `spadepis verify` / `spadepis run --verify`")
+            return {**winner, "superseded_attempt": attempt_id,
+                    "note": f"{shard} already committed by attempt {winner.get('attempt_id')}"}
+        self.clean_shard(shard, keep_part=part)  # parts of crashed or losing attempts: the marker never names them
         return marker
+
+    def retire_marker(self, shard: str, why: str, *, only_invalid: bool = False) -> None:
+        """Un-commit ``shard`` so that a run redoes it (``run --verify`` on damaged outputs): the marker is kept as
+        ``manifest/<shard>/_RETIRED-<attempt>.json`` with ``why``, then deleted. ``only_invalid``: leave a marker
+        that commits the shard alone (another attempt may have just committed)."""
+        try:
+            data = self.read_bytes(self.success_rel(shard))
+        except FileNotFoundError:
+            return
+        if only_invalid and self._valid_marker(shard, data) is not None:
+            return
+        try:
+            old = json.loads(data)
+        except ValueError:
+            old = {}
+        tag = layout.segment(str(old.get("attempt_id", "torn")))
+        self.write_bytes(f"manifest/{shard}/_RETIRED-{tag}.json", json.dumps({**old, "retired_because": why}, indent=1).encode())
+        self._remove_quietly(self.success_rel(shard))
 
     # ------------------------------------------------------------------------------ cleanup
     def _remove_quietly(self, rel_or_path: str, *, is_path: bool = False) -> bool:
@@ -296,8 +389,9 @@ class RunStorage:
             return False
 
     def orphans_of_shard(self, shard: int | str, keep_part: str | None) -> list[str]:
-        """Paths in the shard's manifest folder that nobody reads: parts other than ``keep_part`` (crashed or
-        superseded attempts) and ``*.tmp-*`` leftovers of interrupted atomic writes."""
+        """Parts in the shard's manifest folder that no marker names: parts other than ``keep_part`` (crashed or
+        losing attempts). Temporary files (``*.tmp-*``) are not listed: one may be a racing attempt's write in
+        flight; ``spadepis gc`` (holding the lease) removes them."""
         folder = self.path(f"manifest/{_as_shard(shard)}")
         try:
             names = self.fs.ls(folder, detail=False)
@@ -307,7 +401,7 @@ class RunStorage:
         out = []
         for p in names:
             base = p.rstrip("/").rsplit("/", 1)[-1]
-            if ".tmp-" in base or (base.startswith("part-") and base.endswith(".parquet") and p.rstrip("/") != keep):
+            if base.startswith("part-") and base.endswith(".parquet") and p.rstrip("/") != keep:
                 out.append(p)
         return sorted(out)
 
@@ -318,6 +412,16 @@ class RunStorage:
         except Exception:  # noqa: BLE001
             return []
         return [p for p in victims if self._remove_quietly(p, is_path=True)]
+
+    def clean_attempt(self, shard: int | str, attempt_id: str) -> None:
+        """Delete what attempt ``attempt_id`` of ``shard`` wrote (its part and its output folders), nothing else
+        (best effort); never call it for the attempt a marker names."""
+        self._remove_quietly(self.part_rel(shard, attempt_id))
+        for folder in self.attempt_folders(shard, attempt_id):
+            try:
+                self.fs.rm(self.path(folder), recursive=True)
+            except Exception:  # noqa: BLE001 - cleanup never fails the work; gc finds what is left
+                pass
 
     def read_part(self, marker: dict[str, Any]) -> pa.Table:
         data = self.read_bytes(marker["part"])
@@ -346,16 +450,36 @@ class RunStorage:
         self.write_bytes(INDEX, buf.getvalue(), atomic=True)
         return table
 
+    def index_problem(self) -> str | None:
+        """Why ``index.parquet`` cannot be read (damaged), or ``None`` (readable, or not written yet)."""
+        try:
+            data = self.read_bytes(INDEX)
+        except FileNotFoundError:
+            return None
+        try:
+            pq.read_table(io.BytesIO(data))
+        except Exception as exc:  # noqa: BLE001 - any reader failure means the file is damaged
+            return f"damaged ({type(exc).__name__}: {exc}); readers use the committed parts; the next run rewrites it"
+        return None
+
     def read_manifest(self) -> pa.Table:
-        """The index when it is up to date with the committed shards, else a merge of committed parts."""
+        """The index when it is up to date with the committed shards, else a merge of committed parts. A damaged
+        index is named in a warning and the committed parts are read instead."""
+        import warnings
+
         markers = self.committed_shards()
         try:
             data = self.read_bytes(INDEX)
         except FileNotFoundError:
             data = None
         if data is not None:
-            table = pq.read_table(io.BytesIO(data))
-            raw = (table.schema.metadata or {}).get(b"spadepis.committed")
+            try:
+                table = pq.read_table(io.BytesIO(data))
+            except Exception as exc:  # noqa: BLE001 - a damaged index must not hide the committed parts
+                warnings.warn(f"{self.uri(INDEX)} is damaged ({type(exc).__name__}: {exc}); reading the committed "
+                              "parts instead (a run of the same config rewrites the index)", stacklevel=2)
+                table = None
+            raw = (table.schema.metadata or {}).get(b"spadepis.committed") if table is not None else None
             if raw is not None and json.loads(raw) == {s: m["attempt_id"] for s, m in sorted(markers.items())}:
                 return upgrade_table(table)
         if not markers and data is None and not self.exists("run.json"):

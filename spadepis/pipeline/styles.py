@@ -290,25 +290,16 @@ def _read(uri: str) -> bytes:
 
 
 def _write(uri: str, data: bytes) -> None:
-    """Write ``data`` (parents created); on local disks through a temporary file and a rename."""
-    import uuid
-
+    """Write ``data`` through the one write path (:func:`~spadepis.data.buckets.put_bytes`: atomic, folders only on
+    local disks, never ``makedirs`` on an object store)."""
     from ..data.fs import url_to_fs
 
+    from ..data.buckets import put_bytes
     from ..errors import StorageError
 
     try:
         fs, path = url_to_fs(uri)
-        fs.makedirs(path.rsplit("/", 1)[0], exist_ok=True)
-        protocol = fs.protocol if isinstance(fs.protocol, str) else fs.protocol[0]
-        if protocol in ("file", "local"):
-            tmp = f"{path}.tmp-{uuid.uuid4().hex[:8]}"
-            with open(tmp, "wb") as f:
-                f.write(data)
-            os.replace(tmp, path)
-        else:
-            with fs.open(path, "wb") as f:
-                f.write(data)
+        put_bytes(fs, path, data)
     except Exception as exc:  # noqa: BLE001 - storage failures are transient for the caller
         raise StorageError(f"writing {uri} failed ({type(exc).__name__}: {exc}); check the output and credentials") from exc
 

@@ -72,15 +72,16 @@ def _task_run_name() -> str:
     persist_result=False,
     log_prints=True,
 )
-def process_shard_task(config: RunConfig, shard: ShardSpec) -> ShardResult:
-    """Synthesize, stylize, write and commit one shard (skipped when already committed)."""
+def process_shard_task(config: RunConfig, shard: ShardSpec, fence: str | None = None) -> ShardResult:
+    """Synthesize, stylize, write and commit one shard (skipped when already committed); ``fence``: the id of the
+    run folder's lease the flow holds (the shard stops before writing once another run took the lease over)."""
     try:
         from prefect.runtime import task_run
 
         attempt = f"{new_attempt_id()}-try{int(task_run.run_count or 1)}"
     except Exception:  # noqa: BLE001 - outside a task run (``.fn()`` in tests)
         attempt = new_attempt_id()
-    result = process_shard(config, shard, attempt_id=attempt)
+    result = process_shard(config, shard, attempt_id=attempt, fence=fence)
     _log_shard(result)
     return result
 

@@ -22,16 +22,14 @@ from .affinity import _OFFSET_INDEX, _OFFSETS, _WINDOW, _check_min_size
 
 
 # --------------------------------------------------------------------------------------------------
-# batched exact smoothing in torch (GPU): matrix-free stencil, multigrid-preconditioned CG, mixed precision
+# batched exact smoothing in torch (GPU): matrix-free stencil, Jacobi-preconditioned CG, mixed precision
 # --------------------------------------------------------------------------------------------------
 # The accuracy contract of the iterative path. A = 1 - beta S has smallest eigenvalue >= 1 - beta (the matting
 # Laplacian is positive semi-definite), so for a residual r = b - A x the error of V = (1 - beta) D^-1/2 x (or
 # (1 - beta) x in compat mode) is at most (1 - beta) |A^-1 r|_2 <= |r|_2 at every pixel (d >= 1). Stopping at
 # |r|_2 <= GREY_TOL keeps every pixel of V within a quarter grey level of the exact solution, whatever the image.
 GREY_TOL = 0.25 / 255.0
-_MIRROR = [len(_OFFSETS) - 1 - o for o in range(len(_OFFSETS))]  # index of offset -o
-_COARSEST = 256  # unknowns of the coarsest grid, solved by a dense Cholesky
-PRECONDITIONERS = ("jacobi", "multigrid")
+PRECONDITIONERS = ("jacobi",)
 
 
 def _stencil_apply(bands: Any, x: Any) -> Any:
@@ -46,59 +44,6 @@ def _stencil_apply(bands: Any, x: Any) -> Any:
         if o != centre:
             y.addcmul_(bands[:, o : o + 1], xp[..., 2 + dy : 2 + dy + h, 2 + dx : 2 + dx + w])
     return y
-
-
-_TAPS = [(dy, dx) for dy in (-1, 0, 1) for dx in (-1, 0, 1)]  # a fine pixel's coarse neighbours (fine offsets)
-
-
-def _interpolation_weights(bands: Any) -> Any:
-    """Operator-dependent prolongation weights ``(G, 9, h, w)``: the coarse grid is every other pixel (coarse i <->
-    fine 2i); a fine pixel takes the values of its coarse neighbours (within one pixel) in proportion to its
-    couplings with them, ``max(-A[f, c], 0)``, normalised to sum 1 (bilinear weights where it has none). So values
-    are interpolated along the content's structure and not across its edges."""
-    import torch
-
-    g, _, h, w = bands.shape
-    dev, dt = bands.device, bands.dtype
-    yy = torch.arange(h, device=dev)[:, None]
-    xx = torch.arange(w, device=dev)[None, :]
-    weights, bilinear = [], []
-    for dy, dx in _TAPS:
-        coarse = ((yy + dy) % 2 == 0) & ((xx + dx) % 2 == 0) & (yy + dy >= 0) & (yy + dy < h) & (xx + dx >= 0) & (xx + dx < w)
-        weights.append((-bands[:, _OFFSET_INDEX[(dy, dx)]]).clamp_min(0) * coarse)
-        bilinear.append(coarse.to(dt).expand(g, h, w) * (0.5 ** (abs(dy) + abs(dx))))
-    weights = torch.stack(weights, 1)
-    bilinear = torch.stack(bilinear, 1)
-    total = weights.sum(1, keepdim=True)
-    strong = total > 1e-3 * bands[:, _OFFSET_INDEX[(0, 0)] : _OFFSET_INDEX[(0, 0)] + 1].abs()
-    weights = torch.where(strong, weights / total.clamp_min(torch.finfo(dt).tiny), bilinear / bilinear.sum(1, keepdim=True))
-    centre = _TAPS.index((0, 0))
-    is_coarse = ((yy % 2 == 0) & (xx % 2 == 0)).expand(g, h, w)
-    for k in range(len(_TAPS)):
-        weights[:, k] = torch.where(is_coarse, torch.full_like(weights[:, k], 1.0 if k == centre else 0.0), weights[:, k])
-    return weights
-
-
-def _prolong(x: Any, weights: Any) -> Any:
-    """``P x``: coarse ``(G, R, hc, wc)`` to fine ``(G, R, h, w)`` with the weights of :func:`_interpolation_weights`."""
-
-    g, r, hc, wc = x.shape
-    h, w = weights.shape[-2:]
-    injected = x.new_zeros(g, r, h + 2, w + 2)
-    injected[..., 1 : 1 + h : 2, 1 : 1 + w : 2] = x
-    out = x.new_zeros(g, r, h, w)
-    for k, (dy, dx) in enumerate(_TAPS):
-        out.addcmul_(weights[:, k : k + 1], injected[..., 1 + dy : 1 + dy + h, 1 + dx : 1 + dx + w])
-    return out
-
-
-def _restrict(x: Any, weights: Any) -> Any:
-    """``P^T x``: fine ``(G, R, h, w)`` to coarse ``(G, R, (h+1)//2, (w+1)//2)``."""
-    g, r, h, w = x.shape
-    acc = x.new_zeros(g, r, h + 2, w + 2)
-    for k, (dy, dx) in enumerate(_TAPS):
-        acc[..., 1 + dy : 1 + dy + h, 1 + dx : 1 + dx + w].addcmul_(weights[:, k : k + 1], x)
-    return acc[..., 1 : 1 + h : 2, 1 : 1 + w : 2].contiguous()
 
 
 _COMPILED: dict[str, Any] = {}
@@ -121,81 +66,21 @@ def _fused_apply(bands: Any, x: Any) -> Any:
     return fn(bands, x)
 
 
-class _Level:
-    """One grid of the multigrid hierarchy: the operator's bands and the l1-Jacobi smoother's inverse diagonal."""
-
-    def __init__(self, bands: Any) -> None:
-        self.bands = bands  # (G, 25, h, w)
-        self.shape = tuple(bands.shape[-2:])
-        self.inv_l1 = 1.0 / bands.abs().sum(1, keepdim=True)  # l1-Jacobi: convergent for any SPD matrix
-        self.weights = None  # prolongation from the next coarser level (None on the coarsest)
-
-    def apply(self, x: Any) -> Any:
-        return _fused_apply(self.bands, x)
-
-
-def _galerkin(bands: Any, weights: Any) -> Any:
-    """Bands ``(G, 25, hc, wc)`` of the coarse operator ``P^T A P`` (again a 5x5 stencil), found by probing with
-    the 25 coarse vectors that are 1 on every fifth point in each direction, symmetrised."""
-    import torch
-
-    g, _, h, w = bands.shape
-    hc, wc = (h + 1) // 2, (w + 1) // 2
-    dev, dt = bands.device, bands.dtype
-    yy = torch.arange(hc, device=dev)[:, None]
-    xx = torch.arange(wc, device=dev)[None, :]
-    probes = torch.stack([((yy % 5 == py) & (xx % 5 == px)).to(dt) for py in range(5) for px in range(5)])
-    coarse = _restrict(_stencil_apply(bands, _prolong(probes.expand(g, 25, hc, wc), weights)), weights)
-    idx = torch.stack([((yy + dy) % 5) * 5 + (xx + dx) % 5 for dy, dx in _OFFSETS])  # (25, hc, wc)
-    valid = torch.stack([(yy + dy >= 0) & (yy + dy < hc) & (xx + dx >= 0) & (xx + dx < wc) for dy, dx in _OFFSETS])
-    out = torch.gather(coarse, 1, idx.expand(g, 25, hc, wc)) * valid
-    # symmetrise: A[i, i+o] and A[i+o, i] = mirror band at i+o
-    mirrored = torch.zeros_like(out)
-    for o, (dy, dx) in enumerate(_OFFSETS):
-        ys, xs = slice(max(0, -dy), min(hc, hc - dy)), slice(max(0, -dx), min(wc, wc - dx))
-        mirrored[:, o, ys, xs] = out[:, _MIRROR[o], max(0, dy) : min(hc, hc + dy), max(0, dx) : min(wc, wc + dx)]
-    return 0.5 * (out + mirrored)
-
-
-def _dense(bands: Any) -> Any:
-    """The ``(G, n, n)`` dense matrix of small bands (coarsest grid)."""
-    import torch
-
-    g, _, h, w = bands.shape
-    n = h * w
-    dense = torch.zeros(g, n, n, dtype=bands.dtype, device=bands.device)
-    yy, xx = torch.meshgrid(torch.arange(h, device=bands.device), torch.arange(w, device=bands.device), indexing="ij")
-    for o, (dy, dx) in enumerate(_OFFSETS):
-        ok = (yy + dy >= 0) & (yy + dy < h) & (xx + dx >= 0) & (xx + dx < w)
-        i = (yy * w + xx)[ok]
-        j = ((yy + dy) * w + (xx + dx))[ok]
-        dense[:, i, j] = bands[:, o][:, ok]
-    return dense
-
-
 class StencilSolver:
     r"""Batched solver for ``A x = b`` where ``A`` is the 25-band smoothing matrix of ``G`` same-size grids.
 
     * matrix-free: ``A`` stays 25 bands ``(G, 25, H, W)``; a product is 25 shifted multiply-adds over all
       right-hand sides ``(G, R, H, W)`` at once (R = 3 channels x all styles of a content); on CUDA the product
       is compiled into one fused kernel with ``torch.compile`` when that works (eager otherwise);
-    * conjugate gradients with a preconditioner: ``"jacobi"`` (the diagonal, default) or ``"multigrid"``: a
-      V-cycle on the pixel grid with operator-dependent interpolation (a fine pixel takes its coarse neighbours'
-      values in proportion to its couplings with them, so not across the content's edges), Galerkin coarse
-      operators ``P^T A P`` (exact 5x5 stencils, found by probing), two l1-Jacobi sweeps before and after each
-      coarse correction, and a dense Cholesky on the coarsest grid (<= 256 pixels);
+    * conjugate gradients preconditioned with the diagonal (Jacobi);
     * mixed precision: CG runs in float32 (``inner_dtype``); an outer iterative refinement computes the residual
       in float64 and adds float32 corrections until ``|b - A x|_2 <= tol`` for every right-hand side
       (:data:`GREY_TOL`: every pixel of V within a quarter grey level of the exact solution).
 
-    Measured on CPU tensors (one camvid photo, float64 CG to a relative residual of 1e-6, 1 thread): Jacobi 744
-    iterations at 64x80 and 820 at 128x160; multigrid 184 and 196 (2 sweeps; 252 with 1, 144 with 4), but one
-    multigrid iteration costs about 12 Jacobi iterations, so Jacobi is 3x faster in wall time. The multigrid's
-    coarse space is the limit (a two-grid cycle with an exact coarse solve needs 172): the matting Laplacian's
-    low-energy modes are locally affine in the content's colours, which no interpolation from a coarser pixel
-    grid represents; an aggregation multigrid with the near-null-space vectors (1, R, G, B) per aggregate would
-    be the next step. Point Jacobi as the multigrid smoother diverges where the diagonal is small (l1-Jacobi
-    does not); a float32-only CG stalls near a relative residual of 1e-4 (rounding times the condition number,
+    Measured on CPU tensors (one camvid photo, float64 CG to a relative residual of 1e-6, 1 thread): 744 Jacobi
+    iterations at 64x80 and 820 at 128x160. A geometric multigrid preconditioner (tried: 184 and 196 iterations, but
+    each costing about 12 Jacobi iterations, so 3x slower in wall time) was removed as unused. A float32-only CG
+    stalls near a relative residual of 1e-4 (rounding times the condition number,
     about 2e4), which the float64 refinement removes.
     """
 
@@ -210,52 +95,18 @@ class StencilSolver:
         self.inner_dtype = inner_dtype or torch.float32
         self.tol = float(tol)
         self.maxiter = int(maxiter)
-        self.sweeps = 2  # l1-Jacobi sweeps before and after each coarse correction
         self.bands64 = bands64
-        self.levels: list[_Level] = []
-        bands = bands64
-        while True:
-            if preconditioner == "jacobi":
-                self.levels.append(_Level(bands.to(self.inner_dtype)))
-                self._inv_diag = 1.0 / self.levels[0].bands[:, _OFFSET_INDEX[(0, 0)] : _OFFSET_INDEX[(0, 0)] + 1]
-                break
-            self.levels.append(_Level(bands.to(self.inner_dtype)))
-            h, w = bands.shape[-2:]
-            if h * w <= _COARSEST or min(h, w) < 3:
-                break
-            weights = _interpolation_weights(bands)  # built in float64, stored in the inner precision
-            self.levels[-1].weights = weights.to(self.inner_dtype)
-            bands = _galerkin(bands, weights)
-        if preconditioner == "multigrid":
-            self._coarse_chol = torch.linalg.cholesky(_dense(bands))  # float64, tiny
+        self.bands = bands64.to(self.inner_dtype)
+        self._inv_diag = 1.0 / self.bands[:, _OFFSET_INDEX[(0, 0)] : _OFFSET_INDEX[(0, 0)] + 1]
         self.iterations: list[int] = []  # inner CG iterations of each solve (all refinement steps)
 
     def _precondition(self, r: Any) -> Any:
-        return self._inv_diag * r if self.preconditioner == "jacobi" else self._vcycle(r)
-
-    def _vcycle(self, r: Any, level: int = 0) -> Any:
-        import torch
-
-        lev = self.levels[level]
-        if level == len(self.levels) - 1:
-            g, nr, h, w = r.shape
-            rhs = r.reshape(g, nr, h * w).transpose(1, 2).to(self._coarse_chol.dtype)
-            x = torch.cholesky_solve(rhs, self._coarse_chol)
-            return x.transpose(1, 2).reshape(g, nr, h, w).to(r.dtype)
-        x = lev.inv_l1 * r
-        for _ in range(self.sweeps - 1):
-            x += lev.inv_l1 * (r - lev.apply(x))
-        res = r - lev.apply(x)
-        x += _prolong(self._vcycle(_restrict(res, lev.weights), level + 1), lev.weights)
-        for _ in range(self.sweeps):
-            x += lev.inv_l1 * (r - lev.apply(x))
-        return x
+        return self._inv_diag * r
 
     def _pcg(self, b: Any, abs_tol: Any) -> tuple[Any, int]:
         """Preconditioned CG in the inner precision until ``|r|_2 <= abs_tol`` per RHS (or stagnation)."""
         import torch
 
-        top = self.levels[0]
         x = torch.zeros_like(b)
         r = b.clone()
         z = self._precondition(r)
@@ -263,7 +114,7 @@ class StencilSolver:
         rz = (r * z).sum((2, 3), keepdim=True)
         tiny = torch.finfo(b.dtype).tiny
         for it in range(1, self.maxiter + 1):
-            ap = top.apply(p)
+            ap = _fused_apply(self.bands, p)
             alpha = rz / (p * ap).sum((2, 3), keepdim=True).clamp_min(tiny)
             x.addcmul_(alpha, p)
             r.addcmul_(alpha, ap, value=-1.0)
@@ -298,7 +149,7 @@ class StencilSolver:
             self.iterations.append(total)
             return x
         raise RuntimeError(
-            f"smoothing multigrid CG: residual {float(norms.max()):.3g} > {self.tol:.3g} after {max_refinements} "
+            f"smoothing CG: residual {float(norms.max()):.3g} > {self.tol:.3g} after {max_refinements} "
             "refinements; use models.smoothing_device=cpu (the direct solver)."
         )
 
