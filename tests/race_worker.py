@@ -45,10 +45,9 @@ def main() -> None:
                 _answer({"ok": True, "skipped": res.skipped, "attempt_id": res.attempt_id, "superseded": res.superseded})
             elif cmd["op"] == "lease":
                 if cmd.get("storage_options"):
-                    import fsspec.config
+                    from spadepis.data.fs import use_storage_options
 
-                    for proto, opts in cmd["storage_options"].items():
-                        fsspec.config.conf.setdefault(proto, {}).update(opts)
+                    use_storage_options(cmd["storage_options"])
                 lease = RunLease(RunStorage(cmd["run_uri"]), ttl_s=cmd.get("ttl", 30), owner=f"racer {os.getpid()}")
                 time.sleep(max(0.0, cmd["at"] - time.time()))
                 try:

@@ -108,16 +108,13 @@ def where(request, tmp_path):
         yield str(tmp_path / "runs"), {}, {}, None
         return
     s3 = request.getfixturevalue("moto_s3")
-    import fsspec.config
+    from spadepis.data.fs import current_storage_options, use_storage_options
 
-    saved = fsspec.config.conf.get("s3")
-    fsspec.config.conf["s3"] = {**(saved or {}), **s3["plain"]}
+    saved = current_storage_options()  # this test's own readers: the options passed to each filesystem
+    use_storage_options({**saved, "s3": s3["plain"]})
     prefix = f"s3://{BUCKET}/{tmp_path.name}"
     yield prefix, {"storage_options": {"s3": s3["options"]}}, s3["env"], s3["plain"]
-    if saved is None:
-        fsspec.config.conf.pop("s3", None)
-    else:
-        fsspec.config.conf["s3"] = saved
+    use_storage_options(saved)
 
 
 def _config(root: Path, output: str, run_id: str, extra: dict, **kw):

@@ -192,6 +192,7 @@ def test_secret_references_resolve_where_used(tmp_path, monkeypatch):
     from pipeline_helpers import make_inputs, small_config
     from spadepis.data.fs import current_storage_options
     from spadepis.pipeline.config import apply_storage_options
+    from spadepis.pipeline import secrets
     from spadepis.pipeline.secrets import register_secret_resolver
 
     cfg = small_config(make_inputs(tmp_path, n_maps=1), storage_options={
@@ -200,17 +201,15 @@ def test_secret_references_resolve_where_used(tmp_path, monkeypatch):
     with pytest.raises(ConfigError, match="SPADEPIS_T_KEY is not set"):
         apply_storage_options(cfg)
     monkeypatch.setenv("SPADEPIS_T_KEY", "k1")
-    register_secret_resolver(None)
+    # the resolver is process-wide (spadepis.tasks.shard registers Prefect's): monkeypatch restores it afterwards
+    monkeypatch.setattr(secrets, "_RESOLVER", None)
     with pytest.raises(ConfigError, match="Prefect Secret block"):
         apply_storage_options(cfg)
     register_secret_resolver({"blk": "v1"}.__getitem__)
-    try:
-        apply_storage_options(cfg)
-        # passed to this run's filesystems (spadepis.data.fs), never to the process-wide fsspec config
-        assert current_storage_options()["spadepistest"] == {"key": "k1", "secret": "v1", "anon": False}
-        assert "spadepistest" not in fsspec.config.conf
-    finally:
-        register_secret_resolver(None)
+    apply_storage_options(cfg)
+    # passed to this run's filesystems (spadepis.data.fs), never to the process-wide fsspec config
+    assert current_storage_options()["spadepistest"] == {"key": "k1", "secret": "v1", "anon": False}
+    assert "spadepistest" not in fsspec.config.conf
 
 
 def test_resolved_secret_values_are_scrubbed_from_failure_messages(tmp_path, monkeypatch):

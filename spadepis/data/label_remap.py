@@ -318,8 +318,8 @@ def load_label_remap(spec: Mapping[Any, Any] | str, *, unmapped: str | None = No
         from .fs import open_uri
 
         try:
-            with open_uri(spec, "r", encoding="utf-8") as f:
-                text = f.read()
+            with open_uri(spec, "rb") as f:
+                text = f.read().decode("utf-8")
         except FileNotFoundError:
             raise ConfigError(
                 f"{where}: {spec!r} is neither a table shipped with spadepis ({', '.join(TABLES)}) nor an existing "

@@ -178,11 +178,22 @@ class RunStorage:
         if not self.conditional_write:
             return False
         rel = f".write-check-cond-{uuid.uuid4().hex[:12]}"
+        created: list[str] = []  # folders the probe makes, removed again: `spadepis check` leaves nothing behind
+        if not self.is_object_store:
+            folder = self.root
+            while folder and folder != "/" and not self.fs.exists(folder):
+                created.append(folder)
+                folder = folder.rsplit("/", 1)[0]
         try:
             first = self.create_bytes(rel, b"1")
             second = self.create_bytes(rel, b"2")
         finally:
             self._remove_quietly(rel)
+            for folder in created:  # deepest first
+                try:
+                    self.fs.rmdir(folder)
+                except Exception:  # noqa: BLE001 - a folder someone else filled meanwhile stays
+                    pass
         return first and not second
 
     @property
@@ -192,8 +203,9 @@ class RunStorage:
 
     def read_bytes(self, rel: str) -> bytes:
         def _read() -> bytes:
-            with self.fs.open(self.path(rel), "rb") as f:
-                return f.read()
+            # one GET (cat_file), not a buffered file: a ranged read fails (FileExpired) when the object is
+            # replaced between its HEAD and GET, as a lease being renewed or taken over is
+            return self.fs.cat_file(self.path(rel))
 
         return self._io(f"reading {self.uri(rel)}", _read)
 
