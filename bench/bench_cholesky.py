@@ -78,26 +78,11 @@ def content_image(h: int, w: int, seed: int = 0):
 # ------------------------------------------------------------------------------------------------ child
 
 
-def _nested_dissection(h: int, w: int, leaf: int = 64, sep: int = 2):
-    """The grid order spadepis used before issue 12 (separators of 2 rows/cols, larger side cut first)."""
-    import numpy as np
+def _nested_dissection(h: int, w: int):
+    """The grid order of spadepis' SuperLU path (``nested_dissection_order``), here for the SuperLU/ND arms."""
+    from spadepis.models.smoothing.cholesky import nested_dissection_order
 
-    index = np.arange(h * w, dtype=np.int64).reshape(h, w)
-    out, stack = [], [(0, h, 0, w, False)]
-    while stack:
-        y0, y1, x0, x1, done = stack.pop()
-        bh, bw = y1 - y0, x1 - x0
-        if bh <= 0 or bw <= 0:
-            continue
-        if done or bh * bw <= leaf or max(bh, bw) <= 2 * sep + 1:
-            out.append(index[y0:y1, x0:x1].ravel())
-        elif bh >= bw:
-            m = y0 + (bh - sep) // 2
-            stack += [(m, m + sep, x0, x1, True), (m + sep, y1, x0, x1, False), (y0, m, x0, x1, False)]
-        else:
-            m = x0 + (bw - sep) // 2
-            stack += [(y0, y1, m, m + sep, True), (y0, y1, m + sep, x1, False), (y0, y1, x0, m, False)]
-    return np.concatenate(out)
+    return nested_dissection_order(h, w)
 
 
 def child(solver: str, h: int, w: int, repeat: int, out_npy: str) -> dict:

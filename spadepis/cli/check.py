@@ -7,6 +7,14 @@ import sys
 from ._pipeline_args import load_config_args, prepare_inputs_for
 
 
+def _refuse(heading: str, problems: list[str]) -> int:
+    """Print ``heading`` and one line per problem on stderr; exit status 1."""
+    print(heading, file=sys.stderr)
+    for p in problems:
+        print(f"  - {p}", file=sys.stderr)
+    return 1
+
+
 def _cmd_check(args) -> int:
     from ..pipeline.preflight import validate_config
     from ..pipeline.plan import make_plan
@@ -19,19 +27,13 @@ def _cmd_check(args) -> int:
     for line in label_remap_report(cfg):  # dataset.label_remap: the ids met in a sample of the maps, and their fate
         print(line)
     if problems:
-        print(f"{args.config}: {len(problems)} problem(s); fix them before running:", file=sys.stderr)
-        for p in problems:
-            print(f"  - {p}", file=sys.stderr)
-        return 1
+        return _refuse(f"{args.config}: {len(problems)} problem(s); fix them before running:", problems)
     plan = make_plan(cfg)
     from ..pipeline.plan import renamed_inputs, storage_name_problems
 
     problems = storage_name_problems(plan, cfg.run_uri)
     if problems:
-        print(f"{args.config}: {len(problems)} output name(s) cannot be stored:", file=sys.stderr)
-        for p in problems:
-            print(f"  - {p}", file=sys.stderr)
-        return 1
+        return _refuse(f"{args.config}: {len(problems)} output name(s) cannot be stored:", problems)
     renamed = renamed_inputs(plan)
     if renamed:
         shown = "; ".join(f"{name!r} -> {sid!r}" for name, sid in renamed[:5])
