@@ -77,6 +77,23 @@ def test_expired_lease_is_taken_over_live_one_is_not(storage):
     lease.release()
 
 
+def test_a_takeover_claim_whose_taker_died_does_not_block_the_lease(storage):
+    """A taker that claimed the takeover and died before writing the new lease: its claim goes stale after the
+    ttl (at least 10 s), and the next taker wins through the next claim generation."""
+    _write_lease(storage, expires_at=time.time() - 1)
+    stale_raw = storage.read_bytes(LEASE)
+    token = f"_LEASE.takeover-{hashlib.sha256(stale_raw).hexdigest()[:32]}"
+    storage.write_bytes(token, json.dumps({"by": "dead taker", "at_s": time.time() - 3}).encode())
+    with pytest.raises(LeaseHeldError, match="being taken over"):  # a fresh claim: its taker may be writing
+        RunLease(storage, ttl_s=1).acquire(poll_s=0.05)
+    storage.write_bytes(token, json.dumps({"by": "dead taker", "at_s": time.time() - 60}).encode())
+    lease = RunLease(storage, ttl_s=1)
+    assert lease.acquire().lease_id == "old"
+    assert storage.exists(f"{token}.1")  # the second claim generation
+    assert LeaseInfo.from_json(storage.read_bytes(LEASE)).lease_id == lease.info.lease_id
+    lease.release()
+
+
 def test_lease_of_a_dead_process_on_this_host_is_taken_over_at_once(tmp_path):
     storage = RunStorage(str(tmp_path / "run"))
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)

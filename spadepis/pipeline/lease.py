@@ -128,12 +128,27 @@ class RunLease:
     def _claim_takeover(self, stale_raw: bytes) -> bool:
         """Claim the takeover of the expired lease whose bytes are ``stale_raw``: an exclusive create of
         ``_LEASE.takeover-<sha of those bytes>``, so of two runs racing to take over one expired lease exactly
-        one wins (the token stays; it names one lease generation, which never comes back)."""
+        one wins (the token stays; it names one lease generation, which never comes back). A claim whose taker
+        died before writing the new lease would block that lease for ever: a claim older than the lease's ttl
+        (at least 10 s) is stale, and the next claim is the exclusive create of ``<token>.1`` (then ``.2``, ...),
+        so exactly one of the runs that find it stale wins again."""
         import hashlib
 
-        token = f"_LEASE.takeover-{hashlib.sha256(stale_raw).hexdigest()[:32]}"
-        return self.storage.create_bytes(token, json.dumps({"by": self.owner, "pid": os.getpid(),
-                                                            "host": socket.gethostname(), "at": _iso(time.time())}).encode())
+        base = f"_LEASE.takeover-{hashlib.sha256(stale_raw).hexdigest()[:32]}"
+        now = time.time()
+        payload = json.dumps({"by": self.owner, "pid": os.getpid(), "host": socket.gethostname(), "at": _iso(now),
+                              "at_s": now}).encode()
+        for generation in range(1000):
+            token = base if generation == 0 else f"{base}.{generation}"
+            if self.storage.create_bytes(token, payload):
+                return True
+            try:
+                claimed_at = float(json.loads(self.storage.read_bytes(token))["at_s"])
+            except (FileNotFoundError, ValueError, KeyError, TypeError):
+                return False  # a claim of an older release, or unreadable: counted as live
+            if time.time() - claimed_at < max(10.0, self.ttl_s):
+                return False  # its taker is writing the new lease
+        return False
 
     # ---------------------------------------------------------------------------------- public
     def acquire(self, *, wait_s: float = 0.0, poll_s: float | None = None) -> LeaseInfo | None:
