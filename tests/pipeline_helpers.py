@@ -57,3 +57,16 @@ def small_config(root: Path, **overrides: Any) -> RunConfig:
         else:
             data[key] = value
     return parse_config(data)
+
+
+def run_all_shards(cfg: RunConfig) -> RunConfig:
+    """Process every shard of ``cfg`` in this process (no Prefect), then write the index; the resolved config."""
+    from spadepis.pipeline.plan import make_plan
+    from spadepis.pipeline.storage import RunStorage
+    from spadepis.pipeline.worker import process_shard
+
+    cfg = cfg.resolved()
+    for shard in make_plan(cfg).shards:
+        process_shard(cfg, shard)
+    RunStorage(cfg.run_uri).write_index()
+    return cfg

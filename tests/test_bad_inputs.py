@@ -9,9 +9,7 @@ import struct
 import zlib
 from pathlib import Path
 
-import numpy as np
 import pytest
-from PIL import Image
 
 from pipeline_helpers import make_inputs, small_config
 from spadepis.errors import InputError

@@ -12,18 +12,11 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from pipeline_helpers import make_inputs, small_config
-from spadepis.pipeline.plan import make_plan
+from pipeline_helpers import make_inputs, run_all_shards, small_config
 from spadepis.pipeline.storage import RunStorage
-from spadepis.pipeline.worker import process_shard
 
 
-def _run_all(cfg):
-    cfg = cfg.resolved()
-    for shard in make_plan(cfg).shards:
-        process_shard(cfg, shard)
-    RunStorage(cfg.run_uri).write_index()
-    return cfg
+_run_all = run_all_shards
 
 
 def _files(run: Path) -> dict[str, str]:

@@ -59,6 +59,25 @@ def _run(cfg):
 # ---------------------------------------------------------------------------------------------- tables
 
 
+
+def _spy_on_generator(cfg, monkeypatch):
+    """``(seen, real)``: the label maps that reach the run's (cached) generator, recorded as it runs them, and
+    its unwrapped ``synthesize``."""
+    import torch
+
+    from spadepis.pipeline.model_cache import get_synthesizer
+
+    synth = get_synthesizer(cfg, torch.device("cpu"))
+    seen: list[np.ndarray] = []
+    real = synth.synthesize
+
+    def spy(labels, instances=None, **kw):
+        seen.append(np.asarray(labels))
+        return real(labels, instances, **kw)
+
+    monkeypatch.setattr(synth, "synthesize", spy)
+    return seen, real
+
 def test_shipped_tables_name_both_sides_and_fit_the_cityscapes_preset():
     camvid = load_label_remap("camvid->cityscapes")
     assert dict(camvid.mapping) == CAMVID_TO_CITY and camvid.label == "camvid->cityscapes"
@@ -196,20 +215,11 @@ def test_camvid_maps_drive_the_cityscapes_generator_and_label_uri_keeps_camvid_i
     import torch
 
     from spadepis.models.spade import to_uint8
-    from spadepis.pipeline.model_cache import get_synthesizer
 
     torch.set_num_threads(1)
     uris = _camvid_labels(2)
     cfg = _cfg(tmp_path, str(uris[0].parent), limit=2)
-    synth = get_synthesizer(cfg, torch.device("cpu"))
-    seen: list[np.ndarray] = []
-    real = synth.synthesize
-
-    def spy(labels, instances=None, **kw):  # records what reaches the generator, then runs it
-        seen.append(np.asarray(labels))
-        return real(labels, instances, **kw)
-
-    monkeypatch.setattr(synth, "synthesize", spy)
+    seen, real = _spy_on_generator(cfg, monkeypatch)
     df = _run(cfg)
     assert len(df) == 2 and (df.status == "ok").all(), df.error.tolist()
     assert set(df.label_remap) == {"camvid->cityscapes"} and df.instance_uri.isna().all()
@@ -298,22 +308,13 @@ def test_a_map_already_at_the_output_size_is_named_as_it_is(tmp_path):
 def test_unmapped_dontcare_reaches_the_generator_as_the_dontcare_channel(tmp_path, monkeypatch):
     import torch
 
-    from spadepis.pipeline.model_cache import get_synthesizer
 
     torch.set_num_threads(1)
     (uri,) = _camvid_labels(1)
     coco = get_preset("coco")
     table = {0: 156, 3: 148, 8: 2}  # sky-other, road, car: the other CamVid ids are unmapped
     cfg = _cfg(tmp_path, str(uri.parent), limit=1, preset="coco", label_remap=table, unmapped="dontcare")
-    synth = get_synthesizer(cfg, torch.device("cpu"))
-    seen: list[np.ndarray] = []
-    real = synth.synthesize
-
-    def spy(labels, instances=None, **kw):  # records what reaches the generator, then runs it
-        seen.append(np.asarray(labels))
-        return real(labels, instances, **kw)
-
-    monkeypatch.setattr(synth, "synthesize", spy)
+    seen, real = _spy_on_generator(cfg, monkeypatch)
     df = _run(cfg)
     assert (df.status == "ok").all(), df.error.tolist()
     resized = np.asarray(Image.open(uri).resize((256, 256), Image.NEAREST)).astype(np.int64)

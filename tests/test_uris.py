@@ -9,19 +9,10 @@ import shutil
 import pyarrow.parquet as pq
 import pytest
 
-from pipeline_helpers import make_inputs, small_config
+from pipeline_helpers import make_inputs, run_all_shards, small_config
 
 
-def _run_all(cfg):
-    from spadepis.pipeline.plan import make_plan
-    from spadepis.pipeline.worker import process_shard
-    from spadepis.pipeline.storage import RunStorage
-
-    cfg = cfg.resolved()
-    for shard in make_plan(cfg).shards:
-        process_shard(cfg, shard)
-    RunStorage(cfg.run_uri).write_index()
-    return cfg
+_run_all = run_all_shards
 
 
 def test_normalize_uri():
