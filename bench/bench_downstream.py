@@ -472,7 +472,9 @@ def train(real_x, real_y, aug_x, aug_y, settings: TrainSettings, seed: int, log_
 
     ``jitter``: ``none``; ``slots`` (arm p-photo): the ``n_aug`` augmentation slots hold jittered real frames
     instead (same share of each batch); ``all`` (arm tp): every sample of the batch is jittered; ``real`` (arm tp
-    with ``--tp-jitter real``): only the real frames of each batch, next to unjittered spadepis outputs."""
+    with ``--tp-jitter real``): only the real frames of each batch, next to unjittered spadepis outputs;
+    ``both`` (arm tp with ``--tp-jitter slots``): ``n_aug`` spadepis outputs and ``n_aug`` jittered real frames,
+    clean real frames for the rest."""
     import torch
     import torch.nn.functional as F
 
@@ -483,7 +485,11 @@ def train(real_x, real_y, aug_x, aug_y, settings: TrainSettings, seed: int, log_
     gen = torch.Generator().manual_seed(10_000 + seed)
     has_aug = (aug_x is not None and len(aug_x) > 0) or jitter == "slots"
     n_aug = int(round(settings.batch * settings.aug_fraction)) if has_aug else 0
-    n_real = settings.batch - n_aug
+    n_jit = n_aug if jitter == "both" else 0
+    n_real = settings.batch - n_aug - n_jit
+    if n_real < 0:
+        raise SystemExit(f"--aug-fraction {settings.aug_fraction}: with --tp-jitter slots two shares of "
+                         f"{n_aug} samples do not fit in a batch of {settings.batch}")
     losses = []
     model.train()
     t0 = time.perf_counter()
@@ -498,6 +504,10 @@ def train(real_x, real_y, aug_x, aug_y, settings: TrainSettings, seed: int, log_
             ai = torch.randint(len(aug_x), (n_aug,), generator=gen)
             xs.append(aug_x[ai])
             ys.append(aug_y[ai])
+        if n_jit:
+            ji = torch.randint(len(real_x), (n_jit,), generator=gen)
+            xs.append(photometric_jitter(real_x[ji], gen))
+            ys.append(real_y[ji])
         x, y = torch.cat(xs), torch.cat(ys).long()
         if jitter == "all":
             x = photometric_jitter(x, gen)
@@ -675,9 +685,16 @@ def main(argv: Sequence[str] | None = None) -> int:
                     "by frame number, of the 0001TP dusk frames; the dusk evaluation uses only the later half)")
     ap.add_argument("--tp-base", choices=["auto", "t-target", "t-pseudo"], default="auto",
                     help="the target arm whose outputs tp uses; auto: per seed, the one with the higher day-val mIoU")
-    ap.add_argument("--tp-jitter", choices=["all", "real"], default="all",
-                    help="tp: the jitter on every sample (all, the arm's definition) or on the real frames only, next "
-                    "to unjittered spadepis outputs (real)")
+    ap.add_argument("--tp-jitter", choices=["all", "real", "slots"], default="all",
+                    help="tp: the jitter on every sample (all, the arm's definition), on the real frames only, next "
+                    "to unjittered spadepis outputs (real), or in slots of its own (slots: the same share of each "
+                    "batch as p-photo gets, next to the spadepis outputs' share; the rest stays clean real frames)")
+    ap.add_argument("--pseudo-labeller", choices=["a-real", "p-photo"], default="a-real",
+                    help="t-pseudo: which model of the same seed labels the target photos (a-real: the real-only "
+                    "model, the arm's definition; p-photo: the model trained with the photometric jitter, what a "
+                    "user who tried the jitter first already has)")
+    ap.add_argument("--unmatched", choices=["keep", "global"], default="keep",
+                    help="styles.unmatched of the t-pseudo runs: what content classes that the style photo lacks get")
     ap.add_argument("--seeds", type=int, default=3)
     ap.add_argument("--steps", type=int, default=None, help="optimisation steps per training (full 600, quick 80)")
     ap.add_argument("--batch", type=int, default=8)
@@ -805,7 +822,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         st: dict[str, Any] = {"source": str(target_dir), "per_sample": args.k, "max_side": args.style_max_side,
                               "select": select}
         if segmenter is not None:
-            st.update(labels="predict", segmenter=str(segmenter), ignore_labels=[VOID])
+            st.update(labels="predict", segmenter=str(segmenter), ignore_labels=[VOID], unmatched=args.unmatched)
         return st
 
     if "t-target" in target_arms:
@@ -854,7 +871,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "command": "python bench/bench_downstream.py " + " ".join(argv if argv is not None else sys.argv[1:]),
         "settings": dataclasses.asdict(settings), "size_hw": list(size), "k": k, "select": args.select,
         "filter": args.filter, "stylizer": args.stylizer, "smoothing": args.smoothing, "jitter": JITTER,
-        "tp_jitter": args.tp_jitter,
+        "tp_jitter": args.tp_jitter, "pseudo_labeller": args.pseudo_labeller, "unmatched": args.unmatched,
         "seeds": list(range(args.seeds)), "threads": args.threads, "torch": torch.__version__,
         "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores", "load_avg_start": load,
         "split": {name: [f.id for f in frames] for name, frames in split.items()} | {"train_used": sorted(train_ids)},
@@ -873,21 +890,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     # a target arm that is only tp's base is trained too when tp chooses it on day-val (auto); t-pseudo's
     # outputs are made in its turn (one run per seed), so it is kept whenever tp may use them
     seed_arms = [a for a in ARMS if a in arms or (a in target_arms and (args.tp_base == "auto" or a == "t-pseudo"))]
-    if "t-pseudo" in seed_arms and "a-real" not in seed_arms:
-        seed_arms.insert(0, "a-real")  # its model labels the target photos
+    if "t-pseudo" in seed_arms and args.pseudo_labeller not in seed_arms:
+        seed_arms.insert(0, args.pseudo_labeller)  # its model labels the target photos
     for seed in range(args.seeds):
         models: dict[str, Any] = {}
         seed_evals: dict[str, dict[str, float]] = {}
         for arm in seed_arms:
-            jitter = {"p-photo": "slots", "tp": args.tp_jitter}.get(arm, "none")
-            if arm == "t-pseudo":  # the real-only model of this seed labels the target photos
-                seg = export_segmenter(models["a-real"], size, work / "segmenters" / f"a-real-seed{seed}.pt")
+            jitter = {"p-photo": "slots", "tp": {"slots": "both"}.get(args.tp_jitter, args.tp_jitter)}.get(arm, "none")
+            if arm == "t-pseudo":  # a model of this seed (--pseudo-labeller) labels the target photos
+                labeller = args.pseudo_labeller
+                seg = export_segmenter(models[labeller], size, work / "segmenters" / f"{labeller}-seed{seed}.pt")
                 link_train()
                 cfg = run_config(work / "train", pool, work / "runs", args, "semantic",
                                  styles=target_styles("semantic", seg))
-                res = run_spadepis(cfg, work, args.threads, f"run-pseudo-seed{seed}.yaml")
+                res = run_spadepis(cfg, work, args.threads, f"run-pseudo-{labeller}-seed{seed}.yaml")
                 runs[f"pseudo-seed{seed}"] = run_throughput(res["run_uri"], res["wall_s"])
-                print(f"spadepis run (target pseudo-labelled by a-real seed {seed}, select: semantic):",
+                print(f"spadepis run (target pseudo-labelled by {labeller} seed {seed}, select: semantic, "
+                      f"unmatched: {args.unmatched}):",
                       json.dumps(runs[f"pseudo-seed{seed}"]), flush=True)
                 aug["t-pseudo"] = load_augmented(augmented_dataset(res["run_uri"], None), size)
                 check_rows("t-pseudo", aug["t-pseudo"][2])

@@ -168,7 +168,7 @@ def test_new_arms_train_and_pseudo_labeller(bm, tmp_path):
     frames = _tiny_camvid(bm, tmp_path)
     rx, ry = bm.load_frames(frames, (24, 32))
     settings = bm.TrainSettings(steps=2, batch=4, aug_fraction=0.5, width=4)
-    for jitter, aug in (("slots", None), ("all", rx), ("real", rx), ("none", rx)):
+    for jitter, aug in (("slots", None), ("all", rx), ("real", rx), ("none", rx), ("both", rx)):
         model, losses = bm.train(rx, ry, aug, ry if aug is not None else None, settings, seed=0, jitter=jitter)
         assert len(losses) == 2 and all(math.isfinite(v) for v in losses)
     p_model, p_losses = bm.train(rx, ry, None, None, settings, seed=0, jitter="slots")
@@ -180,6 +180,39 @@ def test_new_arms_train_and_pseudo_labeller(bm, tmp_path):
     photo = np.asarray(Image.open(frames[0].photo).convert("RGB"))  # 48x64: another size than the trace's
     ids = segment(load_segmenter(str(path)), photo, preset)
     assert ids.shape == photo.shape[:2] and ids.min() >= 0 and ids.max() < bm.VOID
+
+
+def test_tp_slots_batch_holds_outputs_jittered_and_clean_real_frames(bm, monkeypatch):
+    """--tp-jitter slots (train jitter="both"): per batch of 8 at share 0.25, 2 spadepis outputs, 2 jittered real
+    frames and 4 clean real frames; a share that does not fit twice is refused with the flag named."""
+    import torch.nn as nn
+
+    seen = []
+
+    class Probe(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.w = nn.Parameter(torch.zeros(1, bm.N_CLASSES, 1, 1))
+
+        def forward(self, x):
+            seen.append(x.clone())
+            return self.w.expand(x.shape[0], -1, x.shape[2], x.shape[3])
+
+    monkeypatch.setattr(bm, "build_unet", lambda **kw: Probe())
+    # real frames are all 100, spadepis outputs all 30: a sample's source shows in its pixels (flips keep them)
+    rx = torch.full((5, 3, 4, 4), 100, dtype=torch.uint8)
+    ax = torch.full((7, 3, 4, 4), 30, dtype=torch.uint8)
+    ry = torch.zeros((5, 4, 4), dtype=torch.uint8)
+    ay = torch.zeros((7, 4, 4), dtype=torch.uint8)
+    settings = bm.TrainSettings(steps=3, batch=8, aug_fraction=0.25, width=4)
+    bm.train(rx, ry, ax, ay, settings, seed=0, jitter="both")
+    clean = bm.normalise(rx[:1])[0]
+    out = bm.normalise(ax[:1])[0]
+    for x in seen:
+        kinds = ["clean" if torch.equal(v, clean) else "output" if torch.equal(v, out) else "jittered" for v in x]
+        assert sorted(kinds) == ["clean"] * 4 + ["jittered"] * 2 + ["output"] * 2
+    with pytest.raises(SystemExit, match="--tp-jitter slots"):
+        bm.train(rx, ry, ax, ay, bm.TrainSettings(steps=1, batch=8, aug_fraction=0.75), seed=0, jitter="both")
 
 
 def test_paired_differences_and_goal_report(bm):
