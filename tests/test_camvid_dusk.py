@@ -1,11 +1,14 @@
 """configs/camvid-dusk.yaml (a target pool: daytime CamVid frames restyled toward unlabelled dusk photos) runs
-through the real flow on two frames, and its style pool holds only the earlier half of the dusk sequence."""
+through the real flow on two frames, and its style pool holds only the earlier half of the dusk sequence; its
+commented pseudo-labelled recipe runs with a TorchScript segmenter."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
+import pandas as pd
 import pytest
+import torch
 
 from conftest import shared_path
 from spadepis.data.images import read_rgb
@@ -36,3 +39,39 @@ def test_camvid_dusk_config_runs(tmp_path, monkeypatch, prefect_harness):
         out, src = read_rgb(row.image_uri), read_rgb(row.synth_uri)
         assert out.shape == src.shape
         assert out.mean() < 0.8 * src.mean()
+
+
+class _BandLabeller(torch.nn.Module):
+    """A built segmenter in CamVid ids: the top third of a photo is sky (0), the middle building (1), the bottom
+    road (3); ids (1, H, W), the second output form styles.segmenter accepts."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h, w = x.shape[-2], x.shape[-1]
+        rows = torch.arange(h).view(h, 1).expand(h, w)
+        ids = torch.where(rows < h // 3, 0, torch.where(rows < 2 * h // 3, 1, 3))
+        return ids.unsqueeze(0)
+
+
+@pytest.mark.shared
+def test_camvid_dusk_pseudo_labelled_recipe_runs(tmp_path, monkeypatch, prefect_harness):
+    """The config's commented recipe (labels: predict, select: semantic, unmatched: global) with a TorchScript
+    segmenter: the target photos get predicted maps and every output says so."""
+    shared_path("data", "camvid")
+    shared_path("weights", "wct_16x")
+    seg = tmp_path / "camvid_seg.pt"
+    torch.jit.script(_BandLabeller()).save(str(seg))
+    monkeypatch.chdir(ROOT)
+    from spadepis.flows.augment import augment
+
+    cfg = load_config("configs/camvid-dusk.yaml", [
+        "dataset.limit=1", f"output={tmp_path / 'runs'}", "device=cpu", "styles.labels=predict",
+        f"styles.segmenter={seg}", "styles.select=semantic", "styles.unmatched=global"])
+    result = augment(config=cfg)
+    df = read_index(result["run_uri"])
+    assert len(df) == 2 and (df.status == "ok").all(), df.error.tolist()
+    assert set(df.style_labels) == {"predicted"} and df.style_id.str.startswith("0001TP_").all()
+    styles = pd.read_parquet(Path(result["run_uri"]) / "style_index.parquet")
+    assert set(styles.label_source) == {"predicted"}
+    for row in df.itertuples():
+        out, src = read_rgb(row.image_uri), read_rgb(row.synth_uri)
+        assert out.shape == src.shape and out.mean() < 0.8 * src.mean()
