@@ -35,10 +35,12 @@ Arms, every one with the same network, seeds, number of optimisation steps and b
   ``torchvision.transforms.v2`` photometric jitter (:data:`JITTER`, ranges fixed a priori);
 * ``t-target``: a run whose styles are the target photos, without labels, ``select: random``;
 * ``t-pseudo``: the target photos pseudo-labelled through ``styles.labels: predict`` / ``styles.segmenter``
-  by the ``a-real`` model of the same seed (exported to TorchScript), ``select: semantic``, label-aware
-  transfer (one run per seed);
+  by the ``a-real`` model of the same seed (exported to TorchScript; ``--pseudo-labeller p-photo``: the
+  ``p-photo`` model, trained with the jitter), ``select: semantic``, label-aware transfer
+  (``--unmatched``: ``styles.unmatched``), one run per seed;
 * ``tp``: the outputs of the better target arm (per seed, by day-val mIoU; ``--tp-base``) plus the jitter
-  on every sample.
+  on every sample (``--tp-jitter real``: on the real frames only; ``slots``: on real frames in a share of
+  their own, next to the outputs' share).
 
 The report gives mean +- std over seeds per arm and evaluation set, the paired difference to ``p-photo``
 per seed, and the issue's goal (best target-aware arm >= p-photo + 3 at dusk on every seed, tp >= either
@@ -57,6 +59,8 @@ Usage::
     python bench/bench_downstream.py --quick          # 64 frames, k=1, 80 steps, 3 seeds
     python bench/bench_downstream.py --threads 1      # 254 frames, k=2, 600 steps, 3 seeds x 7 arms (~1.5 h on 2 cores)
     python bench/bench_downstream.py --threads 1 --arms a-real,p-photo,t-target,t-pseudo,tp   # the target arms
+    python bench/bench_downstream.py --threads 1 --seeds 5 --arms a-real,p-photo,t-target,t-pseudo,tp \
+        --pseudo-labeller p-photo --unmatched global --tp-base t-pseudo --tp-jitter slots   # README's table
     python bench/bench_downstream.py --reuse-run bench/results/downstream-work/runs/<run_id>
     python bench/bench_downstream.py --eval-name kitti --eval-photos DIR --eval-labels DIR   # extra eval sets
 
@@ -678,8 +682,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--arms", default="a-real,b-aug,c-filtered,p-photo,t-target,t-pseudo,tp",
                     help="comma list of a-real, b-aug, c-filtered, b-random (b-aug with select: random, a second run), "
                     "p-photo (photometric jitter), t-target (styles = target photos, select random), t-pseudo (target "
-                    "photos pseudo-labelled by the seed's a-real model, select semantic), tp (the better target arm on "
-                    "day-val + the jitter on every sample)")
+                    "photos pseudo-labelled by a model of the seed, --pseudo-labeller, select semantic), tp (the better "
+                    "target arm on day-val + the jitter, --tp-jitter)")
     ap.add_argument("--target-photos", type=Path, default=None,
                     help="photos of the target conditions, used as styles without labels (default: the earlier half, "
                     "by frame number, of the 0001TP dusk frames; the dusk evaluation uses only the later half)")
