@@ -40,7 +40,7 @@ Arms, every one with the same network, seeds, number of optimisation steps and b
   (``--unmatched``: ``styles.unmatched``), one run per seed;
 * ``tp``: the outputs of the better target arm (per seed, by day-val mIoU; ``--tp-base``) plus the jitter
   on every sample (``--tp-jitter real``: on the real frames only; ``slots``: on real frames in a share of
-  their own, next to the outputs' share).
+  their own, next to the outputs' share; ``outputs``: on the outputs only).
 
 The report gives mean +- std over seeds per arm and evaluation set, the paired difference to ``p-photo``
 per seed, and the issue's goal (best target-aware arm >= p-photo + 3 at dusk on every seed, tp >= either
@@ -478,7 +478,8 @@ def train(real_x, real_y, aug_x, aug_y, settings: TrainSettings, seed: int, log_
     instead (same share of each batch); ``all`` (arm tp): every sample of the batch is jittered; ``real`` (arm tp
     with ``--tp-jitter real``): only the real frames of each batch, next to unjittered spadepis outputs;
     ``both`` (arm tp with ``--tp-jitter slots``): ``n_aug`` spadepis outputs and ``n_aug`` jittered real frames,
-    clean real frames for the rest."""
+    clean real frames for the rest; ``outputs`` (arm tp with ``--tp-jitter outputs``): only the spadepis outputs,
+    next to clean real frames."""
     import torch
     import torch.nn.functional as F
 
@@ -517,6 +518,8 @@ def train(real_x, real_y, aug_x, aug_y, settings: TrainSettings, seed: int, log_
             x = photometric_jitter(x, gen)
         elif jitter == "real":
             x = torch.cat([photometric_jitter(x[:n_real], gen), x[n_real:]])
+        elif jitter == "outputs":
+            x = torch.cat([x[:n_real], photometric_jitter(x[n_real:], gen)])
         flip = torch.rand(len(x), generator=gen) < 0.5
         x[flip], y[flip] = x[flip].flip(-1), y[flip].flip(-1)
         loss = F.cross_entropy(model(normalise(x)), y, ignore_index=VOID)
@@ -689,10 +692,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                     "by frame number, of the 0001TP dusk frames; the dusk evaluation uses only the later half)")
     ap.add_argument("--tp-base", choices=["auto", "t-target", "t-pseudo"], default="auto",
                     help="the target arm whose outputs tp uses; auto: per seed, the one with the higher day-val mIoU")
-    ap.add_argument("--tp-jitter", choices=["all", "real", "slots"], default="all",
+    ap.add_argument("--tp-jitter", choices=["all", "real", "slots", "outputs"], default="all",
                     help="tp: the jitter on every sample (all, the arm's definition), on the real frames only, next "
                     "to unjittered spadepis outputs (real), or in slots of its own (slots: the same share of each "
-                    "batch as p-photo gets, next to the spadepis outputs' share; the rest stays clean real frames)")
+                    "batch as p-photo gets, next to the spadepis outputs' share; the rest stays clean real frames), or on the "
+                    "spadepis outputs only, next to clean real frames (outputs)")
     ap.add_argument("--pseudo-labeller", choices=["a-real", "p-photo"], default="a-real",
                     help="t-pseudo: which model of the same seed labels the target photos (a-real: the real-only "
                     "model, the arm's definition; p-photo: the model trained with the photometric jitter, what a "

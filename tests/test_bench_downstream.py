@@ -168,7 +168,7 @@ def test_new_arms_train_and_pseudo_labeller(bm, tmp_path):
     frames = _tiny_camvid(bm, tmp_path)
     rx, ry = bm.load_frames(frames, (24, 32))
     settings = bm.TrainSettings(steps=2, batch=4, aug_fraction=0.5, width=4)
-    for jitter, aug in (("slots", None), ("all", rx), ("real", rx), ("none", rx), ("both", rx)):
+    for jitter, aug in (("slots", None), ("all", rx), ("real", rx), ("none", rx), ("both", rx), ("outputs", rx)):
         model, losses = bm.train(rx, ry, aug, ry if aug is not None else None, settings, seed=0, jitter=jitter)
         assert len(losses) == 2 and all(math.isfinite(v) for v in losses)
     p_model, p_losses = bm.train(rx, ry, None, None, settings, seed=0, jitter="slots")
