@@ -211,6 +211,11 @@ def test_tp_slots_batch_holds_outputs_jittered_and_clean_real_frames(bm, monkeyp
     for x in seen:
         kinds = ["clean" if torch.equal(v, clean) else "output" if torch.equal(v, out) else "jittered" for v in x]
         assert sorted(kinds) == ["clean"] * 4 + ["jittered"] * 2 + ["output"] * 2
+    seen.clear()  # --tp-jitter outputs: the 2 outputs jittered, the 6 real frames clean
+    bm.train(rx, ry, ax, ay, settings, seed=0, jitter="outputs")
+    for x in seen:
+        kinds = ["clean" if torch.equal(v, clean) else "output" if torch.equal(v, out) else "jittered" for v in x]
+        assert sorted(kinds) == ["clean"] * 6 + ["jittered"] * 2
     with pytest.raises(SystemExit, match="--tp-jitter slots"):
         bm.train(rx, ry, ax, ay, bm.TrainSettings(steps=1, batch=8, aug_fraction=0.75), seed=0, jitter="both")
 
